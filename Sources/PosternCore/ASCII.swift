@@ -1,0 +1,111 @@
+// Byte-level helpers for protocol text. SMTP commands, keywords and domains are
+// ASCII and compared case-insensitively (RFC 5321 §2.4); doing that on bytes keeps
+// the Unicode tables out of the Embedded release binary.
+
+public enum ASCII {
+    public static let cr: UInt8 = 13
+    public static let lf: UInt8 = 10
+    public static let space: UInt8 = 32
+    public static let tab: UInt8 = 9
+    public static let dot: UInt8 = 46
+    public static let colon: UInt8 = 58
+    public static let lessThan: UInt8 = 60
+    public static let greaterThan: UInt8 = 62
+    public static let at: UInt8 = 64
+    public static let equals: UInt8 = 61
+    public static let quote: UInt8 = 34
+    public static let backslash: UInt8 = 92
+    public static let hash: UInt8 = 35
+    public static let comma: UInt8 = 44
+    public static let crlf: [UInt8] = [13, 10]
+
+    @inline(__always)
+    public static func lower(_ b: UInt8) -> UInt8 { (b >= 65 && b <= 90) ? b | 0x20 : b }
+
+    @inline(__always)
+    public static func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
+
+    @inline(__always)
+    public static func isAlpha(_ b: UInt8) -> Bool { (b | 0x20) >= 97 && (b | 0x20) <= 122 }
+
+    @inline(__always)
+    public static func isSpace(_ b: UInt8) -> Bool { b == space || b == tab }
+
+    /// Case-insensitive equality of two ASCII byte sequences.
+    public static func equalsIgnoringCase<A: Collection, B: Collection>(_ a: A, _ b: B) -> Bool
+    where A.Element == UInt8, B.Element == UInt8 {
+        guard a.count == b.count else { return false }
+        var i = a.makeIterator()
+        var j = b.makeIterator()
+        while let x = i.next(), let y = j.next() {
+            if lower(x) != lower(y) { return false }
+        }
+        return true
+    }
+
+    /// `bytes` begins with `prefix`, ignoring ASCII case.
+    public static func hasPrefixIgnoringCase<A: Collection>(_ bytes: A, _ prefix: String) -> Bool
+    where A.Element == UInt8 {
+        let p = Array(prefix.utf8)
+        guard bytes.count >= p.count else { return false }
+        var it = bytes.makeIterator()
+        for c in p {
+            guard let b = it.next(), lower(b) == lower(c) else { return false }
+        }
+        return true
+    }
+
+    public static func lowercased<A: Collection>(_ bytes: A) -> [UInt8] where A.Element == UInt8 {
+        bytes.map(lower)
+    }
+
+    /// Leading and trailing spaces and tabs removed.
+    public static func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var s = bytes
+        while let f = s.first, isSpace(f) { s = s.dropFirst() }
+        while let l = s.last, isSpace(l) { s = s.dropLast() }
+        return s
+    }
+
+    /// A non-negative decimal number, or nil when empty, not all digits, or too large.
+    public static func parseDecimal<A: Collection>(_ bytes: A) -> Int? where A.Element == UInt8 {
+        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
+        var v = 0
+        for b in bytes {
+            guard isDigit(b) else { return nil }
+            v = v * 10 + Int(b - 48)
+        }
+        return v
+    }
+
+    /// Text of bytes known to be ASCII/UTF-8, with control characters made visible,
+    /// for log lines and replies that echo what the peer sent.
+    public static func printable<A: Collection>(_ bytes: A, limit: Int = 200) -> String
+    where A.Element == UInt8 {
+        var out: [UInt8] = []
+        out.reserveCapacity(min(bytes.count, limit))
+        for b in bytes {
+            if out.count >= limit { break }
+            out.append(b < 32 || b == 127 ? 63 /* ? */ : b)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func string<A: Collection>(_ bytes: A) -> String where A.Element == UInt8 {
+        String(decoding: Array(bytes), as: UTF8.self)
+    }
+
+    /// Lower-case hexadecimal of `value`, zero-padded to `width` digits.
+    public static func hex(_ value: UInt64, width: Int) -> String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        var out = [UInt8](repeating: 48, count: width)
+        var v = value
+        var i = width - 1
+        while i >= 0 {
+            out[i] = digits[Int(v & 15)]
+            v >>= 4
+            i -= 1
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

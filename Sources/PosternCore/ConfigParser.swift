@@ -1,0 +1,310 @@
+/// A configuration error, always naming the file and, when it has one, the line.
+public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var message: String
+
+    public init(file: String, line: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.message = message
+    }
+
+    public var description: String {
+        line > 0 ? "\(file):\(line): \(message)" : "\(file): \(message)"
+    }
+}
+
+/// Reads `postern.conf`: `[section]` headers, `key = value` lines and `#`
+/// comments (whole-line, or after whitespace at the end of a value). Durations take
+/// `s m h d`, sizes `K M G` (powers of 1024); a bare number is seconds or bytes.
+/// Relative paths are resolved against the configuration file's directory.
+///
+/// Unknown sections and keys, bad values and missing required keys are errors
+/// with the line number; nothing is silently ignored.
+public struct ConfigParser {
+    public let file: String
+    public let baseDirectory: String
+
+    public init(file: String, baseDirectory: String) {
+        self.file = file
+        self.baseDirectory = baseDirectory
+    }
+
+    /// Keys that belong to features this version does not have yet: a clear error is
+    /// better than a setting that silently does nothing.
+    static let notYetSupported: [String: String] = [
+        "receiver.tls_cert": "STARTTLS for clients",
+        "receiver.tls_key": "STARTTLS for clients",
+        "receiver.auth_users": "SMTP AUTH for clients",
+        "spool.max_age": "expiry of old messages",
+        "upstream.verify": "TLS to the upstream",
+        "upstream.ca_file": "TLS to the upstream",
+        "upstream.auth": "AUTH to the upstream",
+        "upstream.username": "AUTH to the upstream",
+        "upstream.password_file": "AUTH to the upstream",
+        "upstream.rewrite_from": "From: rewriting",
+    ]
+
+    public func parse(_ text: [UInt8]) -> Result<Config, ConfigError> {
+        do throws(ConfigError) {
+            return .success(try parseThrowing(text))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    func error(_ line: Int, _ message: String) -> ConfigError {
+        ConfigError(file: file, line: line, message: message)
+    }
+
+    func parseThrowing(_ text: [UInt8]) throws(ConfigError) -> Config {
+        var config = Config()
+        var section = ""
+        var sectionLine = 0
+        var seenSections: [String] = []
+        var seenKeys: [String] = []
+        var upstreamHostSeen = false
+        var lineNumber = 0
+
+        func finishSection() throws(ConfigError) {
+            if section == "upstream" && !upstreamHostSeen {
+                throw error(sectionLine, "[upstream] needs 'host'")
+            }
+        }
+
+        for rawLine in text.split(separator: ASCII.lf, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var line = rawLine
+            if line.last == ASCII.cr { line = line.dropLast() }
+            line = stripComment(line)
+            line = ASCII.trimmed(line)
+            if line.isEmpty { continue }
+            if line.first == 91 /* [ */ {
+                guard line.last == 93 /* ] */ else { throw error(lineNumber, "malformed section header") }
+                try finishSection()
+                let name = ASCII.string(ASCII.trimmed(line.dropFirst().dropLast()))
+                switch name {
+                case "receiver", "spool", "retry", "control":
+                    if seenSections.contains(name) { throw error(lineNumber, "section [\(name)] appears twice") }
+                case "upstream":
+                    config.upstreams.append(UpstreamConfig())
+                    config.upstreams[config.upstreams.count - 1].line = lineNumber
+                    upstreamHostSeen = false
+                case "aliases", "notify":
+                    throw error(lineNumber, "section [\(name)] is not supported by this version of Postern")
+                default:
+                    throw error(lineNumber, "unknown section [\(name)]")
+                }
+                seenSections.append(name)
+                seenKeys = []
+                section = name
+                sectionLine = lineNumber
+                continue
+            }
+            guard let eq = line.firstIndex(of: ASCII.equals) else {
+                throw error(lineNumber, "expected 'key = value' or '[section]'")
+            }
+            let key = ASCII.string(ASCII.trimmed(line[..<eq]))
+            let value = ASCII.string(ASCII.trimmed(line[(eq + 1)...]))
+            guard !section.isEmpty else { throw error(lineNumber, "'\(key)' comes before any [section]") }
+            if seenKeys.contains(key) { throw error(lineNumber, "'\(key)' is set twice in [\(section)]") }
+            seenKeys.append(key)
+            if let feature = Self.notYetSupported[section + "." + key] {
+                throw error(lineNumber, "'\(key)' in [\(section)] is not supported by this version of Postern (\(feature) is not implemented yet)")
+            }
+            if value.isEmpty { throw error(lineNumber, "'\(key)' has no value") }
+            switch section {
+            case "receiver": try receiverKey(key, value, lineNumber, &config.receiver)
+            case "spool": try spoolKey(key, value, lineNumber, &config.spool)
+            case "upstream":
+                if key == "host" { upstreamHostSeen = true }
+                try upstreamKey(key, value, lineNumber, &config.upstreams[config.upstreams.count - 1])
+            case "retry": try retryKey(key, value, lineNumber, &config.retry)
+            case "control": try controlKey(key, value, lineNumber, &config.control)
+            default: break
+            }
+        }
+        try finishSection()
+        if config.upstreams.isEmpty { throw error(0, "no [upstream] section: Postern needs a smarthost to forward to") }
+        if config.upstreams.count > 1 {
+            throw error(config.upstreams[1].line, "only one [upstream] is supported by this version of Postern (fallback upstreams are not implemented yet)")
+        }
+        if config.retry.initial > config.retry.max {
+            throw error(0, "[retry] initial (\(config.retry.initial)s) is longer than max (\(config.retry.max)s)")
+        }
+        if config.spool.segmentSize > config.spool.maxSize {
+            throw error(0, "[spool] segment_size is larger than max_size")
+        }
+        return config
+    }
+
+    /// Drops a comment: a '#' at the start of the line or after whitespace.
+    func stripComment(_ line: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var i = line.startIndex
+        while i < line.endIndex {
+            if line[i] == ASCII.hash && (i == line.startIndex || ASCII.isSpace(line[i - 1])) {
+                return line[..<i]
+            }
+            i += 1
+        }
+        return line
+    }
+
+    // MARK: sections
+
+    func receiverKey(_ key: String, _ value: String, _ n: Int, _ r: inout ReceiverConfig) throws(ConfigError) {
+        switch key {
+        case "listen":
+            var endpoints: [Endpoint] = []
+            for item in list(value) {
+                guard let e = Endpoint(item) else {
+                    throw error(n, "listen: '\(item)' is not an address:port (write IPv6 as [::1]:25)")
+                }
+                endpoints.append(e)
+            }
+            r.listen = endpoints
+        case "hostname":
+            guard Mailbox.isDomain(Array(value.utf8)[...]) else { throw error(n, "hostname: '\(value)' is not a domain name") }
+            r.hostname = value
+        case "allow_clients":
+            var blocks: [CIDR] = []
+            for item in list(value) {
+                guard let c = CIDR(item) else { throw error(n, "allow_clients: '\(item)' is not an address or network (e.g. 192.168.1.0/24)") }
+                blocks.append(c)
+            }
+            r.allowClients = blocks
+        case "allow_recipients":
+            var patterns: [RecipientPolicy.Pattern] = []
+            for item in list(value) {
+                guard let p = RecipientPolicy.pattern(item) else {
+                    throw error(n, "allow_recipients: '\(item)' is not *, *@domain, *@*.domain or a mailbox")
+                }
+                patterns.append(p)
+            }
+            r.allowRecipients = RecipientPolicy(patterns: patterns)
+        case "max_message_size": r.maxMessageSize = try size(value, n, key, min: 1024, max: 1 << 31)
+        case "max_recipients": r.maxRecipients = try number(value, n, key, min: 1, max: 10_000)
+        case "max_connections": r.maxConnections = try number(value, n, key, min: 1, max: 1024)
+        case "timeout": r.timeout = try duration(value, n, key, min: 1)
+        default: throw unknown(key, "receiver", n)
+        }
+    }
+
+    func spoolKey(_ key: String, _ value: String, _ n: Int, _ s: inout SpoolConfig) throws(ConfigError) {
+        switch key {
+        case "dir": s.dir = path(value)
+        case "max_size": s.maxSize = try size(value, n, key, min: 64 * 1024, max: Int(Int64(1) << 40))
+        case "segment_size": s.segmentSize = try size(value, n, key, min: 64 * 1024, max: 1 << 30)
+        default: throw unknown(key, "spool", n)
+        }
+    }
+
+    func upstreamKey(_ key: String, _ value: String, _ n: Int, _ u: inout UpstreamConfig) throws(ConfigError) {
+        switch key {
+        case "host":
+            let v = Array(value.utf8)
+            guard IPAddress(text: v) != nil || Mailbox.isDomain(v[...]) else {
+                throw error(n, "host: '\(value)' is not a host name or IP address")
+            }
+            u.host = value
+        case "port": u.port = try number(value, n, key, min: 1, max: 65535)
+        case "tls":
+            switch value {
+            case "none": u.tls = .none
+            case "starttls", "implicit":
+                throw error(n, "tls = \(value) is not supported by this version of Postern (TLS to the upstream is not implemented yet; only 'none' is accepted)")
+            default: throw error(n, "tls: '\(value)' is not one of starttls, implicit, none")
+            }
+        case "envelope_from":
+            guard let m = Mailbox.parse(Array(value.utf8)[...], allowNull: false), m.atIndex != nil else {
+                throw error(n, "envelope_from: '\(value)' is not a mailbox like alerts@example.com")
+            }
+            u.envelopeFrom = m
+        default: throw unknown(key, "upstream", n)
+        }
+    }
+
+    func retryKey(_ key: String, _ value: String, _ n: Int, _ r: inout RetryConfig) throws(ConfigError) {
+        switch key {
+        case "initial": r.initial = try duration(value, n, key, min: 1)
+        case "max": r.max = try duration(value, n, key, min: 1)
+        default: throw unknown(key, "retry", n)
+        }
+    }
+
+    func controlKey(_ key: String, _ value: String, _ n: Int, _ c: inout ControlConfig) throws(ConfigError) {
+        switch key {
+        case "socket": c.socket = path(value)
+        default: throw unknown(key, "control", n)
+        }
+    }
+
+    func unknown(_ key: String, _ section: String, _ n: Int) -> ConfigError {
+        error(n, "unknown key '\(key)' in [\(section)]")
+    }
+
+    // MARK: values
+
+    func list(_ value: String) -> [String] {
+        value.utf8.split(separator: ASCII.comma).map { ASCII.string(ASCII.trimmed(Array($0)[...])) }
+            .filter { !$0.isEmpty }
+    }
+
+    func path(_ value: String) -> String {
+        if value.utf8.first == 47 /* / */ { return value }
+        return baseDirectory.utf8.last == 47 ? baseDirectory + value : baseDirectory + "/" + value
+    }
+
+    func number(_ value: String, _ n: Int, _ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
+        guard let v = ASCII.parseDecimal(value.utf8) else { throw error(n, "\(key): '\(value)' is not a number") }
+        guard v >= min && v <= max else { throw error(n, "\(key): \(v) is out of range (\(min)–\(max))") }
+        return v
+    }
+
+    /// "10M", "512K", "1G" or a bare number of bytes.
+    func size(_ value: String, _ n: Int, _ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
+        let b = Array(value.utf8)
+        var digits = b[...]
+        var unit = 1
+        if let last = b.last, !ASCII.isDigit(last) {
+            switch ASCII.lower(last) {
+            case 107: unit = 1024
+            case 109: unit = 1024 * 1024
+            case 103: unit = 1024 * 1024 * 1024
+            default: throw error(n, "\(key): '\(value)' is not a size (a number with K, M or G)")
+            }
+            digits = b.dropLast()
+        }
+        guard let v = ASCII.parseDecimal(digits) else {
+            throw error(n, "\(key): '\(value)' is not a size (a number with K, M or G)")
+        }
+        let total = v.multipliedReportingOverflow(by: unit)
+        guard !total.overflow, total.partialValue >= min, total.partialValue <= max else {
+            throw error(n, "\(key): \(value) is out of range (\(min) bytes to \(max) bytes)")
+        }
+        return total.partialValue
+    }
+
+    /// "30s", "5m", "1h", "2d" or a bare number of seconds.
+    func duration(_ value: String, _ n: Int, _ key: String, min: Int) throws(ConfigError) -> Int {
+        let b = Array(value.utf8)
+        var digits = b[...]
+        var unit = 1
+        if let last = b.last, !ASCII.isDigit(last) {
+            switch ASCII.lower(last) {
+            case 115: unit = 1
+            case 109: unit = 60
+            case 104: unit = 3600
+            case 100: unit = 86400
+            default: throw error(n, "\(key): '\(value)' is not a duration (a number with s, m, h or d)")
+            }
+            digits = b.dropLast()
+        }
+        guard let v = ASCII.parseDecimal(digits), v <= 365 * 86400 else {
+            throw error(n, "\(key): '\(value)' is not a duration (a number with s, m, h or d)")
+        }
+        guard v * unit >= min else { throw error(n, "\(key): \(value) is too short (at least \(min)s)") }
+        return v * unit
+    }
+}

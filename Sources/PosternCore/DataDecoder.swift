@@ -1,0 +1,127 @@
+/// Decodes the text a client sends after `354`: removes dot-stuffing, finds the
+/// end-of-data marker, and normalises line endings.
+///
+/// The decoder is a byte-at-a-time state machine with no buffer of its own, so a
+/// message of any size and a line of any length stream through in fixed memory.
+///
+/// - Only `CRLF.CRLF` ends the data (RFC 5321 §4.1.1.4). A `.` line after a bare LF
+///   or bare CR is content, not the end — the "SMTP smuggling" defence of
+///   DESIGN.md principle 7.
+/// - Dot-stuffing is undone at the start of every line (RFC 5321 §4.5.2).
+/// - A bare CR or LF is stored as CRLF. RFC 5321 §2.3.8 forbids them on the wire
+///   and RFC 6152 forbids them in 8BITMIME content; storing them normalised means
+///   the sender can never forward a line ending that an upstream might read
+///   differently from us. Alert senders on small devices often use bare LF, and
+///   like Postfix for its own networks we accept rather than refuse them.
+public struct DataDecoder: Sendable {
+    enum State: Equatable, Sendable {
+        /// At the start of a line; `afterCRLF` is false after a normalised bare CR/LF.
+        case lineStart(afterCRLF: Bool)
+        case middle
+        case sawCR
+        case sawDot(afterCRLF: Bool)
+        case sawDotCR
+        case ended
+    }
+
+    public struct Step: Equatable, Sendable {
+        /// Input bytes consumed.
+        public var consumed: Int
+        /// Decoded bytes written to the output.
+        public var produced: Int
+        /// The end-of-data marker was consumed; input after it is the next command.
+        public var ended: Bool
+    }
+
+    var state: State = .lineStart(afterCRLF: true)
+
+    public init() {}
+
+    public var isEnded: Bool { state == .ended }
+
+    /// Decodes as much of `input` as fits in `output`. The output needs room for two
+    /// bytes per input byte in the worst case (a bare LF becomes CRLF); the decoder
+    /// stops early rather than overflow.
+    public mutating func decode(_ input: UnsafeRawBufferPointer,
+                                into output: UnsafeMutableRawBufferPointer) -> Step {
+        var i = 0
+        var o = 0
+        let n = input.count
+        let cap = output.count
+        while i < n {
+            if state == .ended { break }
+            if cap - o < 3 { break }
+            let b = input[i]
+            switch state {
+            case .middle:
+                // Fast path: copy a run of ordinary bytes.
+                if b != ASCII.cr && b != ASCII.lf {
+                    var j = i
+                    let limit = min(n, i + (cap - o - 2))
+                    while j < limit {
+                        let c = input[j]
+                        if c == ASCII.cr || c == ASCII.lf { break }
+                        output[o] = c
+                        o += 1
+                        j += 1
+                    }
+                    i = j
+                    continue
+                }
+                if b == ASCII.cr { state = .sawCR } else { o = newline(output, o, crlf: false) }
+                i += 1
+            case .lineStart(let afterCRLF):
+                switch b {
+                case ASCII.dot: state = .sawDot(afterCRLF: afterCRLF)
+                case ASCII.cr: state = .sawCR
+                case ASCII.lf: o = newline(output, o, crlf: false)
+                default:
+                    output[o] = b; o += 1
+                    state = .middle
+                }
+                i += 1
+            case .sawCR:
+                if b == ASCII.lf {
+                    o = newline(output, o, crlf: true)
+                    i += 1
+                } else {
+                    // A bare CR: store it as a line end and look at `b` again.
+                    o = newline(output, o, crlf: false)
+                }
+            case .sawDot(let afterCRLF):
+                if b == ASCII.cr && afterCRLF {
+                    state = .sawDotCR
+                    i += 1
+                } else if b == ASCII.cr || b == ASCII.lf {
+                    // "." ended by a bare line ending: content, kept as a "." line.
+                    output[o] = ASCII.dot; o += 1
+                    state = .middle
+                } else {
+                    // The leading dot was stuffing; the line goes on with `b`.
+                    output[o] = b; o += 1
+                    state = .middle
+                    i += 1
+                }
+            case .sawDotCR:
+                if b == ASCII.lf {
+                    state = .ended
+                    i += 1
+                } else {
+                    // ".<CR>x": the dot was stuffing, the CR is a bare CR.
+                    o = newline(output, o, crlf: false)
+                }
+            case .ended:
+                break
+            }
+        }
+        return Step(consumed: i, produced: o, ended: state == .ended)
+    }
+
+    @inline(__always)
+    private mutating func newline(_ output: UnsafeMutableRawBufferPointer, _ o: Int, crlf: Bool) -> Int {
+        output[o] = ASCII.cr
+        output[o + 1] = ASCII.lf
+        state = .lineStart(afterCRLF: crlf)
+        return o + 2
+    }
+}

@@ -1,0 +1,52 @@
+/// Sizes of the fixed buffers, allocated once at start (DESIGN.md principle 2),
+/// and the memory budget `postern check-config` prints.
+public enum BufferSizes {
+    /// Bytes read from a client at a time. At least one 512-octet command line
+    /// (RFC 5321 §4.5.3.1.4); larger means fewer reads of message text.
+    public static let receiverInput = 16 * 1024
+    /// Decoded message text staged for one spool text record.
+    public static let receiverText = 16 * 1024
+    /// Replies waiting to go to a client: 100 pipelined RCPT replies take ~1.5 KiB.
+    public static let receiverOutput = 4 * 1024
+    /// Reply lines from the upstream (512 octets each, RFC 5321 §4.5.3.1.5).
+    public static let senderInput = 4 * 1024
+    /// Commands and dot-stuffed text going to the upstream.
+    public static let senderOutput = 32 * 1024
+    /// Spool records read back for sending and for the recovery scan.
+    public static let spoolRead = 64 * 1024
+
+    public static var perReceiver: Int { receiverInput + receiverText + receiverOutput }
+    public static var sender: Int { senderInput + senderOutput }
+}
+
+public struct MemoryBudget: Sendable {
+    public var receivers: Int
+    public var sender: Int
+    public var spool: Int
+    /// In-memory index bytes per queued message with one recipient.
+    public var perQueuedMessage: Int
+
+    public init(_ config: Config) {
+        receivers = config.receiver.maxConnections * BufferSizes.perReceiver
+        sender = BufferSizes.sender
+        spool = BufferSizes.spoolRead
+        // The entry itself, the recipient-state array's heap header and one byte
+        // per recipient, rounded up as malloc does.
+        perQueuedMessage = MemoryLayout<QueuedMessage>.stride + 32 + 16
+    }
+
+    public var fixedTotal: Int { receivers + sender + spool }
+
+    public func lines(_ config: Config) -> [String] {
+        let maxQueued = config.spool.maxSize / 512
+        return [
+            "memory budget (allocated once at start):",
+            "  receiver buffers   \(config.receiver.maxConnections) connections x \(BufferSizes.perReceiver / 1024) KiB = \(receivers / 1024) KiB",
+            "  sender buffers     \(sender / 1024) KiB",
+            "  spool read buffer  \(spool / 1024) KiB",
+            "  fixed total        \(fixedTotal / 1024) KiB",
+            "  queue index        \(perQueuedMessage) bytes per queued message (+1 per extra recipient);",
+            "                     at most \(maxQueued * perQueuedMessage / 1024) KiB if max_size were filled with 512-byte messages",
+        ]
+    }
+}

@@ -1,0 +1,418 @@
+/// One message as the sender hands it to an upstream.
+public struct OutboundMessage: Equatable, Sendable {
+    public var from: Mailbox
+    /// Only the recipients still to be delivered; results refer to these indices.
+    public var recipients: [Mailbox]
+    /// Bytes of spooled text, for the SIZE parameter (RFC 1870 §3).
+    public var size: Int
+    public var eightBit: Bool
+
+    public init(from: Mailbox, recipients: [Mailbox], size: Int, eightBit: Bool) {
+        self.from = from
+        self.recipients = recipients
+        self.size = size
+        self.eightBit = eightBit
+    }
+}
+
+/// What the upstream said about one recipient.
+public enum RecipientOutcome: Equatable, Sendable {
+    /// 2xx to the end of data: the upstream took responsibility (RFC 5321 §6.1).
+    case delivered
+    /// 5xx: will never succeed; the recipient is finished as failed.
+    case failed
+    /// 4xx, or the connection broke: try again later.
+    case deferred
+}
+
+/// Why a sender connection ended early. `.rejected` carries the upstream's reply.
+public enum SenderFailure: Equatable, Sendable, CustomStringConvertible {
+    case connection(String)
+    case timeout(String)
+    case protocolError(String)
+    case rejected(Reply)
+
+    public var description: String {
+        switch self {
+        case .connection(let s): return s
+        case .timeout(let s): return "timeout \(s)"
+        case .protocolError(let s): return "protocol error: \(s)"
+        case .rejected(let r): return r.description
+        }
+    }
+
+    /// A reply to report for recipients this failure left undelivered.
+    public var reply: Reply {
+        switch self {
+        case .rejected(let r): return r
+        case .connection(let s): return Reply(451, "4.4.1", s)
+        case .timeout(let s): return Reply(451, "4.4.2", "timeout \(s)")
+        case .protocolError(let s): return Reply(451, "4.5.0", "protocol error: \(s)")
+        }
+    }
+}
+
+/// Service extensions the upstream announced in its EHLO reply.
+public struct Capabilities: Equatable, Sendable {
+    public var pipelining = false
+    public var eightBitMIME = false
+    /// RFC 1870: nil when SIZE was not announced, 0 when announced without a limit.
+    public var maxSize: Int? = nil
+
+    public init() {}
+
+    /// Reads the keyword lines after the first line of an EHLO reply
+    /// (RFC 5321 §4.1.1.1 ehlo-line).
+    public init(ehloLines: [String]) {
+        for line in ehloLines.dropFirst() {
+            let words = line.utf8.split(separator: ASCII.space)
+            guard let keyword = words.first else { continue }
+            let k = ASCII.string(keyword).uppercasedASCII
+            switch k {
+            case "PIPELINING": pipelining = true
+            case "8BITMIME": eightBitMIME = true
+            case "SIZE": maxSize = words.count > 1 ? (ASCII.parseDecimal(words[1]) ?? 0) : 0
+            default: break
+            }
+        }
+    }
+}
+
+/// The sender side of an SMTP session toward the upstream (RFC 5321 §3.3, §4.1),
+/// as a pure state machine. It is fed replies and connection events and returns
+/// actions; the connection streams message text itself (`DataEncoder`) when told
+/// `.sendText`, and reports back with `textSent()`.
+///
+/// One connection carries many messages: after each transaction the machine is
+/// `.ready` again for the next one. With PIPELINING (RFC 2920) MAIL, every RCPT
+/// and DATA leave in one write; without it, one command per reply.
+public struct SMTPSender: Sendable {
+    enum Step: Equatable, Sendable {
+        case mail
+        case rcpt(Int)
+        case data
+    }
+
+    struct Transaction: Equatable, Sendable {
+        var message: OutboundMessage
+        /// Replies still expected, in order.
+        var awaiting: [Step]
+        /// Commands not yet written (stepwise mode without PIPELINING).
+        var unsent: [Step]
+        var mailAccepted = false
+        var accepted: [Int] = []
+        /// Recipients whose outcome has been reported already.
+        var reported: Set<Int> = []
+    }
+
+    /// Named for what was last sent.
+    enum State: Equatable, Sendable, CustomStringConvertible {
+        case awaitingGreeting
+        case sentEHLO
+        case sentHELO
+        case ready
+        case sentEnvelope(Transaction)
+        case sendingText(Transaction)
+        case sentDot(Transaction)
+        /// "." sent only to close a DATA the upstream accepted for no recipient.
+        case sentEmptyDot
+        case sentRSET
+        case sentQUIT
+        case closed
+
+        var description: String {
+            switch self {
+            case .awaitingGreeting: return "awaitingGreeting"
+            case .sentEHLO: return "sentEHLO"
+            case .sentHELO: return "sentHELO"
+            case .ready: return "ready"
+            case .sentEnvelope: return "sentEnvelope"
+            case .sendingText: return "sendingText"
+            case .sentDot: return "sentDot"
+            case .sentEmptyDot: return "sentEmptyDot"
+            case .sentRSET: return "sentRSET"
+            case .sentQUIT: return "sentQUIT"
+            case .closed: return "closed"
+            }
+        }
+    }
+
+    public enum Action: Equatable, Sendable {
+        /// Write these command bytes.
+        case send([UInt8])
+        /// Stream the message text, dot-stuffed, then the end-of-data marker.
+        case sendText
+        /// Ready for `start(message:)` (or `finish()` when there is nothing to send).
+        case ready
+        case recipient(index: Int, outcome: RecipientOutcome, reply: Reply)
+        /// The current message's transaction is over; every recipient was reported.
+        case messageDone
+        /// Close the connection; `failure` is nil after a normal QUIT.
+        case close(failure: SenderFailure?)
+    }
+
+    public let heloName: String
+    var state: State = .awaitingGreeting
+    public private(set) var capabilities = Capabilities()
+
+    public init(heloName: String) {
+        self.heloName = heloName
+    }
+
+    public var stateName: String { state.description }
+    public var isReady: Bool { state == .ready }
+    public var isClosed: Bool { state == .closed }
+    /// A transaction is under way (a message would be left half-sent by closing).
+    public var inTransaction: Bool {
+        switch state {
+        case .sentEnvelope, .sendingText, .sentDot: return true
+        default: return false
+        }
+    }
+    /// Waiting for the reply to the end of data (closing now would risk a duplicate).
+    public var awaitingFinalReply: Bool {
+        if case .sentDot = state { return true }
+        return false
+    }
+
+    /// Seconds to wait in the current state (RFC 5321 §4.5.3.2: 5 minutes for the
+    /// greeting, MAIL and RCPT; 2 for DATA; 3 per text block; 10 after the dot).
+    public var timeoutSeconds: Int {
+        switch state {
+        case .sentEnvelope(let t): return t.awaiting.first == .data ? 120 : 300
+        case .sendingText: return 180
+        case .sentDot, .sentEmptyDot: return 600
+        case .ready: return 300
+        default: return 300
+        }
+    }
+
+    // MARK: events
+
+    /// A reply from the upstream.
+    public mutating func receive(_ reply: Reply) -> [Action] {
+        if reply.code == 421 {
+            // RFC 5321 §3.8: the upstream is closing; everything in flight is deferred.
+            return abandon(.rejected(reply))
+        }
+        switch state {
+        case .awaitingGreeting:
+            guard reply.code == 220 else {
+                state = .sentQUIT
+                return [.send(command("QUIT")), .close(failure: .rejected(reply))]
+            }
+            state = .sentEHLO
+            return [.send(command("EHLO " + heloName))]
+        case .sentEHLO:
+            if reply.code == 250 {
+                capabilities = Capabilities(ehloLines: reply.lines)
+                state = .ready
+                return [.ready]
+            }
+            // RFC 5321 §3.2: an old receiver refuses EHLO; fall back to HELO.
+            state = .sentHELO
+            return [.send(command("HELO " + heloName))]
+        case .sentHELO:
+            guard reply.code == 250 else { return abandon(.rejected(reply)) }
+            capabilities = Capabilities()
+            state = .ready
+            return [.ready]
+        case .sentEnvelope(var t):
+            return envelopeReply(reply, &t)
+        case .sentDot(let t):
+            let outcome: RecipientOutcome = reply.isPositive ? .delivered : (reply.isPermanent ? .failed : .deferred)
+            var actions: [Action] = t.accepted.map { .recipient(index: $0, outcome: outcome, reply: reply) }
+            actions.append(.messageDone)
+            state = .ready
+            actions.append(.ready)
+            return actions
+        case .sentEmptyDot:
+            return afterFailedTransaction()
+        case .sentRSET:
+            guard reply.isPositive else { return abandon(.rejected(reply)) }
+            state = .ready
+            return [.ready]
+        case .sentQUIT:
+            state = .closed
+            return [.close(failure: nil)]
+        case .ready, .sendingText, .closed:
+            // A reply nobody asked for: the upstream is out of step with us.
+            return abandon(.protocolError("unexpected reply \(reply)"))
+        }
+    }
+
+    /// Begins a transaction for `message`. Only valid when `.ready`.
+    public mutating func start(message: OutboundMessage) -> [Action] {
+        guard state == .ready, !message.recipients.isEmpty else { return [] }
+        if let limit = capabilities.maxSize, limit > 0, message.size > limit {
+            // RFC 1870 §5: do not send what the upstream announced it will refuse.
+            let reply = Reply(552, "5.3.4", "message size \(message.size) exceeds the upstream's limit of \(limit) bytes")
+            var actions: [Action] = message.recipients.indices.map { .recipient(index: $0, outcome: .failed, reply: reply) }
+            actions.append(.messageDone)
+            actions.append(.ready)
+            return actions
+        }
+        var steps: [Step] = [.mail]
+        for i in message.recipients.indices { steps.append(.rcpt(i)) }
+        steps.append(.data)
+        var t = Transaction(message: message, awaiting: [], unsent: steps)
+        let bytes = capabilities.pipelining ? flushAll(&t) : flushOne(&t)
+        state = .sentEnvelope(t)
+        return [.send(bytes)]
+    }
+
+    /// The connection wrote the whole text and the end-of-data marker.
+    public mutating func textSent() -> [Action] {
+        guard case .sendingText(let t) = state else { return [] }
+        state = .sentDot(t)
+        return []
+    }
+
+    /// Nothing more to send: say QUIT (RFC 5321 §4.1.1.10).
+    public mutating func finish() -> [Action] {
+        guard state == .ready else { return [] }
+        state = .sentQUIT
+        return [.send(command("QUIT"))]
+    }
+
+    /// The state's time limit passed without a reply.
+    public mutating func timedOut() -> [Action] {
+        if state == .sentQUIT { state = .closed; return [.close(failure: nil)] }
+        return abandon(.timeout("in state \(state)"))
+    }
+
+    /// The connection closed or failed under us.
+    public mutating func connectionLost(_ reason: String) -> [Action] {
+        if state == .sentQUIT || state == .closed { state = .closed; return [.close(failure: nil)] }
+        var actions = abandon(.connection(reason))
+        actions.removeAll { if case .close = $0 { return true } else { return false } }
+        return actions + [.close(failure: .connection(reason))]
+    }
+
+    // MARK: transaction
+
+    mutating func envelopeReply(_ reply: Reply, _ t: inout Transaction) -> [Action] {
+        guard let step = t.awaiting.first else { return abandon(.protocolError("unexpected reply \(reply)")) }
+        t.awaiting.removeFirst()
+        var actions: [Action] = []
+        switch step {
+        case .mail:
+            if reply.isPositive {
+                t.mailAccepted = true
+            } else {
+                // RFC 5321 §4.1.1.2: a refused MAIL refuses every recipient with it.
+                let outcome: RecipientOutcome = reply.isPermanent ? .failed : .deferred
+                for i in t.message.recipients.indices {
+                    actions.append(.recipient(index: i, outcome: outcome, reply: reply))
+                    t.reported.insert(i)
+                }
+                t.unsent = []
+            }
+        case .rcpt(let i):
+            if t.mailAccepted {
+                if reply.isPositive {
+                    t.accepted.append(i)
+                } else {
+                    actions.append(.recipient(index: i, outcome: reply.isPermanent ? .failed : .deferred, reply: reply))
+                    t.reported.insert(i)
+                }
+            }
+            if t.unsent == [.data] && t.accepted.isEmpty && t.awaiting.isEmpty {
+                // Stepwise and no recipient accepted: do not send DATA.
+                t.unsent = []
+            }
+        case .data:
+            if reply.code == 354 {
+                if t.accepted.isEmpty {
+                    // RFC 2920 §3.1: the upstream accepted DATA for no recipient; end
+                    // it with an empty text and forget the reply.
+                    state = .sentEmptyDot
+                    return actions + [.send([ASCII.dot, ASCII.cr, ASCII.lf])]
+                }
+                state = .sendingText(t)
+                return actions + [.sendText]
+            }
+            let outcome: RecipientOutcome = reply.isPermanent ? .failed : .deferred
+            for i in t.accepted {
+                actions.append(.recipient(index: i, outcome: outcome, reply: reply))
+                t.reported.insert(i)
+            }
+            t.accepted = []
+        }
+        if !t.awaiting.isEmpty {
+            state = .sentEnvelope(t)
+            return actions
+        }
+        if !t.unsent.isEmpty {
+            let bytes = flushOne(&t)
+            state = .sentEnvelope(t)
+            return actions + [.send(bytes)]
+        }
+        // The transaction ended without text being sent.
+        return actions + afterFailedTransaction(mailWasAccepted: t.mailAccepted)
+    }
+
+    /// After a transaction that did not end with the end-of-data reply, RSET so the
+    /// next MAIL starts clean (RFC 5321 §4.1.1.5); no RSET is needed when MAIL
+    /// itself was refused.
+    mutating func afterFailedTransaction(mailWasAccepted: Bool = true) -> [Action] {
+        if mailWasAccepted {
+            state = .sentRSET
+            return [.messageDone, .send(command("RSET"))]
+        }
+        state = .ready
+        return [.messageDone, .ready]
+    }
+
+    /// Gives up on the connection: every recipient of the transaction in flight that
+    /// has no outcome yet is deferred, with a 4xx version of the reason.
+    mutating func abandon(_ failure: SenderFailure) -> [Action] {
+        var actions: [Action] = []
+        let reply = failure.reply
+        let transient = reply.isPermanent ? Reply(451, "4.4.0", reply.description) : reply
+        switch state {
+        case .sentEnvelope(let t), .sendingText(let t), .sentDot(let t):
+            for i in t.message.recipients.indices where !t.reported.contains(i) {
+                actions.append(.recipient(index: i, outcome: .deferred, reply: transient))
+            }
+            actions.append(.messageDone)
+        default: break
+        }
+        state = .closed
+        actions.append(.close(failure: failure))
+        return actions
+    }
+
+    // MARK: commands
+
+    func command(_ text: String) -> [UInt8] { Array(text.utf8) + ASCII.crlf }
+
+    func bytes(for step: Step, _ m: OutboundMessage) -> [UInt8] {
+        switch step {
+        case .mail:
+            var s = "MAIL FROM:\(m.from)"
+            if capabilities.maxSize != nil { s += " SIZE=\(m.size)" }
+            if m.eightBit && capabilities.eightBitMIME { s += " BODY=8BITMIME" }
+            return command(s)
+        case .rcpt(let i): return command("RCPT TO:\(m.recipients[i])")
+        case .data: return command("DATA")
+        }
+    }
+
+    /// RFC 2920 §3.1: MAIL, every RCPT and DATA in one group; DATA ends it.
+    mutating func flushAll(_ t: inout Transaction) -> [UInt8] {
+        var out: [UInt8] = []
+        for s in t.unsent {
+            out += bytes(for: s, t.message)
+            t.awaiting.append(s)
+        }
+        t.unsent = []
+        return out
+    }
+
+    mutating func flushOne(_ t: inout Transaction) -> [UInt8] {
+        let s = t.unsent.removeFirst()
+        t.awaiting.append(s)
+        return bytes(for: s, t.message)
+    }
+}

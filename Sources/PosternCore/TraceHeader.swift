@@ -1,0 +1,72 @@
+/// The `Received:` trace header a relay must prepend (RFC 5321 §4.4), and the
+/// RFC 5322 §3.3 date it ends with. Pure: the loop supplies the clock readings.
+public enum TraceHeader {
+    public struct Info: Sendable {
+        public var heloName: String
+        public var clientAddress: IPAddress
+        public var hostname: String
+        /// "ESMTP" after EHLO, "SMTP" after HELO (RFC 3848 §1 / RFC 5321 §4.4).
+        public var protocolName: String
+        public var queueID: String
+        /// Named in the header only when the message has exactly one recipient, so a
+        /// header never discloses the other recipients of a message.
+        public var recipient: Mailbox?
+        public var date: String
+
+        public init(heloName: String, clientAddress: IPAddress, hostname: String, protocolName: String,
+                    queueID: String, recipient: Mailbox?, date: String) {
+            self.heloName = heloName
+            self.clientAddress = clientAddress
+            self.hostname = hostname
+            self.protocolName = protocolName
+            self.queueID = queueID
+            self.recipient = recipient
+            self.date = date
+        }
+    }
+
+    /// The header, folded onto continuation lines (RFC 5322 §2.2.3), ending in CRLF.
+    public static func received(_ i: Info) -> [UInt8] {
+        var s = "Received: from \(i.heloName) (\(i.clientAddress.literal))\r\n"
+        s += "\tby \(i.hostname) (Postern) with \(i.protocolName) id \(i.queueID)"
+        if let r = i.recipient { s += "\r\n\tfor \(r)" }
+        s += "; \(i.date)\r\n"
+        return Array(s.utf8)
+    }
+
+    static let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+    static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// "Mon, 30 Nov 2026 05:30:29 +0000" for `seconds` since the epoch in a zone
+    /// `utcOffset` seconds east of UTC.
+    public static func date(seconds: Int64, utcOffset: Int) -> String {
+        let local = seconds + Int64(utcOffset)
+        var dayCount = local / 86400
+        var rem = local % 86400
+        if rem < 0 { rem += 86400; dayCount -= 1 }
+        let weekday = Int(((dayCount % 7) + 7) % 7)
+        let (y, m, d) = civil(fromDays: dayCount)
+        let hh = Int(rem / 3600), mm = Int(rem % 3600 / 60), ss = Int(rem % 60)
+        let sign = utcOffset < 0 ? "-" : "+"
+        let off = abs(utcOffset) / 60
+        return "\(weekdays[weekday]), \(d) \(months[m - 1]) \(y) \(two(hh)):\(two(mm)):\(two(ss)) \(sign)\(two(off / 60))\(two(off % 60))"
+    }
+
+
+    static func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+
+    /// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
+    /// days-to-civil algorithm).
+    static func civil(fromDays z0: Int64) -> (Int64, Int, Int) {
+        let z = z0 + 719468
+        let era = (z >= 0 ? z : z - 146096) / 146097
+        let doe = z - era * 146097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+        let y = yoe + era * 400
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = Int(doy - (153 * mp + 2) / 5 + 1)
+        let m = Int(mp < 10 ? mp + 3 : mp - 9)
+        return (m <= 2 ? y + 1 : y, m, d)
+    }
+}

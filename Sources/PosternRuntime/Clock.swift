@@ -1,0 +1,20 @@
+import CLibc
+import PosternCore
+
+/// Clock readings. Scheduling uses the monotonic clock only; the wall clock is
+/// for headers, logs and message age (DESIGN.md principle 6).
+public enum Clock {
+    /// CLOCK_MONOTONIC, nanoseconds.
+    public static func monotonic() -> Int64 { cl_monotonic_ns() }
+
+    /// CLOCK_REALTIME, seconds since the epoch.
+    public static func wall() -> Int64 { cl_wall_seconds() }
+
+    /// The current wall-clock time as an RFC 5322 date in the local time zone.
+    public static func rfc5322Date() -> String {
+        let now = wall()
+        return TraceHeader.date(seconds: now, utcOffset: Int(cl_utc_offset(now)))
+    }
+
+    public static func random() -> UInt64 { cl_random64() }
+}

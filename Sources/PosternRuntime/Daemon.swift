@@ -1,0 +1,271 @@
+import CLibc
+import PosternCore
+
+/// The daemon: one thread, one poll(2) loop (DESIGN.md principle 1). It owns the
+/// listeners, the fixed pool of receiver connections, the delivery to the
+/// upstream, the spool and the signalfd, and runs them until SIGTERM or SIGINT.
+///
+/// Each iteration: poll; handle signals, new connections, client and upstream I/O;
+/// then the group commit (one fdatasync for everything that ended in this
+/// iteration) and the 250s it allows; then timers and the delivery schedule.
+public final class Daemon {
+    let config: Config
+    let log: Log
+    let hostname: String
+    let spool: Spool
+    let delivery: Delivery
+    var receivers: [ReceiverConnection] = []
+    var listeners: [(fd: Int32, endpoint: Endpoint)] = []
+    var signalFD: Int32 = -1
+    var stopping = false
+    var stopDeadline: Int64 = 0
+    var connectionCounter: UInt64 = 0
+    var pollFDs: [pollfd] = []
+    /// Owner of each entry of `pollFDs`.
+    enum Owner { case signals, listener(Int), receiver(Int), delivery }
+    var owners: [Owner] = []
+
+    /// How long a stopping daemon waits for the upstream's reply to a message it
+    /// has finished sending, to avoid sending it twice after the restart.
+    static let stopGraceNanoseconds: Int64 = 5_000_000_000
+
+    public init(config: Config, log: Log) {
+        self.config = config
+        self.log = log
+        hostname = config.receiver.hostname ?? Sys.hostname()
+        spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log)
+        delivery = Delivery(upstream: config.upstreams[0], heloName: hostname, policy: RetryPolicy(config.retry),
+                            spool: spool, log: log)
+    }
+
+    /// Starts everything; returns an error message when the daemon cannot run.
+    public func start() -> String? {
+        signalFD = cl_signalfd_open()
+        if signalFD < 0 { return "signalfd: \(Errno.current("signalfd").text)" }
+
+        let started = Clock.monotonic()
+        switch spool.open(wallNow: Clock.wall()) {
+        case .failure(let e):
+            return "cannot open the spool \(config.spool.dir): \(e)"
+        case .success(let report):
+            for t in report.tornTails {
+                log.warning("spool scan stopped early in a segment (torn tail of an unacknowledged write, or damage)",
+                            [("where", t)])
+            }
+            let ms = (Clock.monotonic() - started) / 1_000_000
+            log.info("spool recovered", [("dir", config.spool.dir), ("segments", "\(report.segments)"),
+                                         ("records", "\(report.records)"), ("queued", "\(report.queued)"),
+                                         ("dropped_unacknowledged", "\(report.dropped)"), ("ms", "\(ms)")])
+        }
+
+        for endpoint in config.receiver.listen {
+            var ep = Self.cEndpoint(endpoint)
+            let fd = cl_listen_tcp(&ep, 128)
+            if fd < 0 { return "cannot listen on \(endpoint): \(Errno.current("listen").text)" }
+            listeners.append((fd, endpoint))
+            var bound = cl_ip_endpoint()
+            if cl_local_endpoint(fd, &bound) == 0, endpoint.port == 0 {
+                log.info("listening", [("address", "\(endpoint.address):\(bound.port)")])
+            } else {
+                log.info("listening", [("address", endpoint.description)])
+            }
+        }
+
+        let context = ReceiverContext(
+            settings: ReceiverSettings(hostname: hostname, maxMessageSize: config.receiver.maxMessageSize,
+                                       maxRecipients: config.receiver.maxRecipients,
+                                       recipients: config.receiver.allowRecipients),
+            allowClients: config.receiver.allowClients, timeoutSeconds: config.receiver.timeout, spool: spool, log: log)
+        // The fixed pool: every connection's buffers are allocated here, once.
+        for _ in 0..<config.receiver.maxConnections {
+            receivers.append(ReceiverConnection(context: context))
+        }
+        log.notice("postern started", [("hostname", hostname), ("upstream", config.upstreams[0].name),
+                                       ("queued", "\(spool.queue.count)")])
+        return nil
+    }
+
+    static func cEndpoint(_ e: Endpoint) -> cl_ip_endpoint {
+        var ep = cl_ip_endpoint()
+        ep.family = e.address.isV4 ? 4 : 6
+        ep.port = Int32(e.port)
+        withUnsafeMutableBytes(of: &ep.bytes) { b in for (i, v) in e.address.bytes.enumerated() { b[i] = v } }
+        return ep
+    }
+
+    /// Runs the loop until stopped. Returns the process exit code.
+    public func run() -> Int32 {
+        while true {
+            let now = Clock.monotonic()
+            if stopping && shutdownComplete(now: now) { break }
+            buildPollSet()
+            let timeout = pollTimeout(now: now)
+            if case .failure(let e) = Sys.poll(&pollFDs, timeoutMilliseconds: timeout) {
+                log.error("poll failed", [("error", e.description)])
+                return 1
+            }
+            let after = Clock.monotonic()
+            dispatch(now: after)
+            groupCommit(now: after)
+            timers(now: after)
+            delivery.tick(now: after, stopping: stopping)
+            // A tick may have written outcome records; sync them in this iteration.
+            if spool.hasUnsyncedWrites { groupCommit(now: after) }
+        }
+        finish()
+        return 0
+    }
+
+    func buildPollSet() {
+        pollFDs.removeAll(keepingCapacity: true)
+        owners.removeAll(keepingCapacity: true)
+        pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
+        owners.append(.signals)
+        if !stopping {
+            for (i, l) in listeners.enumerated() {
+                pollFDs.append(pollfd(fd: l.fd, events: Int16(POLLIN), revents: 0))
+                owners.append(.listener(i))
+            }
+        }
+        for (i, r) in receivers.enumerated() where r.isActive {
+            pollFDs.append(pollfd(fd: r.fd, events: r.pollEvents, revents: 0))
+            owners.append(.receiver(i))
+        }
+        if delivery.fd >= 0 {
+            pollFDs.append(pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0))
+            owners.append(.delivery)
+        }
+    }
+
+    /// Milliseconds until the earliest timer; 0 when work is pending; -1 for none.
+    /// An idle daemon sleeps until its next retry, never on a fixed tick.
+    func pollTimeout(now: Int64) -> Int32 {
+        if spool.hasUnsyncedWrites { return 0 }
+        var next: Int64? = nil
+        func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
+        for r in receivers where r.isActive { earliest(r.deadline) }
+        if let t = delivery.nextWakeup(now: now) { earliest(t) }
+        if stopping { earliest(stopDeadline) }
+        guard let t = next else { return -1 }
+        if t <= now { return 0 }
+        let ms = (t - now + 999_999) / 1_000_000
+        return Int32(min(ms, 3_600_000))
+    }
+
+    func dispatch(now: Int64) {
+        for (k, p) in pollFDs.enumerated() where p.revents != 0 {
+            let readable = p.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0
+            let writable = p.revents & Int16(POLLOUT | POLLERR | POLLHUP) != 0
+            switch owners[k] {
+            case .signals:
+                handleSignals(now: now)
+            case .listener(let i):
+                acceptConnections(listeners[i].fd, now: now)
+            case .receiver(let i):
+                let r = receivers[i]
+                if writable && r.isActive { r.writable(now: now) }
+                if readable && r.isActive { r.readable(now: now) }
+            case .delivery:
+                if delivery.fd >= 0 && writable { delivery.writable(now: now) }
+                if delivery.fd >= 0 && readable && p.revents & Int16(POLLIN | POLLHUP) != 0 { delivery.readable(now: now) }
+            }
+        }
+    }
+
+    func handleSignals(now: Int64) {
+        while true {
+            let sig = cl_signalfd_read(signalFD)
+            if sig <= 0 { return }
+            switch sig {
+            case SIGTERM, SIGINT:
+                if !stopping {
+                    log.notice("stopping", [("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")])
+                    beginShutdown(now: now)
+                }
+            case SIGHUP:
+                log.notice("SIGHUP ignored: configuration reload is not implemented yet")
+            default:
+                break
+            }
+        }
+    }
+
+    func acceptConnections(_ listenFD: Int32, now: Int64) {
+        for _ in 0..<64 {
+            var peer = cl_ip_endpoint()
+            let fd = cl_accept(listenFD, &peer)
+            if fd < 0 {
+                let e = Errno.current("accept")
+                if !e.isWouldBlock && e.code != ECONNABORTED {
+                    log.warning("accept failed", [("error", e.description)])
+                }
+                return
+            }
+            let bytes = withUnsafeBytes(of: peer.bytes) { Array($0.prefix(peer.family == 6 ? 16 : 4)) }
+            let address = IPAddress(bytes: bytes) ?? IPAddress.loopbackV4
+            connectionCounter += 1
+            let id = ASCII.hexTrimmed(connectionCounter)
+            guard let slot = receivers.first(where: { !$0.isActive }) else {
+                // RFC 5321 §3.1: 421 at connect when we cannot serve the client now.
+                let reply = Reply(421, "4.7.0", "\(hostname) Too many connections, try again later").encoded()
+                _ = reply.withUnsafeBytes { Sys.send(fd, $0) }
+                Sys.close(fd)
+                log.event(.rejected, .warning, "connection refused: max_connections reached", [
+                    ("client", address.unmapped.description), ("reply", "421 4.7.0"),
+                    ("max_connections", "\(config.receiver.maxConnections)"),
+                ])
+                continue
+            }
+            slot.attach(fd: fd, peer: address, id: id, now: now)
+        }
+    }
+
+    /// One fdatasync for every commit written since the last one; then the 250s.
+    func groupCommit(now: Int64) {
+        guard spool.hasUnsyncedWrites else { return }
+        let result = spool.flush()
+        if result.committed.isEmpty && result.failed.isEmpty { return }
+        for r in receivers where r.isActive {
+            guard let id = r.transactionID else { continue }
+            if result.committed.contains(where: { $0.id == id }) {
+                r.committed(now: now)
+            } else if let e = result.error, result.failed.contains(id) {
+                r.commitFailed(e, now: now)
+            }
+            r.closeIfAbandoned()
+        }
+    }
+
+    func timers(now: Int64) {
+        for r in receivers where r.isActive && now >= r.deadline {
+            r.timedOut(now: now)
+        }
+    }
+
+    // MARK: stopping
+
+    func beginShutdown(now: Int64) {
+        stopping = true
+        stopDeadline = now + Self.stopGraceNanoseconds
+        for l in listeners { Sys.close(l.fd) }
+        listeners = []
+    }
+
+    /// Called at the top of each iteration while stopping: commits already written
+    /// are synced and answered first, then clients get 421; the upstream gets a
+    /// short grace period for a reply to a fully sent message.
+    func shutdownComplete(now: Int64) -> Bool {
+        groupCommit(now: now)
+        for r in receivers where r.isActive && !r.awaitingCommit { r.shutdown(now: now) }
+        let waiting = delivery.stop(now: now)
+        return !waiting || now >= stopDeadline
+    }
+
+    func finish() {
+        _ = delivery.stop(now: Clock.monotonic() + Self.stopGraceNanoseconds * 2)
+        if delivery.fd >= 0 { delivery.closeSocket() }
+        for r in receivers where r.isActive { r.shutdown(now: Clock.monotonic()) }
+        spool.close()
+        log.notice("postern stopped", [("queued", "\(spool.queue.count)")])
+    }
+}

@@ -1,0 +1,450 @@
+import CLibc
+import PosternCore
+
+/// Forwards the queue to the upstream: owns the one sender connection, the pure
+/// `SMTPSender`, the `MessageReader` and the retry schedule. Messages go in
+/// order of arrival over one reused connection; recipient outcomes are written
+/// to the spool as they arrive.
+public final class Delivery {
+    enum Phase: Equatable { case idle, connecting, connected }
+
+    struct Current {
+        var id: UInt64
+        /// Sender index → recipient index in the spooled envelope.
+        var recipientIndex: [Int]
+        var recipients: [Mailbox]
+        var from: Mailbox
+        var deferred = false
+        var deferReply: Reply? = nil
+    }
+
+    let upstream: UpstreamConfig
+    let heloName: String
+    let policy: RetryPolicy
+    let spool: Spool
+    let log: Log
+
+    let input = ByteBuffer(capacity: BufferSizes.senderInput)
+    let output = ByteBuffer(capacity: BufferSizes.senderOutput)
+    let reader = MessageReader()
+    var framer = LineFramer(maxLineLength: BufferSizes.senderInput, strict: false)
+    var replies = ReplyParser()
+    var encoder = DataEncoder()
+    var machine: SMTPSender
+
+    public private(set) var fd: Int32 = -1
+    var phase = Phase.idle
+    var streaming = false
+    var current: Current? = nil
+    var addresses: [cl_ip_endpoint] = []
+    var addressIndex = 0
+    var deadline: Int64 = 0
+    /// When an idle connection is closed with QUIT (connection reuse window).
+    var idleUntil: Int64 = 0
+    var upstreamFailures = 0
+    var upstreamRetryAt: Int64 = 0
+    public private(set) var delivered = 0
+
+    /// How long an idle upstream connection is kept for more mail (Postfix's
+    /// smtp_connection_cache_time_limit is 2s).
+    static let idleHoldNanoseconds: Int64 = 2_000_000_000
+    static let connectTimeoutNanoseconds: Int64 = 30_000_000_000
+
+    public init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, spool: Spool, log: Log) {
+        self.upstream = upstream
+        self.heloName = heloName
+        self.policy = policy
+        self.spool = spool
+        self.log = log
+        machine = SMTPSender(heloName: heloName)
+    }
+
+    public var pollEvents: Int16 {
+        guard fd >= 0 else { return 0 }
+        if phase == .connecting { return Int16(POLLOUT) }
+        var e = Int16(POLLIN)
+        if !output.isEmpty { e |= Int16(POLLOUT) }
+        return e
+    }
+
+    /// The next moment this needs the loop's attention, if any.
+    public func nextWakeup(now: Int64) -> Int64? {
+        var t: Int64? = nil
+        func earliest(_ v: Int64) { if t == nil || v < t! { t = v } }
+        if fd >= 0 {
+            earliest(deadline)
+            if machine.isReady && current == nil { earliest(idleUntil) }
+            if phase == .connected && machine.isReady && current == nil && spool.queue.nextDue(now: now) != nil {
+                earliest(now)
+            }
+        } else if !spool.queue.isEmpty, let due = spool.queue.earliestAttempt() {
+            earliest(max(due, upstreamRetryAt))
+        }
+        return t
+    }
+
+    /// Called once per loop iteration: connects when mail is due, starts the next
+    /// message on a ready connection, closes an idle one, and handles timeouts.
+    public func tick(now: Int64, stopping: Bool) {
+        if fd >= 0 && now >= deadline {
+            if phase == .connecting {
+                connectFailed("connect timed out", now: now)
+            } else {
+                perform(machine.timedOut(), now: now)
+            }
+        }
+        if stopping { return }
+        if fd < 0 {
+            guard now >= upstreamRetryAt, spool.queue.nextDue(now: now) != nil else { return }
+            connect(now: now)
+            return
+        }
+        if phase == .connected && machine.isReady && current == nil {
+            if let m = spool.queue.nextDue(now: now) {
+                startMessage(m, now: now)
+            } else if now >= idleUntil {
+                perform(machine.finish(), now: now)
+                flushOutput(now: now)
+            }
+        }
+    }
+
+    /// The daemon is stopping. Returns true while a final reply is still awaited
+    /// (worth a short grace period: closing now could make a duplicate).
+    public func stop(now: Int64) -> Bool {
+        if fd >= 0 && machine.awaitingFinalReply { return true }
+        if fd >= 0 {
+            if machine.isReady {
+                perform(machine.finish(), now: now)
+                flushOutput(now: now)
+            }
+            closeSocket()
+        }
+        releaseCurrent(now: now)
+        return false
+    }
+
+    /// `postern flush` / SIGHUP-less retry: forget the backoff and try now.
+    public func retryNow() {
+        upstreamRetryAt = 0
+        spool.queue.makeAllDue()
+    }
+
+    // MARK: connecting
+
+    func connect(now: Int64) {
+        if addresses.isEmpty || addressIndex >= addresses.count {
+            addresses = resolve()
+            addressIndex = 0
+            if addresses.isEmpty {
+                connectFailed("cannot resolve \(upstream.host)", now: now)
+                return
+            }
+        }
+        var ep = addresses[addressIndex]
+        var inProgress: Int32 = 0
+        let s = cl_connect_tcp(&ep, &inProgress)
+        if s < 0 {
+            connectFailed(Errno.current("connect").text, now: now)
+            return
+        }
+        fd = s
+        _ = cl_set_nodelay(fd)
+        input.clear(); output.clear()
+        framer = LineFramer(maxLineLength: BufferSizes.senderInput, strict: false)
+        replies = ReplyParser()
+        machine = SMTPSender(heloName: heloName)
+        streaming = false
+        deadline = now + Self.connectTimeoutNanoseconds
+        phase = inProgress != 0 ? .connecting : .connected
+        if phase == .connected { deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000 }
+        log.debug("connecting to upstream", [("upstream", upstream.name)])
+    }
+
+    func resolve() -> [cl_ip_endpoint] {
+        if let ip = IPAddress(upstream.host) {
+            var ep = cl_ip_endpoint()
+            ep.family = ip.isV4 ? 4 : 6
+            ep.port = Int32(upstream.port)
+            withUnsafeMutableBytes(of: &ep.bytes) { b in for (i, v) in ip.bytes.enumerated() { b[i] = v } }
+            return [ep]
+        }
+        // getaddrinfo blocks the loop; acceptable for a smarthost name looked up
+        // once per connection, and a known limitation until an async resolver lands.
+        var out = [cl_ip_endpoint](repeating: cl_ip_endpoint(), count: 8)
+        let n = out.withUnsafeMutableBufferPointer { cl_resolve(upstream.host, Int32(upstream.port), $0.baseAddress, 8) }
+        if n <= 0 {
+            log.warning("cannot resolve upstream host", [("upstream", upstream.name),
+                                                        ("error", String(cString: cl_resolve_error(n)))])
+            return []
+        }
+        return Array(out[0..<Int(n)])
+    }
+
+    /// Tries the upstream's next address, or backs off when none is left.
+    func connectFailed(_ reason: String, now: Int64) {
+        closeSocket()
+        addressIndex += 1
+        if addressIndex < addresses.count {
+            connect(now: now)
+            return
+        }
+        addresses = []
+        backoff(reason, now: now)
+    }
+
+    /// The upstream could not be reached or dropped us: wait before the next try.
+    func backoff(_ reason: String, now: Int64) {
+        upstreamFailures += 1
+        let delay = policy.delayNanoseconds(afterAttempt: upstreamFailures, random: Clock.random())
+        upstreamRetryAt = now + delay
+        var due = 0
+        for m in spool.queue.messages where m.nextAttempt <= now { due += 1 }
+        log.event(.deferred, .warning, "upstream unavailable; will retry", [
+            ("upstream", upstream.name), ("reply", reason), ("attempt", "\(upstreamFailures)"),
+            ("queued", "\(spool.queue.count)"), ("due", "\(due)"), ("retry_in", "\(delay / 1_000_000_000)s"),
+        ])
+    }
+
+    // MARK: events from the loop
+
+    public func writable(now: Int64) {
+        if phase == .connecting {
+            let err = cl_socket_error(fd)
+            if err != 0 {
+                connectFailed(Errno(err, "connect").text, now: now)
+                return
+            }
+            phase = .connected
+            addresses = []
+            deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
+            log.debug("connected to upstream", [("upstream", upstream.name)])
+            return
+        }
+        flushOutput(now: now)
+    }
+
+    public func readable(now: Int64) {
+        input.compact()
+        switch Sys.read(fd, input.writable) {
+        case .success(.done(let n)):
+            input.didWrite(n)
+        case .success(.eof):
+            perform(machine.connectionLost("upstream closed the connection"), now: now)
+            return
+        case .success(.wouldBlock):
+            return
+        case .failure(let e):
+            perform(machine.connectionLost(e.text), now: now)
+            return
+        }
+        while fd >= 0 {
+            let (frame, consumed) = framer.next(in: input.readable)
+            switch frame {
+            case .needMore:
+                input.consume(consumed)
+                return
+            case .tooLong, .bareLineEnding:
+                input.consume(consumed)
+                perform(machine.connectionLost("reply line too long"), now: now)
+                return
+            case .line(let range):
+                let line = Array(input.readable[range])
+                input.consume(consumed)
+                switch replies.feed(line[...]) {
+                case .failure(.malformed(let text)):
+                    perform(machine.connectionLost("malformed reply: \(text)"), now: now)
+                    return
+                case .success(nil):
+                    continue
+                case .success(let reply?):
+                    let before = machine.stateName
+                    let actions = machine.receive(reply)
+                    log.debug("sender \(before) -> \(machine.stateName)", [("reply", reply.description)])
+                    deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
+                    perform(actions, now: now)
+                }
+            }
+        }
+    }
+
+    // MARK: messages
+
+    func startMessage(_ m: QueuedMessage, now: Int64) {
+        let envelope: SpoolCodec.EnvelopeRecord
+        switch reader.open(m, spool: spool) {
+        case .success(let e): envelope = e
+        case .failure(let f):
+            unreadable(m.id, f, now: now)
+            return
+        }
+        guard let from = Mailbox.parse(envelope.from[...], allowNull: true) else {
+            unreadable(m.id, .corrupt("bad reverse-path"), now: now)
+            return
+        }
+        var indices: [Int] = []
+        var rcpts: [Mailbox] = []
+        for i in m.pendingRecipients where i < envelope.recipients.count {
+            guard let r = Mailbox.parse(envelope.recipients[i][...], allowNull: false) else { continue }
+            indices.append(i)
+            rcpts.append(r)
+        }
+        let sentFrom = upstream.envelopeFrom ?? from
+        current = Current(id: m.id, recipientIndex: indices, recipients: rcpts, from: from)
+        spool.queue.setInFlight(m.id, true)
+        spool.queue.countAttempt(m.id)
+        encoder = DataEncoder()
+        perform(machine.start(message: OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size,
+                                                       eightBit: envelope.eightBit)), now: now)
+    }
+
+    /// The spool cannot give back this message.
+    func unreadable(_ id: UInt64, _ f: MessageReader.Failure, now: Int64) {
+        switch f {
+        case .io(let e):
+            log.error("cannot read a queued message; will retry", [("queue_id", Spool.queueID(id)), ("error", e.description)])
+            spool.queue.deferMessage(id, now: now, delay: policy.delayNanoseconds(afterAttempt: 1, random: Clock.random()))
+        case .corrupt(let why):
+            // It can never be sent: finish it as failed, loudly.
+            log.error("queued message is corrupt in the spool; giving it up", [("queue_id", Spool.queueID(id)), ("error", why)])
+            if let m = spool.queue.message(id) {
+                for i in m.pendingRecipients { spool.recordOutcome(id, recipient: i, .failed, now: now) }
+            }
+        }
+    }
+
+    func perform(_ actions: [SMTPSender.Action], now: Int64) {
+        for action in actions {
+            switch action {
+            case .send(let bytes):
+                if !output.append(bytes) {
+                    perform(machine.connectionLost("command too long for the output buffer"), now: now)
+                    return
+                }
+            case .sendText:
+                streaming = true
+            case .ready:
+                upstreamFailures = 0
+                idleUntil = now + Self.idleHoldNanoseconds
+            case .recipient(let index, let outcome, let reply):
+                recipientResult(index, outcome, reply, now: now)
+            case .messageDone:
+                messageDone(now: now)
+            case .close(let failure):
+                closeSocket()
+                if let f = failure {
+                    releaseCurrent(now: now)
+                    backoff(f.description, now: now)
+                }
+            }
+        }
+        if fd >= 0 {
+            if streaming { pumpText(now: now) }
+            flushOutput(now: now)
+        }
+    }
+
+    func recipientResult(_ index: Int, _ outcome: RecipientOutcome, _ reply: Reply, now: Int64) {
+        guard var c = current, index < c.recipientIndex.count else { return }
+        let spooledIndex = c.recipientIndex[index]
+        let queueID = Spool.queueID(c.id)
+        let attempt = spool.queue.message(c.id)?.attempts ?? 0
+        let fields: [(String, String)] = [
+            ("queue_id", queueID), ("from", c.from.description), ("rcpt", c.recipients[index].description),
+            ("upstream", upstream.name), ("reply", reply.description), ("attempt", "\(attempt)"),
+        ]
+        switch outcome {
+        case .delivered:
+            delivered += 1
+            log.event(.delivered, .info, "delivered", fields)
+            spool.recordOutcome(c.id, recipient: spooledIndex, .delivered, now: now)
+        case .failed:
+            log.event(.failed, .error, "recipient refused by the upstream; giving up", fields)
+            spool.recordOutcome(c.id, recipient: spooledIndex, .failed, now: now)
+        case .deferred:
+            log.event(.deferred, .warning, "deferred; will retry", fields)
+            c.deferred = true
+            current = c
+        }
+    }
+
+    func messageDone(now: Int64) {
+        guard let c = current else { return }
+        current = nil
+        streaming = false
+        if spool.queue.message(c.id) != nil {
+            let attempts = spool.queue.message(c.id)?.attempts ?? 1
+            spool.queue.deferMessage(c.id, now: now, delay: policy.delayNanoseconds(afterAttempt: attempts, random: Clock.random()))
+        }
+    }
+
+    /// A connection failure left the current message without a final answer.
+    func releaseCurrent(now: Int64) {
+        guard let c = current else { return }
+        current = nil
+        streaming = false
+        spool.queue.setInFlight(c.id, false)
+    }
+
+    /// Fills the output buffer with dot-stuffed text; appends the end-of-data
+    /// marker to the same buffer as the last text, so it leaves in the same write.
+    func pumpText(now: Int64) {
+        while streaming {
+            if output.freeSpace < 64 { output.compact() }
+            if output.freeSpace < 64 { return }
+            if reader.pendingText.isEmpty {
+                switch reader.next(spool: spool) {
+                case .success(.text):
+                    continue
+                case .success(.end):
+                    output.append(encoder.terminator())
+                    streaming = false
+                    _ = machine.textSent()
+                    return
+                case .failure(let f):
+                    let id = current?.id
+                    streaming = false
+                    // Abandon the transaction without the final dot so the upstream
+                    // discards the partial text.
+                    perform(machine.connectionLost("spool read failed"), now: now)
+                    if let id = id { unreadable(id, f, now: now) }
+                    return
+                }
+            }
+            // Keep room for the terminator (at most 5 bytes).
+            let room = UnsafeMutableRawBufferPointer(rebasing: output.writable[0..<(output.freeSpace - 5)])
+            let step = encoder.encode(reader.pendingText, into: room)
+            reader.advance(step.consumed)
+            output.didWrite(step.produced)
+        }
+    }
+
+    func flushOutput(now: Int64) {
+        while fd >= 0 {
+            if output.isEmpty {
+                if streaming { pumpText(now: now); if output.isEmpty { return } } else { return }
+            }
+            switch Sys.send(fd, output.readable) {
+            case .success(.done(let n)):
+                output.consume(n)
+                deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
+            case .success(.wouldBlock), .success(.eof):
+                return
+            case .failure(let e):
+                perform(machine.connectionLost(e.text), now: now)
+                return
+            }
+        }
+    }
+
+    func closeSocket() {
+        if fd >= 0 {
+            Sys.close(fd)
+            fd = -1
+        }
+        phase = .idle
+        streaming = false
+        input.clear()
+        output.clear()
+    }
+}

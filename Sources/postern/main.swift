@@ -1,0 +1,5 @@
+// The entry point of the regular (development) build. The Embedded release build
+// has no `CommandLine`; it leaves this file out and uses EmbeddedEntry.swift.
+import CLibc
+
+exit(posternMain(CommandLine.argc, CommandLine.unsafeArgv))
