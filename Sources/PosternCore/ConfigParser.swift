@@ -163,6 +163,7 @@ public struct ConfigParser {
                 }
                 endpoints.append(e)
             }
+            if endpoints.isEmpty { throw error(n, "listen: no address given") }
             r.listen = endpoints
         case "hostname":
             guard Mailbox.isDomain(Array(value.utf8)[...]) else { throw error(n, "hostname: '\(value)' is not a domain name") }
@@ -173,6 +174,7 @@ public struct ConfigParser {
                 guard let c = CIDR(item) else { throw error(n, "allow_clients: '\(item)' is not an address or network (e.g. 192.168.1.0/24)") }
                 blocks.append(c)
             }
+            if blocks.isEmpty { throw error(n, "allow_clients: no network given") }
             r.allowClients = blocks
         case "allow_recipients":
             var patterns: [RecipientPolicy.Pattern] = []
@@ -182,6 +184,7 @@ public struct ConfigParser {
                 }
                 patterns.append(p)
             }
+            if patterns.isEmpty { throw error(n, "allow_recipients: no pattern given") }
             r.allowRecipients = RecipientPolicy(patterns: patterns)
         case "max_message_size": r.maxMessageSize = try size(value, n, key, min: 1024, max: 1 << 31)
         case "max_recipients": r.maxRecipients = try number(value, n, key, min: 1, max: 10_000)

@@ -110,6 +110,10 @@ public struct IPAddress: Equatable, Hashable, Sendable, CustomStringConvertible 
         if isV4 {
             return "\(bytes[0]).\(bytes[1]).\(bytes[2]).\(bytes[3])"
         }
+        if unmapped.isV4 {
+            // RFC 5952 §5: IPv4-mapped addresses in mixed notation.
+            return "::ffff:" + unmapped.description
+        }
         var words: [Int] = []
         for k in 0..<8 { words.append(Int(bytes[2 * k]) << 8 | Int(bytes[2 * k + 1])) }
         var bestStart = -1, bestLen = 0, k = 0

@@ -2,7 +2,7 @@
 ///
 /// The framer holds no bytes: the connection keeps its fixed input buffer and asks
 /// the framer where the next line ends. A line longer than the limit is reported
-/// once as `.tooLong` and the rest of it, up to its line feed, is skipped without
+/// once as `.tooLong` and the rest of it, up to its CRLF, is skipped without
 /// being buffered — so a peer cannot grow memory by never sending CRLF.
 ///
 /// - SeeAlso: RFC 5321 §2.3.8 (lines end in CRLF; a bare CR or LF must not be
@@ -36,33 +36,64 @@ public struct LineFramer: Sendable {
     /// Finds the next frame in `bytes` (the unconsumed input). Returns the frame and
     /// how many bytes the caller must drop from the front of its buffer.
     public mutating func next(in bytes: UnsafeRawBufferPointer) -> (frame: Frame, consumed: Int) {
+        strict ? nextStrict(bytes) : nextLenient(bytes)
+    }
+
+    /// Only CRLF ends a line. A bare LF or CR inside it makes the whole line, up
+    /// to its CRLF, one `.bareLineEnding`: it must never split one command into
+    /// two (RFC 5321 §2.3.8).
+    mutating func nextStrict(_ bytes: UnsafeRawBufferPointer) -> (frame: Frame, consumed: Int) {
         let n = bytes.count
+        var bare = false
         var i = 0
-        while i < n && bytes[i] != ASCII.lf { i += 1 }
+        while i < n {
+            let b = bytes[i]
+            if b == ASCII.lf {
+                if i > 0 && bytes[i - 1] == ASCII.cr { break }
+                bare = true
+            } else if b == ASCII.cr && i + 1 < n && bytes[i + 1] != ASCII.lf {
+                bare = true
+            }
+            i += 1
+        }
+        if i == n {
+            // No CRLF yet. Past the limit the line can never be accepted: drop what
+            // we have, except a final CR that may begin the CRLF.
+            if discarding || n >= maxLineLength {
+                discarding = true
+                let keep = n > 0 && bytes[n - 1] == ASCII.cr ? 1 : 0
+                return (.needMore, n - keep)
+            }
+            return (.needMore, 0)
+        }
         if discarding {
-            if i == n { return (.needMore, n) }
             discarding = false
             return (.tooLong, i + 1)
         }
+        if i + 1 > maxLineLength { return (.tooLong, i + 1) }
+        if bare { return (.bareLineEnding, i + 1) }
+        return (.line(0..<(i - 1)), i + 1)
+    }
+
+    /// A line feed ends a line, with or without a CR before it (for reading an
+    /// upstream's replies).
+    mutating func nextLenient(_ bytes: UnsafeRawBufferPointer) -> (frame: Frame, consumed: Int) {
+        let n = bytes.count
+        var i = 0
+        while i < n && bytes[i] != ASCII.lf { i += 1 }
         if i == n {
-            // No line feed yet. Past the limit the line can never be accepted.
-            if n >= maxLineLength {
+            if discarding || n >= maxLineLength {
                 discarding = true
                 return (.needMore, n)
             }
             return (.needMore, 0)
         }
-        let hasCR = i > 0 && bytes[i - 1] == ASCII.cr
-        let end = hasCR ? i - 1 : i
-        if i + 1 > maxLineLength { return (.tooLong, i + 1) }
-        if strict {
-            if !hasCR { return (.bareLineEnding, i + 1) }
-            var j = 0
-            while j < end {
-                if bytes[j] == ASCII.cr { return (.bareLineEnding, i + 1) }
-                j += 1
-            }
+        if discarding {
+            discarding = false
+            return (.tooLong, i + 1)
         }
+        if i + 1 > maxLineLength { return (.tooLong, i + 1) }
+        let end = i > 0 && bytes[i - 1] == ASCII.cr ? i - 1 : i
         return (.line(0..<end), i + 1)
     }
 

@@ -98,7 +98,8 @@ public struct Queue: Sendable {
         if let i = index(of: id) { messages[i].inFlight = value }
     }
 
-    /// After a failed or partial attempt: count it and wait `delay` before the next.
+    /// After a failed or partial attempt: wait `delay` before the next one
+    /// (`countAttempt` counts attempts when they start).
     public mutating func deferMessage(_ id: UInt64, now: Int64, delay: Int64) {
         guard let i = index(of: id) else { return }
         messages[i].inFlight = false

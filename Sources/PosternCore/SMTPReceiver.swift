@@ -344,7 +344,9 @@ public struct SMTPReceiver: Sendable {
             // sends the rest in another transaction.
             return Reply(452, "4.5.3", "Error: too many recipients")
         }
-        if !settings.recipients.allows(path.mailbox) {
+        // RFC 5321 §4.5.1: mail to the domain-less <Postmaster> must be accepted,
+        // whatever allow_recipients says.
+        if !settings.recipients.allows(path.mailbox) && path.mailbox.atIndex != nil {
             return Reply(550, "5.7.1", "\(path.mailbox): Recipient address rejected: relay access denied")
         }
         return nil

@@ -256,7 +256,7 @@ public struct SMTPSender: Sendable {
         for i in message.recipients.indices { steps.append(.rcpt(i)) }
         steps.append(.data)
         var t = Transaction(message: message, awaiting: [], unsent: steps)
-        let bytes = capabilities.pipelining ? flushAll(&t) : flushOne(&t)
+        let bytes = capabilities.pipelining ? flushGroup(&t) : flushOne(&t)
         state = .sentEnvelope(t)
         return [.send(bytes)]
     }
@@ -317,10 +317,6 @@ public struct SMTPSender: Sendable {
                     t.reported.insert(i)
                 }
             }
-            if t.unsent == [.data] && t.accepted.isEmpty && t.awaiting.isEmpty {
-                // Stepwise and no recipient accepted: do not send DATA.
-                t.unsent = []
-            }
         case .data:
             if reply.code == 354 {
                 if t.accepted.isEmpty {
@@ -343,8 +339,12 @@ public struct SMTPSender: Sendable {
             state = .sentEnvelope(t)
             return actions
         }
+        if t.unsent == [.data] && t.accepted.isEmpty {
+            // Every recipient so far was refused: do not send DATA.
+            t.unsent = []
+        }
         if !t.unsent.isEmpty {
-            let bytes = flushOne(&t)
+            let bytes = capabilities.pipelining ? flushGroup(&t) : flushOne(&t)
             state = .sentEnvelope(t)
             return actions + [.send(bytes)]
         }
@@ -376,6 +376,9 @@ public struct SMTPSender: Sendable {
                 actions.append(.recipient(index: i, outcome: .deferred, reply: transient))
             }
             actions.append(.messageDone)
+        case .sentEmptyDot:
+            // Every recipient was answered already; only the transaction is open.
+            actions.append(.messageDone)
         default: break
         }
         state = .closed
@@ -399,14 +402,22 @@ public struct SMTPSender: Sendable {
         }
     }
 
-    /// RFC 2920 §3.1: MAIL, every RCPT and DATA in one group; DATA ends it.
-    mutating func flushAll(_ t: inout Transaction) -> [UInt8] {
+    /// Bytes of pipelined commands sent before waiting for their replies. Usually
+    /// the whole envelope fits; a message with hundreds of recipients goes out in
+    /// several groups, so a group always fits the connection's output buffer.
+    public static let maxGroupBytes = 8 * 1024
+
+    /// RFC 2920 §3.1: MAIL, the RCPTs and DATA go out together, DATA last in its
+    /// group; a long envelope is split into groups of at most `maxGroupBytes`.
+    mutating func flushGroup(_ t: inout Transaction) -> [UInt8] {
         var out: [UInt8] = []
-        for s in t.unsent {
-            out += bytes(for: s, t.message)
+        while let s = t.unsent.first {
+            let b = bytes(for: s, t.message)
+            if !out.isEmpty && out.count + b.count > Self.maxGroupBytes { break }
+            out += b
             t.awaiting.append(s)
+            t.unsent.removeFirst()
         }
-        t.unsent = []
         return out
     }
 

@@ -260,8 +260,11 @@ public enum SpoolCodec {
         guard b.count == 20, b[16...] == Array(".seg".utf8)[...] else { return nil }
         var v: UInt64 = 0
         for c in b[0..<16] {
-            guard let d = IPAddress.hexValue([c][...]) else { return nil }
-            v = v << 4 | UInt64(d)
+            switch c {
+            case 48...57: v = v << 4 | UInt64(c - 48)
+            case 97...102: v = v << 4 | UInt64(c - 87)
+            default: return nil // the format names segments in lower-case hex only
+            }
         }
         return v
     }

@@ -1,0 +1,428 @@
+import Testing
+@testable import PosternCore
+
+let configFile = "/etc/postern/postern.conf"
+
+func parseConfig(_ text: String, base: String = "/etc/postern") -> Result<Config, ConfigError> {
+    ConfigParser(file: configFile, baseDirectory: base).parse(Array(text.utf8))
+}
+
+/// The error of a config that must not parse.
+func configError(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) -> ConfigError? {
+    switch parseConfig(text) {
+    case .success:
+        Issue.record("the configuration was accepted", sourceLocation: sourceLocation)
+        return nil
+    case .failure(let e):
+        #expect(e.file == configFile, sourceLocation: sourceLocation)
+        return e
+    }
+}
+
+/// A minimal valid `[upstream]` section, appended to configs that test other sections.
+let upstream = "\n[upstream]\nhost = smtp.example.com\n"
+
+@Suite("Configuration file: a full valid file")
+struct ConfigParserValidTests {
+    static let full = """
+    # Postern configuration
+    [receiver]
+    listen = 127.0.0.1:2525, [::1]:2525   # loopback only
+    hostname = gateway.local
+    allow_clients = 127.0.0.0/8, ::1/128, 192.168.1.0/24
+    allow_recipients = *@example.com, ops@example.net, *@*.example.org
+    max_message_size = 20M
+    max_recipients = 50
+    max_connections = 8
+    timeout = 2m
+
+    [spool]
+    dir = spool
+    max_size = 128M
+    segment_size = 1M
+
+    [upstream]
+    host = smtp.example.com
+    port = 587
+    tls = none
+    envelope_from = alerts@example.com
+
+    [retry]
+    initial = 30s
+    max = 2h
+
+    [control]
+    socket = /run/postern/ctl
+    """
+
+    @Test("Every setting is read")
+    func full() throws {
+        let c = try parseConfig(Self.full).get()
+        #expect(c.receiver.listen == [Endpoint("127.0.0.1:2525")!, Endpoint("[::1]:2525")!])
+        #expect(c.receiver.hostname == "gateway.local")
+        #expect(c.receiver.allowClients == [CIDR("127.0.0.0/8")!, CIDR("::1/128")!, CIDR("192.168.1.0/24")!])
+        #expect(c.receiver.allowRecipients == RecipientPolicy(patterns: [
+            .domain(Array("example.com".utf8)), .mailbox(Array("ops@example.net".utf8)),
+            .subdomainsOf(Array("example.org".utf8)),
+        ]))
+        #expect(c.receiver.maxMessageSize == 20 * 1024 * 1024)
+        #expect(c.receiver.maxRecipients == 50)
+        #expect(c.receiver.maxConnections == 8)
+        #expect(c.receiver.timeout == 120)
+        #expect(c.spool.dir == "/etc/postern/spool")
+        #expect(c.spool.maxSize == 128 * 1024 * 1024)
+        #expect(c.spool.segmentSize == 1024 * 1024)
+        #expect(c.upstreams.count == 1)
+        #expect(c.upstreams.first?.host == "smtp.example.com")
+        #expect(c.upstreams.first?.port == 587)
+        #expect(c.upstreams.first?.tls == TLSMode.none)
+        #expect(c.upstreams.first?.envelopeFrom == mailbox("alerts@example.com"))
+        #expect(c.upstreams.first?.line == 17)
+        #expect(c.upstreams.first?.name == "smtp.example.com:587")
+        #expect(c.retry.initial == 30)
+        #expect(c.retry.max == 7200)
+        #expect(c.control.socket == "/run/postern/ctl")
+    }
+
+    @Test("CRLF line endings are accepted")
+    func crlf() throws {
+        let c = try parseConfig(Self.full.replacingLF(with: "\r\n")).get()
+        #expect(c.receiver.timeout == 120)
+        #expect(c.control.socket == "/run/postern/ctl")
+    }
+
+    @Test("Defaults when only [upstream] host is given")
+    func defaults() throws {
+        let c = try parseConfig("[upstream]\nhost = smtp.example.com\n").get()
+        #expect(c.receiver.listen == [Endpoint("127.0.0.1:25")!, Endpoint("[::1]:25")!])
+        #expect(c.receiver.hostname == nil)
+        #expect(c.receiver.allowClients == [CIDR("127.0.0.0/8")!, CIDR("::1/128")!])
+        #expect(c.receiver.allowRecipients == .anyone)
+        #expect(c.receiver.maxMessageSize == 10 * 1024 * 1024)
+        #expect(c.receiver.maxRecipients == 100)
+        #expect(c.receiver.maxConnections == 16)
+        #expect(c.receiver.timeout == 300)
+        #expect(c.spool.dir == "/var/spool/postern")
+        #expect(c.spool.maxSize == 64 * 1024 * 1024)
+        #expect(c.spool.segmentSize == 4 * 1024 * 1024)
+        #expect(c.upstreams.first?.port == 25)
+        #expect(c.upstreams.first?.tls == TLSMode.none)
+        #expect(c.upstreams.first?.envelopeFrom == nil)
+        #expect(c.retry.initial == 60)
+        #expect(c.retry.max == 3600)
+        #expect(c.control.socket == "/run/postern/control")
+    }
+
+    @Test("An upstream given as an IP address is named address:port")
+    func upstreamIP() throws {
+        let c = try parseConfig("[upstream]\nhost = 2001:db8::1\nport = 2526\n").get()
+        #expect(c.upstreams.first?.name == "[2001:db8::1]:2526")
+        let d = try parseConfig("[upstream]\nhost = 127.0.0.1\n").get()
+        #expect(d.upstreams.first?.name == "127.0.0.1:25")
+    }
+
+    @Test("Comments: whole lines, indented, and after whitespace at the end of a value")
+    func comments() throws {
+        let c = try parseConfig("""
+        # top
+           # indented
+        [upstream]   # the smarthost
+        host = smtp.example.com\t# tab before the hash
+        port = 587 # submission
+        envelope_from = a#b@example.com
+        """).get()
+        #expect(c.upstreams.first?.host == "smtp.example.com")
+        #expect(c.upstreams.first?.port == 587)
+        // A '#' inside a value (not after whitespace) is part of it: '#' is atext.
+        #expect(c.upstreams.first?.envelopeFrom?.text == "a#b@example.com")
+    }
+
+    @Test("Section names and keys may be surrounded by spaces")
+    func spacing() throws {
+        let c = try parseConfig("[ upstream ]\n  host=smtp.example.com  \n\tport   =   26\n").get()
+        #expect(c.upstreams.first?.port == 26)
+    }
+
+    @Test("The shipped development configuration parses")
+    func devConfig() throws {
+        let c = try parseConfig("""
+        [receiver]
+        listen = 127.0.0.1:2525
+        hostname = postern.dev.local
+        allow_clients = 127.0.0.0/8, ::1/128
+        allow_recipients = *
+        max_message_size = 25M
+        timeout = 5m
+
+        [spool]
+        dir = ../build/dev-spool
+        max_size = 64M
+
+        [upstream]
+        host = 127.0.0.1
+        port = 2526
+        tls = none
+
+        [retry]
+        initial = 5s
+        max = 1m
+
+        [control]
+        socket = ../build/postern.control
+        """, base: "/work/main/Deploy").get()
+        #expect(c.spool.dir == "/work/main/Deploy/../build/dev-spool")
+        #expect(c.control.socket == "/work/main/Deploy/../build/postern.control")
+        #expect(c.retry.initial == 5)
+        #expect(c.retry.max == 60)
+    }
+}
+
+@Suite("Configuration values: sizes, durations, paths")
+struct ConfigParserValueTests {
+    @Test("Sizes take K, M, G (powers of 1024) or bytes", arguments: [
+        ("1024", 1024), ("512K", 512 * 1024), ("512k", 512 * 1024), ("10M", 10 << 20), ("10m", 10 << 20),
+        ("1G", 1 << 30), ("2G", 2 << 30), ("1K", 1024),
+    ])
+    func sizes(text: String, bytes: Int) throws {
+        let c = try parseConfig("[receiver]\nmax_message_size = \(text)\n" + upstream).get()
+        #expect(c.receiver.maxMessageSize == bytes)
+    }
+
+    @Test("Bad sizes name the line", arguments: ["10MB", "M", "ten", "1.5M", "-1M", "1000", "3G", "10 M",
+                                                 "99999999999999999G", "9999999999999999999"])
+    func badSizes(text: String) {
+        let e = configError("[receiver]\nmax_message_size = \(text)\n" + upstream)
+        #expect(e?.line == 2)
+        #expect(e?.message.contains("max_message_size") == true)
+    }
+
+    @Test("Durations take s, m, h, d or seconds", arguments: [
+        ("45", 45), ("30s", 30), ("5m", 300), ("1h", 3600), ("2d", 172_800), ("1H", 3600),
+    ])
+    func durations(text: String, seconds: Int) throws {
+        let c = try parseConfig("[receiver]\ntimeout = \(text)\n" + upstream).get()
+        #expect(c.receiver.timeout == seconds)
+    }
+
+    @Test("Bad durations name the line", arguments: ["5x", "m", "0s", "0", "five", "1.5h", "-5m", "5 m"])
+    func badDurations(text: String) {
+        let e = configError("[receiver]\ntimeout = \(text)\n" + upstream)
+        #expect(e?.line == 2)
+        #expect(e?.message.contains("timeout") == true)
+    }
+
+    @Test("Relative paths are resolved against the configuration's directory", arguments: [
+        ("/etc/postern", "spool", "/etc/postern/spool"),
+        ("/etc/postern/", "spool", "/etc/postern/spool"),
+        ("/etc/postern", "../var/spool", "/etc/postern/../var/spool"),
+        ("/etc/postern", "/var/spool/postern", "/var/spool/postern"),
+        ("/", "spool", "/spool"),
+    ])
+    func paths(base: String, value: String, expected: String) throws {
+        let c = try parseConfig("[spool]\ndir = \(value)\n[control]\nsocket = \(value)/ctl\n" + upstream, base: base).get()
+        #expect(c.spool.dir == expected)
+        #expect(c.control.socket == expected + "/ctl")
+    }
+}
+
+@Suite("Configuration errors name the file and line")
+struct ConfigParserErrorTests {
+    @Test("An unknown key in each section", arguments: ["receiver", "spool", "upstream", "retry", "control"])
+    func unknownKey(section: String) {
+        let text = section == "upstream" ? "[upstream]\nhost = h.example\nbogus = 1\n"
+                                         : "[\(section)]\nbogus = 1\n" + upstream
+        let e = configError(text)
+        #expect(e?.line == (section == "upstream" ? 3 : 2))
+        #expect(e?.message.contains("unknown key 'bogus'") == true)
+        #expect(e?.message.contains("[\(section)]") == true)
+    }
+
+    @Test("An unknown section")
+    func unknownSection() {
+        let e = configError("# comment\n[mailer]\nx = 1\n" + upstream)
+        #expect(e?.line == 2)
+        #expect(e?.message.contains("unknown section [mailer]") == true)
+    }
+
+    @Test("Sections of features not yet supported", arguments: ["aliases", "notify"])
+    func unsupportedSection(name: String) {
+        let e = configError(upstream + "[\(name)]\nroot = admin@example.com\n")
+        #expect(e?.line == 4)
+        #expect(e?.message.contains("not supported") == true)
+    }
+
+    @Test("Keys of features not yet supported are refused, not ignored", arguments: [
+        ("receiver", "tls_cert", "/etc/ssl/cert.pem"),
+        ("receiver", "tls_key", "/etc/ssl/key.pem"),
+        ("receiver", "auth_users", "/etc/postern/users"),
+        ("spool", "max_age", "5d"),
+        ("upstream", "verify", "yes"),
+        ("upstream", "ca_file", "/etc/ssl/ca.pem"),
+        ("upstream", "auth", "plain"),
+        ("upstream", "username", "alerts@example.com"),
+        ("upstream", "password_file", "/etc/postern/upstream.secret"),
+        ("upstream", "rewrite_from", "yes"),
+    ])
+    func unsupportedKey(section: String, key: String, value: String) {
+        let text = section == "upstream" ? "[upstream]\nhost = h.example\n\(key) = \(value)\n"
+                                         : "[\(section)]\n\(key) = \(value)\n" + upstream
+        let e = configError(text)
+        #expect(e?.line == (section == "upstream" ? 3 : 2))
+        #expect(e?.message.contains("not supported") == true)
+        #expect(e?.message.contains(key) == true)
+    }
+
+    @Test("tls = starttls and tls = implicit are refused with a message that says not supported",
+          arguments: ["starttls", "implicit"])
+    func tlsNotSupported(mode: String) {
+        let e = configError("[upstream]\nhost = smtp.example.com\ntls = \(mode)\n")
+        #expect(e?.line == 3)
+        #expect(e?.message.contains("not supported") == true)
+        #expect(e?.message.contains(mode) == true)
+    }
+
+    @Test("An unknown tls mode")
+    func tlsUnknown() {
+        let e = configError("[upstream]\nhost = smtp.example.com\ntls = maybe\n")
+        #expect(e?.line == 3)
+        #expect(e?.message.contains("maybe") == true)
+    }
+
+    @Test("Bad values name the line", arguments: [
+        ("[receiver]\nlisten = localhost:25", 2),
+        ("[receiver]\nlisten = 127.0.0.1:25, ::1:25", 2),
+        ("[receiver]\nhostname = bad_host!", 2),
+        ("[receiver]\nallow_clients = 300.0.0.0/8", 2),
+        ("[receiver]\nallow_clients = 10.0.0.0/8, 10.0.0.0/40", 2),
+        ("[receiver]\nallow_recipients = ops", 2),
+        ("[receiver]\n\nmax_recipients = lots", 3),
+        ("[receiver]\nmax_recipients = 0", 2),
+        ("[receiver]\nmax_recipients = 10001", 2),
+        ("[receiver]\nmax_connections = 0", 2),
+        ("[receiver]\nmax_connections = 1025", 2),
+        ("[spool]\nmax_size = 1K", 2),
+        ("[spool]\nsegment_size = 2G", 2),
+        ("[retry]\ninitial = soon", 2),
+        ("[control]\nsocket =", 2),
+    ])
+    func badValue(text: String, line: Int) {
+        let e = configError(text + "\n" + upstream)
+        #expect(e?.line == line, "\(text.debugDescription): \(e.map { $0.description } ?? "")")
+    }
+
+    @Test("Bad upstream values name the line", arguments: [
+        "port = 0", "port = 65536", "port = smtp", "host = bad host", "host = -bad.example",
+        "envelope_from = not-a-mailbox", "envelope_from = <>", "envelope_from = postmaster", "tls =",
+    ])
+    func badUpstreamValue(line: String) {
+        // The bad line comes first, so a bad host is not reported as a duplicate.
+        let text = "[upstream]\n\(line)\n" + (line.hasPrefix("host") ? "" : "host = smtp.example.com\n")
+        let e = configError(text)
+        #expect(e?.line == 2, "\(line): \(e.map { $0.description } ?? "")")
+    }
+
+    @Test("A key set twice in one section")
+    func duplicateKey() {
+        let e = configError("[receiver]\ntimeout = 5m\nmax_recipients = 5\ntimeout = 6m\n" + upstream)
+        #expect(e?.line == 4)
+        #expect(e?.message.contains("set twice") == true)
+    }
+
+    @Test("The same key in different sections is not a duplicate")
+    func sameKeyDifferentSections() throws {
+        let c = try parseConfig("[receiver]\ntimeout = 5m\n[upstream]\nhost = a.example\nport = 26\n").get()
+        #expect(c.upstreams.first?.port == 26)
+    }
+
+    @Test("A section given twice", arguments: ["receiver", "spool", "retry", "control"])
+    func duplicateSection(name: String) {
+        let e = configError("[\(name)]\n[\(name)]\n" + upstream)
+        #expect(e?.line == 2)
+        #expect(e?.message.contains("twice") == true)
+    }
+
+    @Test("No [upstream] section: an error about the file")
+    func missingUpstream() {
+        let e = configError("[receiver]\ntimeout = 5m\n")
+        #expect(e?.line == 0)
+        #expect(e?.message.contains("[upstream]") == true)
+        #expect(e?.description.hasPrefix(configFile + ": ") == true)
+    }
+
+    @Test("An [upstream] without host names the section's line", arguments: [
+        ("[upstream]\nport = 25\n", 1),
+        ("[receiver]\ntimeout = 5m\n\n[upstream]\nport = 25\n[retry]\ninitial = 1m\n", 4),
+    ])
+    func missingHost(text: String, line: Int) {
+        let e = configError(text)
+        #expect(e?.line == line)
+        #expect(e?.message.contains("host") == true)
+    }
+
+    @Test("A second [upstream] is refused (fallbacks not implemented yet)")
+    func secondUpstream() {
+        let e = configError("[upstream]\nhost = a.example\n\n[upstream]\nhost = b.example\n")
+        #expect(e?.line == 4)
+        #expect(e?.message.contains("only one [upstream]") == true)
+    }
+
+    @Test("A key before any section")
+    func keyBeforeSection() {
+        let e = configError("timeout = 5m\n" + upstream)
+        #expect(e?.line == 1)
+    }
+
+    @Test("A line that is neither key = value nor [section]")
+    func garbageLine() {
+        let e = configError("[receiver]\njust some words\n" + upstream)
+        #expect(e?.line == 2)
+    }
+
+    @Test("A malformed section header")
+    func malformedHeader() {
+        let e = configError("[receiver\n" + upstream)
+        #expect(e?.line == 1)
+    }
+
+    @Test("An empty value")
+    func emptyValue() {
+        let e = configError("[receiver]\nhostname =   # nothing\n" + upstream)
+        #expect(e?.line == 2)
+        #expect(e?.message.contains("no value") == true)
+    }
+
+    @Test("[retry] initial longer than max")
+    func retryOrder() {
+        let e = configError("[retry]\ninitial = 2h\nmax = 1h\n" + upstream)
+        #expect(e?.message.contains("initial") == true)
+    }
+
+    @Test("[spool] segment_size larger than max_size")
+    func segmentLargerThanSpool() {
+        let e = configError("[spool]\nmax_size = 1M\nsegment_size = 2M\n" + upstream)
+        #expect(e?.message.contains("segment_size") == true)
+    }
+
+    @Test("An empty list is a bad value, not an empty setting", arguments: [
+        "listen = ,", "allow_clients = ,", "allow_recipients = , ,",
+    ])
+    func emptyList(line: String) {
+        let e = configError("[receiver]\n\(line)\n" + upstream)
+        #expect(e?.line == 2)
+    }
+
+    @Test("ConfigError.description names file and line")
+    func description() {
+        #expect(ConfigError(file: "/a.conf", line: 7, message: "bad").description == "/a.conf:7: bad")
+        #expect(ConfigError(file: "/a.conf", line: 0, message: "bad").description == "/a.conf: bad")
+    }
+}
+
+extension String {
+    func replacingLF(with s: String) -> String {
+        var out = ""
+        for c in self { if c == "\n" { out += s } else { out.append(c) } }
+        return out
+    }
+
+}

@@ -1,0 +1,38 @@
+"""The command line: version, check-config, signals."""
+
+import signal
+import subprocess
+
+from conftest import POSTERN_BIN, Daemon, free_port
+
+
+def run(*args, cwd=None):
+    return subprocess.run([POSTERN_BIN, *args], capture_output=True, text=True, timeout=20, cwd=cwd)
+
+
+def test_version():
+    res = run("version")
+    assert res.returncode == 0, res
+    assert res.stdout.startswith("postern "), res.stdout
+
+
+def test_check_config_accepts_valid_config(workdir):
+    d = Daemon(workdir, free_port())
+    d.write_config()
+    res = run("check-config", "--config", str(d.config_path))
+    assert res.returncode == 0, res
+    assert "memory budget" in res.stdout
+
+
+def test_check_config_names_file_and_line_of_unknown_key(workdir):
+    conf = workdir / "bad.conf"
+    conf.write_text("[receiver]\nlisten = 127.0.0.1:2525\nno_such_key = 1\n")
+    res = run("check-config", "--config", str(conf))
+    assert res.returncode == 78, res      # EX_CONFIG (sysexits.h)
+    assert "bad.conf:3" in res.stderr + res.stdout, res
+
+
+def test_sigint_exits_cleanly(make_daemon, upstream):
+    d = make_daemon(upstream.port)
+    d.proc.send_signal(signal.SIGINT)
+    assert d._reap(10.0) == 0, d.log_text()
