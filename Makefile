@@ -24,7 +24,7 @@ CLIBC := Sources/CLibc
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
 TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks
 
-.PHONY: all build run check deps-build deps-test unit blackbox clean debug-build
+.PHONY: all build run check deps-build deps-test unit blackbox bench-memory clean debug-build
 
 all: build
 
@@ -85,6 +85,10 @@ unit:
 
 blackbox: build
 	$(PY) -m pytest -q Tests/blackbox
+
+# Memory figures of the release binary (idle RSS, peak RSS for 2 KB and 20 MB).
+bench-memory: deps-test build
+	$(PY) Tests/bench/memory.py
 
 clean:
 	rm -rf build .build

@@ -209,15 +209,3 @@ int cl_sync_directory(const char *path) {
     errno = saved;
     return rc;
 }
-
-long cl_peak_rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kib = -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmHWM:", 6) == 0) { kib = strtol(line + 6, NULL, 10); break; }
-    }
-    fclose(f);
-    return kib;
-}

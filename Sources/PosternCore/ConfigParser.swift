@@ -267,47 +267,36 @@ public struct ConfigParser {
 
     /// "10M", "512K", "1G" or a bare number of bytes.
     func size(_ value: String, _ n: Int, _ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
-        let b = Array(value.utf8)
-        var digits = b[...]
-        var unit = 1
-        if let last = b.last, !ASCII.isDigit(last) {
-            switch ASCII.lower(last) {
-            case 107: unit = 1024
-            case 109: unit = 1024 * 1024
-            case 103: unit = 1024 * 1024 * 1024
-            default: throw error(n, "\(key): '\(value)' is not a size (a number with K, M or G)")
-            }
-            digits = b.dropLast()
+        let what = "\(key): '\(value)' is not a size (a number with K, M or G)"
+        guard let v = scaled(value, [(107, 1024), (109, 1024 * 1024), (103, 1024 * 1024 * 1024)], limit: max) else {
+            throw error(n, what)
         }
-        guard let v = ASCII.parseDecimal(digits) else {
-            throw error(n, "\(key): '\(value)' is not a size (a number with K, M or G)")
-        }
-        let total = v.multipliedReportingOverflow(by: unit)
-        guard !total.overflow, total.partialValue >= min, total.partialValue <= max else {
-            throw error(n, "\(key): \(value) is out of range (\(min) bytes to \(max) bytes)")
-        }
-        return total.partialValue
+        guard v >= min, v <= max else { throw error(n, "\(key): \(value) is out of range (\(min) bytes to \(max) bytes)") }
+        return v
     }
 
     /// "30s", "5m", "1h", "2d" or a bare number of seconds.
     func duration(_ value: String, _ n: Int, _ key: String, min: Int) throws(ConfigError) -> Int {
-        let b = Array(value.utf8)
-        var digits = b[...]
+        let what = "\(key): '\(value)' is not a duration (a number with s, m, h or d)"
+        guard let v = scaled(value, [(115, 1), (109, 60), (104, 3600), (100, 86400)], limit: 365 * 86400) else {
+            throw error(n, what)
+        }
+        guard v >= min else { throw error(n, "\(key): \(value) is too short (at least \(min)s)") }
+        return v
+    }
+
+    /// A decimal number with an optional one-letter unit suffix (case-insensitive),
+    /// multiplied out; nil when malformed or above `limit`.
+    func scaled(_ value: String, _ units: [(UInt8, Int)], limit: Int) -> Int? {
+        var digits = Array(value.utf8)[...]
         var unit = 1
-        if let last = b.last, !ASCII.isDigit(last) {
-            switch ASCII.lower(last) {
-            case 115: unit = 1
-            case 109: unit = 60
-            case 104: unit = 3600
-            case 100: unit = 86400
-            default: throw error(n, "\(key): '\(value)' is not a duration (a number with s, m, h or d)")
-            }
-            digits = b.dropLast()
+        if let last = digits.last, !ASCII.isDigit(last) {
+            guard let u = units.first(where: { $0.0 == ASCII.lower(last) }) else { return nil }
+            unit = u.1
+            digits = digits.dropLast()
         }
-        guard let v = ASCII.parseDecimal(digits), v <= 365 * 86400 else {
-            throw error(n, "\(key): '\(value)' is not a duration (a number with s, m, h or d)")
-        }
-        guard v * unit >= min else { throw error(n, "\(key): \(value) is too short (at least \(min)s)") }
-        return v * unit
+        guard let v = ASCII.parseDecimal(digits) else { return nil }
+        let total = v.multipliedReportingOverflow(by: unit)
+        return total.overflow || total.partialValue > limit ? nil : total.partialValue
     }
 }

@@ -1,13 +1,22 @@
 /// Encodes a spooled message for the wire after the upstream's `354`: dot-stuffs
-/// every line that begins with a period and appends the end-of-data marker.
+/// every line that begins with a period, breaks over-long lines, and appends the
+/// end-of-data marker.
 ///
 /// Spooled text always has CRLF line endings (see `DataDecoder`), so only the
-/// period rule is needed here.
+/// period rule and the length rule are needed here.
 ///
-/// - SeeAlso: RFC 5321 §4.5.2 (transparency) and §4.1.1.4 (the CRLF before the
-///   final "." belongs to the message; a message not ending in CRLF gets one).
+/// - SeeAlso: RFC 5321 §4.5.2 (transparency), §4.1.1.4 (the CRLF before the final
+///   "." belongs to the message; a message not ending in CRLF gets one) and
+///   §4.5.3.1.6 (a text line is at most 1000 octets with its CRLF). Postern
+///   receives longer lines without complaint, but many upstreams refuse them with
+///   a 5xx, which would lose the alert; like Postfix's smtp_line_length_limit, a
+///   line reaching 998 octets is broken by inserting CRLF and a space, which
+///   keeps header lines valid as folded continuations.
 public struct DataEncoder: Sendable {
-    private var atLineStart = true
+    /// Octets of a line before the CRLF (RFC 5321 §4.5.3.1.6: 1000 with it).
+    public static let maxLineOctets = 998
+
+    private var lineLength = 0
     private var previousWasCR = false
 
     public init() {}
@@ -17,7 +26,7 @@ public struct DataEncoder: Sendable {
         public var produced: Int
     }
 
-    /// Encodes as much of `input` as fits in `output` (worst case two output bytes
+    /// Encodes as much of `input` as fits in `output` (at most four output bytes
     /// per input byte).
     public mutating func encode(_ input: UnsafeRawBufferPointer,
                                 into output: UnsafeMutableRawBufferPointer) -> Step {
@@ -25,15 +34,27 @@ public struct DataEncoder: Sendable {
         var o = 0
         let n = input.count
         let cap = output.count
-        while i < n && cap - o >= 2 {
+        while i < n && cap - o >= 4 {
             let b = input[i]
-            if atLineStart && b == ASCII.dot {
+            if lineLength >= Self.maxLineOctets && b != ASCII.cr && b != ASCII.lf {
+                output[o] = ASCII.cr
+                output[o + 1] = ASCII.lf
+                output[o + 2] = ASCII.space
+                o += 3
+                lineLength = 1
+            }
+            if lineLength == 0 && b == ASCII.dot {
                 output[o] = ASCII.dot
                 o += 1
+                lineLength += 1
             }
             output[o] = b
             o += 1
-            atLineStart = previousWasCR && b == ASCII.lf
+            if previousWasCR && b == ASCII.lf {
+                lineLength = 0
+            } else if b != ASCII.cr {
+                lineLength += 1
+            }
             previousWasCR = b == ASCII.cr
             i += 1
         }
@@ -43,6 +64,7 @@ public struct DataEncoder: Sendable {
     /// The bytes that end the data: a CRLF if the text did not end with one, then
     /// ".CRLF". At most five bytes.
     public func terminator() -> [UInt8] {
-        atLineStart ? [ASCII.dot, ASCII.cr, ASCII.lf] : [ASCII.cr, ASCII.lf, ASCII.dot, ASCII.cr, ASCII.lf]
+        lineLength == 0 && !previousWasCR ? [ASCII.dot, ASCII.cr, ASCII.lf]
+                                          : [ASCII.cr, ASCII.lf, ASCII.dot, ASCII.cr, ASCII.lf]
     }
 }

@@ -43,7 +43,6 @@ public final class Delivery {
     var idleUntil: Int64 = 0
     var upstreamFailures = 0
     var upstreamRetryAt: Int64 = 0
-    public private(set) var delivered = 0
 
     /// How long an idle upstream connection is kept for more mail (Postfix's
     /// smtp_connection_cache_time_limit is 2s).
@@ -122,12 +121,6 @@ public final class Delivery {
         }
         releaseCurrent(now: now)
         return false
-    }
-
-    /// `postern flush` / SIGHUP-less retry: forget the backoff and try now.
-    public func retryNow() {
-        upstreamRetryAt = 0
-        spool.queue.makeAllDue()
     }
 
     // MARK: connecting
@@ -355,7 +348,6 @@ public final class Delivery {
         ]
         switch outcome {
         case .delivered:
-            delivered += 1
             log.event(.delivered, .info, "delivered", fields)
             spool.recordOutcome(c.id, recipient: spooledIndex, .delivered, now: now)
         case .failed:

@@ -57,7 +57,6 @@ public final class Spool {
     var pendingSyncFailure: Errno? = nil
     /// Monotonic time of the last ENOSPC; new mail is refused for a while after it.
     var noSpaceAt: Int64? = nil
-    public private(set) var syncCount = 0
 
     public var queue = Queue()
 
@@ -107,11 +106,9 @@ public final class Spool {
             report.segments += 1
             if case .failure(let e) = scanSegment(seq, buffer, &scan, &report) { return .failure(e) }
         }
-        for (id, m) in scan.committed {
-            if m.isFinished { continue }
+        for m in scan.committed.values where !m.isFinished {
             queue.insert(m)
             report.queued += 1
-            _ = id
         }
         report.dropped = scan.pending.count
         nextID = max(scan.maxID + 1, UInt64(max(wallNow, 0)) << 20)
@@ -249,7 +246,6 @@ public final class Spool {
         if activeFD >= 0 {
             if syncNeeded {
                 if case .failure(let e) = Sys.fdatasync(activeFD) { pendingSyncFailure = e }
-                syncCount += 1
             }
             Sys.close(activeFD)
             activeFD = -1
@@ -388,7 +384,6 @@ public final class Spool {
         var failure = pendingSyncFailure
         pendingSyncFailure = nil
         if failure == nil && syncNeeded && activeFD >= 0 {
-            syncCount += 1
             if case .failure(let e) = Sys.fdatasync(activeFD) { failure = e }
         }
         if failure == nil && directorySyncNeeded && cl_sync_directory(dir) != 0 {

@@ -130,27 +130,18 @@ public enum Sys {
     }
 
     /// Writes a whole string to standard error (for log lines and messages).
-    public static func writeStderr(_ text: String) {
-        var t = text
-        t.withUTF8 { buf in
-            var done = 0
-            while done < buf.count {
-                let n = CLibc.write(2, buf.baseAddress! + done, buf.count - done)
-                if n <= 0 {
-                    if n < 0 && cl_errno() == EINTR { continue }
-                    break
-                }
-                done += n
-            }
-        }
-    }
+    public static func writeStderr(_ text: String) { writeAll(2, text) }
 
-    public static func writeStdout(_ text: String) {
+    public static func writeStdout(_ text: String) { writeAll(1, text) }
+
+    /// write(2) until all of `text` is out; gives up silently on an error, as
+    /// there is nowhere left to report it.
+    static func writeAll(_ fd: Int32, _ text: String) {
         var t = text
         t.withUTF8 { buf in
             var done = 0
             while done < buf.count {
-                let n = CLibc.write(1, buf.baseAddress! + done, buf.count - done)
+                let n = CLibc.write(fd, buf.baseAddress! + done, buf.count - done)
                 if n <= 0 {
                     if n < 0 && cl_errno() == EINTR { continue }
                     break

@@ -40,7 +40,7 @@ def test_rfc5321_4_5_2_dot_stuffing_8bit_long_line_round_trip(daemon, upstream):
         b"...\r\n"
         b". \r\n"
         b"caf\xc3\xa9 na\xc3\xafve \xff\xfe\x80\x81 eight-bit bytes\r\n"
-        + b"L" * 2500 + b".in the middle" + b"M" * 2486 + b"\r\n"   # a 5000-octet line
+        + b"L" * 500 + b".in the middle" + b"M" * 484 + b"\r\n"   # a 998-octet line, the most RFC 5321 allows
         + b"\r\n"
         b"\ttab-led line\r\n"
         b"  space-led line  \r\n"
@@ -283,15 +283,47 @@ def test_rfc5321_4_1_1_4_only_crlf_dot_crlf_ends_data_no_smuggling(daemon, upstr
                for m in upstream.messages), upstream.messages
 
 
+def folded(data: bytes) -> bytes:
+    """RFC 5321 §4.5.3.1.6 as Postern applies it when sending (like Postfix's
+    smtp_line_length_limit): a line of more than 998 octets is broken by inserting
+    CRLF and a space, so no line on the wire exceeds 1000 octets with its CRLF."""
+    out = []
+    for line in data.split(b"\r\n"):
+        pieces, rest = [line[:998]], line[998:]
+        while rest:
+            pieces.append(b" " + rest[:997])
+            rest = rest[997:]
+        out.append(b"\r\n".join(pieces))
+    return b"\r\n".join(out)
+
+
 def test_one_mebibyte_text_line_streams_through(make_daemon, upstream):
-    """DESIGN principle 7: a long text line in DATA streams through like any other."""
+    """DESIGN principle 7: a long text line in DATA streams through like any other;
+    RFC 5321 §4.5.3.1.6: it leaves toward the upstream in lines of at most 1000
+    octets, broken with CRLF SP, and no octet of it is lost."""
     daemon = make_daemon(upstream.port, receiver__max_message_size="4M")
     line = (b"0123456789abcdef" * 65536)       # 1 MiB, no CRLF inside
     msg = make_message("long line") + line + b"\r\nend\r\n"
     with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
         assert s.sendmail("sender@client.example", ["ops@example.com"], msg) == {}
     got = upstream.wait_for(1)[0]
-    assert hashlib.sha256(got.body).hexdigest() == hashlib.sha256(msg).hexdigest()
+    assert max(len(l) for l in got.content.split(b"\r\n")) <= 998
+    assert hashlib.sha256(got.body).hexdigest() == hashlib.sha256(folded(msg)).hexdigest()
+
+
+def test_rfc5321_4_5_3_1_6_long_lines_broken_before_1000_octets(daemon, upstream):
+    """RFC 5321 §4.5.3.1.6: lines of 999 and 5000 octets (one with a '.' where a
+    break falls) reach the upstream as lines of at most 998 octets plus CRLF."""
+    body = (b"A" * 999 + b"\r\n"
+            + b"L" * 997 + b".in the middle" + b"M" * 3989 + b"\r\n"
+            + b"x" * 998 + b"\r\nlast\r\n")
+    msg = make_message("long lines") + body
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=15) as s:
+        assert s.sendmail("sender@client.example", ["ops@example.com"], msg) == {}
+    got = upstream.wait_for(1)[0]
+    added, rest = strip_first_header_field(got.content)
+    assert max(len(l) for l in rest.split(b"\r\n")) <= 998
+    assert rest == folded(msg)
 
 
 def test_rfc5321_4_5_2_dot_lines_at_every_buffer_offset_round_trip(daemon, upstream):

@@ -99,7 +99,4 @@ const char *cl_dirent_name(const struct dirent *entry);
 /// fsync(2) of a directory by path. Returns 0 or -1 with errno.
 int cl_sync_directory(const char *path);
 
-/// The peak resident set size of this process in KiB (VmHWM), or -1.
-long cl_peak_rss_kib(void);
-
 #endif
