@@ -273,9 +273,16 @@ def test_rfc1870_size_limit_boundary_exact_size_accepted(make_daemon, upstream):
     daemon = make_daemon(upstream.port, receiver__max_message_size="10K")
 
     def message(size, subject):
+        # Lines of 100 octets (RFC 5321 §4.5.3.1.6 allows 1000), each starting with
+        # a dot: stuffing is not counted toward the size.
         head = make_message(subject, body=b"")
-        filler = size - len(head) - 2
-        return head + b"." * 1 + b"z" * (filler - 1) + b"\r\n"   # a leading dot: stuffing is not counted
+        lines = []
+        room = size - len(head)
+        while room > 0:
+            n = 100 if room >= 103 else room          # the last line takes the rest (3 to 102)
+            lines.append(b"." + b"z" * (n - 3) + b"\r\n")
+            room -= n
+        return head + b"".join(lines)
 
     exact, over = message(limit, "exactly at limit"), message(limit + 1, "one over limit")
     assert len(exact) == limit and len(over) == limit + 1
