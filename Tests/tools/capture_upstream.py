@@ -29,14 +29,13 @@ def main():
     controller = Controller(Printer(), hostname=args.host, port=args.port)
     controller.start()
     print(f"capture upstream listening on {args.host}:{args.port}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (controller.stop(), sys.exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         controller.stop()
-
 
 if __name__ == "__main__":
     main()
