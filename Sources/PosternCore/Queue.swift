@@ -1,43 +1,87 @@
 /// One acknowledged message waiting for delivery: the small index entry kept in
 /// memory for each queued message (DESIGN.md principle 2). Its envelope and text
 /// stay on disk and are read again when the message is sent.
+///
+/// Packed to 64 bytes (`MemoryLayout<QueuedMessage>.stride`) for a message with
+/// up to 32 recipients: the recipient states are two bits each in one word, with
+/// a heap array only for larger messages. 100,000 queued messages take 6.4 MB.
 public struct QueuedMessage: Equatable, Sendable {
     public let id: UInt64
-    /// Wall-clock arrival, seconds since the epoch (for age and logs only).
-    public var arrival: Int64
-    /// Bytes of text.
-    public var size: Int
-    /// Where the envelope record is: the message's records start there.
-    public var firstSegment: UInt64
-    public var firstOffset: Int
-    /// The newest segment holding a record of this message; every segment from
-    /// `firstSegment` to here is kept while the message is queued.
-    public var lastSegment: UInt64
-    /// Per recipient: 0 pending, else `SpoolCodec.Outcome` raw value.
-    public var recipientStates: [UInt8]
-    /// Delivery attempts that reached this message.
-    public var attempts: Int = 0
+    /// Two bits per recipient (0 pending, else `SpoolCodec.Outcome`), recipients
+    /// 0–31; `overflow` holds one byte per recipient from 32 on.
+    var stateBits: UInt64 = 0
+    var overflow: [UInt8] = []
     /// Monotonic nanoseconds before which the message is not tried (0: now).
     public var nextAttempt: Int64 = 0
+    var arrivalSeconds: UInt32
+    var size32: UInt32
+    var first32: UInt32
+    var firstOffset32: UInt32
+    var last32: UInt32
+    public let recipientCount: Int16
+    var attempts16: UInt16 = 0
     /// Handed to the sender and not yet answered.
     public var inFlight = false
 
     public init(id: UInt64, arrival: Int64, size: Int, firstSegment: UInt64, firstOffset: Int,
                 lastSegment: UInt64, recipientStates: [UInt8]) {
         self.id = id
-        self.arrival = arrival
-        self.size = size
-        self.firstSegment = firstSegment
-        self.firstOffset = firstOffset
-        self.lastSegment = lastSegment
-        self.recipientStates = recipientStates
+        arrivalSeconds = UInt32(clamping: arrival)
+        size32 = UInt32(clamping: size)
+        first32 = UInt32(firstSegment)
+        firstOffset32 = UInt32(firstOffset)
+        last32 = UInt32(lastSegment)
+        recipientCount = Int16(recipientStates.count)
+        if recipientStates.count > 32 { overflow = [UInt8](repeating: 0, count: recipientStates.count - 32) }
+        for (i, s) in recipientStates.enumerated() where s != 0 { setState(i, s) }
     }
 
-    public var pendingRecipients: [Int] {
-        recipientStates.indices.filter { recipientStates[$0] == 0 }
+    /// Wall-clock arrival, seconds since the epoch (for age and logs only).
+    public var arrival: Int64 { Int64(arrivalSeconds) }
+    /// Bytes of text.
+    public var size: Int { Int(size32) }
+    /// Where the envelope record is: the message's records start there.
+    public var firstSegment: UInt64 { UInt64(first32) }
+    public var firstOffset: Int { Int(firstOffset32) }
+    /// The newest segment holding a record of this message; every segment from
+    /// `firstSegment` to here is kept while the message is queued.
+    public var lastSegment: UInt64 {
+        get { UInt64(last32) }
+        set { last32 = UInt32(newValue) }
+    }
+    /// Delivery attempts that reached this message.
+    public var attempts: Int {
+        get { Int(attempts16) }
+        set { attempts16 = UInt16(clamping: newValue) }
     }
 
-    public var isFinished: Bool { !recipientStates.contains(0) }
+    public func state(_ i: Int) -> UInt8 {
+        i < 32 ? UInt8((stateBits >> UInt64(2 * i)) & 3) : overflow[i - 32]
+    }
+
+    public mutating func setState(_ i: Int, _ value: UInt8) {
+        if i < 32 {
+            stateBits = stateBits & ~(3 << UInt64(2 * i)) | UInt64(value & 3) << UInt64(2 * i)
+        } else {
+            overflow[i - 32] = value
+        }
+    }
+
+    /// Per recipient: 0 pending, else `SpoolCodec.Outcome` raw value.
+    public var recipientStates: [UInt8] { (0..<Int(recipientCount)).map(state) }
+
+    public var pendingRecipients: [Int] { (0..<Int(recipientCount)).filter { state($0) == 0 } }
+
+    public var isFinished: Bool {
+        for i in 0..<Int(recipientCount) where state(i) == 0 { return false }
+        return true
+    }
+
+    public mutating func move(firstSegment: UInt64, firstOffset: Int, lastSegment: UInt64) {
+        first32 = UInt32(firstSegment)
+        firstOffset32 = UInt32(firstOffset)
+        last32 = UInt32(lastSegment)
+    }
 }
 
 /// The delivery queue: queued messages in order of arrival (id order), and how
@@ -47,6 +91,10 @@ public struct Queue: Sendable {
     public private(set) var messages: [QueuedMessage] = []
     /// Segment sequence → number of queued messages whose span covers it.
     public private(set) var segmentRefs: [UInt64: Int] = [:]
+    /// Sum of the text sizes of the queued messages.
+    public private(set) var textBytes = 0
+    /// `earliestAttempt()` cached until the queue changes; nil when unknown.
+    var earliestCache: Int64?? = nil
 
     public init() {}
 
@@ -54,25 +102,29 @@ public struct Queue: Sendable {
     public var isEmpty: Bool { messages.isEmpty }
 
     func index(of id: UInt64) -> Int? {
+        let i = insertionPoint(id)
+        return i < messages.count && messages[i].id == id ? i : nil
+    }
+
+    func insertionPoint(_ id: UInt64) -> Int {
+        // Most lookups and inserts are at the end: the newest message.
+        if let last = messages.last, last.id < id { return messages.count }
         var lo = 0, hi = messages.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if messages[mid].id < id { lo = mid + 1 } else { hi = mid }
         }
-        return lo < messages.count && messages[lo].id == id ? lo : nil
+        return lo
     }
 
     public func message(_ id: UInt64) -> QueuedMessage? { index(of: id).map { messages[$0] } }
 
     /// Adds a committed message (after its commit record is durable).
     public mutating func insert(_ m: QueuedMessage) {
-        var lo = 0, hi = messages.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if messages[mid].id < m.id { lo = mid + 1 } else { hi = mid }
-        }
-        messages.insert(m, at: lo)
+        messages.insert(m, at: insertionPoint(m.id))
         retain(m.firstSegment, through: m.lastSegment)
+        textBytes += m.size
+        earliestCache = nil
     }
 
     /// A record of message `id` was written to segment `segment`: keep it.
@@ -82,20 +134,34 @@ public struct Queue: Sendable {
         messages[i].lastSegment = segment
     }
 
+    /// The message now lives at a new place (compaction copied it forward and the
+    /// copy is durable): its old segments are released.
+    public mutating func relocate(_ id: UInt64, firstSegment: UInt64, firstOffset: Int, lastSegment: UInt64) {
+        guard let i = index(of: id) else { return }
+        let old = messages[i]
+        let last = max(lastSegment, old.lastSegment)
+        retain(firstSegment, through: last)
+        release(old.firstSegment, through: old.lastSegment)
+        messages[i].move(firstSegment: firstSegment, firstOffset: firstOffset, lastSegment: last)
+    }
+
     /// Records an outcome for a recipient. Returns true when that finished the
     /// message, which is then removed and its segments released.
     @discardableResult
     public mutating func setOutcome(_ id: UInt64, recipient: Int, _ outcome: SpoolCodec.Outcome) -> Bool {
-        guard let i = index(of: id), recipient < messages[i].recipientStates.count else { return false }
-        messages[i].recipientStates[recipient] = outcome.rawValue
+        guard let i = index(of: id), recipient < Int(messages[i].recipientCount) else { return false }
+        messages[i].setState(recipient, outcome.rawValue)
         guard messages[i].isFinished else { return false }
         let m = messages.remove(at: i)
         release(m.firstSegment, through: m.lastSegment)
+        textBytes -= m.size
+        earliestCache = nil
         return true
     }
 
     public mutating func setInFlight(_ id: UInt64, _ value: Bool) {
         if let i = index(of: id) { messages[i].inFlight = value }
+        earliestCache = nil
     }
 
     /// After a failed or partial attempt: wait `delay` before the next one
@@ -104,6 +170,7 @@ public struct Queue: Sendable {
         guard let i = index(of: id) else { return }
         messages[i].inFlight = false
         messages[i].nextAttempt = now + delay
+        earliestCache = nil
     }
 
     public mutating func countAttempt(_ id: UInt64) {
@@ -116,17 +183,21 @@ public struct Queue: Sendable {
     }
 
     /// When the next not-in-flight message becomes due (nil when none waits).
-    public func earliestAttempt() -> Int64? {
+    /// Cached: the loop asks every iteration, the queue changes far less often.
+    public mutating func earliestAttempt() -> Int64? {
+        if let cached = earliestCache { return cached }
         var best: Int64? = nil
         for m in messages where !m.inFlight {
             if best == nil || m.nextAttempt < best! { best = m.nextAttempt }
         }
+        earliestCache = .some(best)
         return best
     }
 
     /// Makes every message due now (`postern flush`, or the upstream came back).
     public mutating func makeAllDue() {
         for i in messages.indices { messages[i].nextAttempt = 0 }
+        earliestCache = nil
     }
 
     public func isReferenced(_ segment: UInt64) -> Bool { (segmentRefs[segment] ?? 0) > 0 }

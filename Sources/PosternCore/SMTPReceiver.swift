@@ -205,13 +205,12 @@ public struct SMTPReceiver: Sendable {
         return [.reply(Reply(250, "2.0.0", "Ok: queued as \(queueID)"))]
     }
 
-    /// The spool could not store the message (disk full, I/O error). A 4xx keeps
-    /// the message with the client, which will retry.
-    public mutating func commitFailed(spaceExhausted: Bool) -> [Action] {
+    /// The spool could not store the message (disk full, quota, I/O error). A 4xx
+    /// keeps the message with the client, which will retry; never a 5xx
+    /// (issue 3: 452 4.3.1 for ENOSPC and EIO alike).
+    public mutating func commitFailed() -> [Action] {
         guard state == .awaitingCommit || state == .receivingData else { return [] }
-        let reply = spaceExhausted
-            ? Reply(452, "4.3.1", "Error: insufficient system storage")
-            : Reply(451, "4.3.0", "Error: local error in processing")
+        let reply = Reply(452, "4.3.1", "Error: insufficient system storage, try again later")
         resetTransaction()
         state = .greeted
         return [.rejected(command: "DATA", reply: reply), .reply(reply)]

@@ -28,9 +28,10 @@
 // together. Ids increase in order of arrival and are never reused.
 //
 // ## Kinds
-//  1 envelope   i64 arrival (wall-clock seconds), u8 flags (bit 0: 8BITMIME),
-//               u16 len + reverse-path bytes, u16 count, then count × (u16 len +
-//               recipient bytes). Written when DATA is accepted.
+//  1 envelope   i64 arrival (wall-clock seconds), u8 flags (bit 0: 8BITMIME;
+//               bit 1: a relocated copy, see Compaction), u16 len + reverse-path
+//               bytes, u16 count, then count × (u16 len + recipient bytes).
+//               Written when DATA is accepted.
 //  2 text       a chunk of message text: unstuffed, CRLF line endings, the
 //               `Received:` header first. Chunks of a message follow its envelope
 //               in order, possibly in later segments.
@@ -44,9 +45,24 @@
 // At start every segment is scanned in sequence order. A record that is short or
 // fails its CRC ends the scan of its file: in the newest segment that is the torn
 // tail of a write the crash interrupted, which was never acknowledged. A message is
-// queued when its envelope and commit were read and it has a recipient with no
-// recipient record; envelopes without a commit are dropped. A segment is deleted
-// once no queued message has a record in it and it is not the active one.
+// queued when its envelope and commit were read, its text records add up to the
+// size in the commit, and it has a recipient with no recipient record; envelopes
+// without a commit are dropped.
+//
+// ## Deletion
+// Only the oldest segment is ever deleted — when it is not the active one, no
+// queued message or open transaction has a record in it — and each deletion is
+// made durable (directory fsync) before the next: a newer segment may hold the
+// recipient records that finished the messages of older ones.
+//
+// ## Compaction
+// A message stuck in an old segment would keep every newer segment too. When the
+// spool holds more than twice its live text plus two segments, the messages
+// holding the oldest segment are copied forward: the same id, an envelope with
+// the relocated flag, its text, a commit, then a recipient record for each
+// recipient already finished. Recovery takes a copy's commit as the message's new
+// place and keeps the outcomes already read; an uncommitted copy is dropped like
+// any transaction. The old segment goes once the copy is durable.
 
 /// Encodes and decodes spool records. Pure; the runtime does the file I/O.
 public enum SpoolCodec {
@@ -75,12 +91,15 @@ public enum SpoolCodec {
     public struct EnvelopeRecord: Equatable, Sendable {
         public var arrival: Int64
         public var eightBit: Bool
+        /// A copy written by compaction (flags bit 1).
+        public var relocated: Bool
         public var from: [UInt8]
         public var recipients: [[UInt8]]
 
-        public init(arrival: Int64, eightBit: Bool, from: [UInt8], recipients: [[UInt8]]) {
+        public init(arrival: Int64, eightBit: Bool, relocated: Bool = false, from: [UInt8], recipients: [[UInt8]]) {
             self.arrival = arrival
             self.eightBit = eightBit
+            self.relocated = relocated
             self.from = from
             self.recipients = recipients
         }
@@ -127,7 +146,7 @@ public enum SpoolCodec {
     public static func envelopePayload(_ e: EnvelopeRecord) -> [UInt8] {
         var out: [UInt8] = []
         putLE(&out, UInt64(bitPattern: e.arrival), 8)
-        out.append(e.eightBit ? 1 : 0)
+        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0))
         putLE(&out, UInt64(e.from.count), 2)
         out += e.from
         putLE(&out, UInt64(e.recipients.count), 2)
@@ -239,7 +258,8 @@ public enum SpoolCodec {
             rcpts.append(Array(p[rp..<(rp + len)]))
         }
         guard at == p.count else { return nil }
-        return EnvelopeRecord(arrival: arrival, eightBit: flags & 1 != 0, from: from, recipients: rcpts)
+        return EnvelopeRecord(arrival: arrival, eightBit: flags & 1 != 0, relocated: flags & 2 != 0,
+                              from: from, recipients: rcpts)
     }
 
     public static func parseCommit(_ p: UnsafeRawBufferPointer) -> Int? {

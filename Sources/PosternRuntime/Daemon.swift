@@ -48,6 +48,10 @@ public final class Daemon {
         case .failure(let e):
             return "cannot open the spool \(config.spool.dir): \(e)"
         case .success(let report):
+            for i in report.incomplete {
+                log.error("a committed message is incomplete in the spool (a segment is missing or damaged); it cannot be sent",
+                          [("message", i)])
+            }
             for t in report.tornTails {
                 log.warning("spool scan stopped early in a segment (torn tail of an unacknowledged write, or damage)",
                             [("where", t)])
@@ -109,7 +113,9 @@ public final class Daemon {
             groupCommit(now: after)
             timers(now: after)
             delivery.tick(now: after, stopping: stopping)
-            // A tick may have written outcome records; sync them in this iteration.
+            if !stopping { spool.compactIfNeeded(now: after) }
+            // Outcome records or compaction copies written since the group commit
+            // above are synced in this same iteration.
             if spool.hasUnsyncedWrites { groupCommit(now: after) }
         }
         finish()

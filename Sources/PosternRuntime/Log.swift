@@ -5,13 +5,16 @@ import PosternCore
 /// `key=value` line each.
 public final class Log {
     public var showDebug: Bool
+    /// Drops every entry (tests that provoke thousands of failures on purpose).
+    let quiet: Bool
 
-    public init(showDebug: Bool = false) {
+    public init(showDebug: Bool = false, quiet: Bool = false) {
         self.showDebug = showDebug
+        self.quiet = quiet
     }
 
     public func emit(_ record: LogRecord) {
-        if record.priority == .debug && !showDebug { return }
+        if quiet || (record.priority == .debug && !showDebug) { return }
         Sys.writeStderr(record.keyValueLine() + "\n")
     }
 

@@ -5,9 +5,16 @@ import PosternCore
 /// then its text chunks in order, skipping the records of other messages that
 /// were interleaved with it. Uses one fixed buffer for any message size.
 public final class MessageReader {
-    public enum Failure: Error, Equatable {
+    public enum Failure: Error, Equatable, CustomStringConvertible {
         case io(Errno)
         case corrupt(String)
+
+        public var description: String {
+            switch self {
+            case .io(let e): return e.description
+            case .corrupt(let why): return "corrupt spool: " + why
+            }
+        }
     }
 
     public enum Next: Equatable {
@@ -18,6 +25,8 @@ public final class MessageReader {
     }
 
     let buffer: ByteBuffer
+    /// The storage of the spool being read, set by `open`.
+    var storage: (any SpoolStorage)? = nil
     var fd: Int32 = -1
     var segment: UInt64 = 0
     /// File offset of `buffer.start`.
@@ -35,19 +44,20 @@ public final class MessageReader {
     deinit { closeFile() }
 
     func closeFile() {
-        if fd >= 0 { Sys.close(fd); fd = -1 }
+        if fd >= 0 { storage?.close(fd); fd = -1 }
     }
 
     /// Positions the reader on `message` and returns its envelope.
     public func open(_ message: QueuedMessage, spool: Spool) -> Result<SpoolCodec.EnvelopeRecord, Failure> {
         closeFile()
+        storage = spool.storage
         buffer.clear()
         textRemaining = 0
         trailerRemaining = 0
         id = message.id
         segment = message.firstSegment
         fileOffset = message.firstOffset
-        switch Sys.open(spool.segmentPath(segment), O_RDONLY) {
+        switch spool.storage.openForReading(spool.segmentPath(segment)) {
         case .success(let f): fd = f
         case .failure(let e): return .failure(.io(e))
         }
@@ -72,7 +82,7 @@ public final class MessageReader {
 
     func readBigEnvelope(_ fr: SpoolCodec.RecordFrame) -> Result<SpoolCodec.EnvelopeRecord, Failure> {
         var big = [UInt8](repeating: 0, count: fr.length)
-        guard case .success(let got) = big.withUnsafeMutableBytes({ Sys.pread(fd, $0, at: fileOffset) }),
+        guard case .success(let got) = big.withUnsafeMutableBytes({ storage!.read(fd, $0, at: fileOffset) }),
               got == fr.length else { return .failure(.corrupt("short envelope")) }
         let e: SpoolCodec.EnvelopeRecord? = big.withUnsafeBytes {
             SpoolCodec.parseEnvelope(UnsafeRawBufferPointer(rebasing: $0[fr.payloadOffset..<(fr.payloadOffset + fr.payloadLength)]))
@@ -159,7 +169,7 @@ public final class MessageReader {
                                                            payloadLength: n, length: total))
                 }
                 buffer.compact()
-                switch Sys.pread(fd, buffer.writable, at: fileOffset + buffer.count) {
+                switch spool.storage.read(fd, buffer.writable, at: fileOffset + buffer.count) {
                 case .failure(let e): return .failure(.io(e))
                 case .success(let got):
                     if got > 0 {
@@ -174,7 +184,7 @@ public final class MessageReader {
                         return .failure(.corrupt("message \(Spool.queueID(id)) has no commit record"))
                     }
                     closeFile()
-                    switch Sys.open(spool.segmentPath(nextSegment), O_RDONLY) {
+                    switch spool.storage.openForReading(spool.segmentPath(nextSegment)) {
                     case .success(let f): fd = f
                     case .failure(let e): return .failure(.io(e))
                     }

@@ -41,7 +41,6 @@ public final class ReceiverConnection {
     var transaction: SpoolTransaction? = nil
     /// Text is being written to the spool (false after an abort or a failed write).
     var storing = false
-    var storeError: Errno? = nil
     /// The commit record is written; waiting for the loop's fdatasync.
     public private(set) var awaitingCommit = false
     /// Close once the output is written.
@@ -79,7 +78,6 @@ public final class ReceiverConnection {
         envelope = nil
         transaction = nil
         storing = false
-        storeError = nil
         awaitingCommit = false
         closing = false
         peerClosed = false
@@ -152,7 +150,7 @@ public final class ReceiverConnection {
         context.log.error("spool sync failed; message refused with 4xx", [("conn", connectionID), ("error", e.description)])
         transaction = nil
         envelope = nil
-        perform(machine.commitFailed(spaceExhausted: e.isNoSpace), now: now)
+        perform(machine.commitFailed(), now: now)
         process(now: now)
         flushOutput()
     }
@@ -223,7 +221,6 @@ public final class ReceiverConnection {
 
     func storeFailed(_ e: Errno, now: Int64) {
         context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)])
-        storeError = e
         if let t = transaction { context.spool.abort(t, now: now) }
         storing = false
     }
@@ -262,7 +259,6 @@ public final class ReceiverConnection {
         mode = .text
         decoder = DataDecoder()
         text.clear()
-        storeError = nil
         switch context.spool.begin(env, arrival: Clock.wall(), now: now) {
         case .success(let t):
             transaction = t
@@ -281,7 +277,7 @@ public final class ReceiverConnection {
     func commit(now: Int64) {
         storeText(now: now)
         guard storing, let t = transaction else {
-            perform(machine.commitFailed(spaceExhausted: storeError?.isNoSpace ?? true), now: now)
+            perform(machine.commitFailed(), now: now)
             return
         }
         switch context.spool.commit(t, now: now) {
@@ -292,7 +288,7 @@ public final class ReceiverConnection {
             storing = false
             transaction = nil
             context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)])
-            perform(machine.commitFailed(spaceExhausted: e.isNoSpace), now: now)
+            perform(machine.commitFailed(), now: now)
         }
     }
 

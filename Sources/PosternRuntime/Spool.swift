@@ -19,7 +19,11 @@ public struct RecoveryReport: Sendable {
     public var segments = 0
     public var records = 0
     public var queued = 0
+    /// Transactions without a commit record: never acknowledged.
     public var dropped = 0
+    /// Committed messages whose text records do not add up to the committed size
+    /// (a segment of theirs is missing or damaged): "queue_id reason" each.
+    public var incomplete: [String] = []
     /// "segment:offset reason" of every place a scan stopped early.
     public var tornTails: [String] = []
 }
@@ -36,6 +40,7 @@ public final class Spool {
     let segmentSize: Int
     let maxSize: Int
     let log: Log
+    public let storage: any SpoolStorage
 
     var lockFD: Int32 = -1
     var activeFD: Int32 = -1
@@ -50,7 +55,22 @@ public final class Spool {
     var openTransactions: [UInt64: UInt64] = [:]
     /// Commits written but not yet covered by an fdatasync.
     var awaitingSync: [QueuedMessage] = []
-    var syncNeeded = false
+    /// Compaction copies written but not yet covered by an fdatasync.
+    struct Relocation {
+        var id: UInt64
+        var firstSegment: UInt64
+        var firstOffset: Int
+        var lastSegment: UInt64
+    }
+    var awaitingRelocation: [Relocation] = []
+    /// Reads messages back for compaction; allocated the first time it is needed.
+    var compactionReader: MessageReader? = nil
+    public private(set) var relocatedMessages = 0
+    /// The active segment has writes no fdatasync has covered yet.
+    var dirty = false
+    /// A commit or recipient record waits for the next group commit.
+    var syncWanted = false
+    /// A segment was created since the directory was last synced.
     var directorySyncNeeded = false
     /// An fdatasync of a segment being closed failed: the commits waiting for the
     /// next flush cannot be promised.
@@ -60,11 +80,12 @@ public final class Spool {
 
     public var queue = Queue()
 
-    public init(dir: String, segmentSize: Int, maxSize: Int, log: Log) {
+    public init(dir: String, segmentSize: Int, maxSize: Int, log: Log, storage: any SpoolStorage = PosixStorage()) {
         self.dir = dir
         self.segmentSize = segmentSize
         self.maxSize = maxSize
         self.log = log
+        self.storage = storage
     }
 
     public static func queueID(_ id: UInt64) -> String { ASCII.hex(id, width: 16) }
@@ -84,16 +105,13 @@ public final class Spool {
     /// Creates and locks the directory, scans every segment, rebuilds the queue,
     /// deletes what is finished and opens a new active segment.
     public func open(wallNow: Int64) -> Result<RecoveryReport, Errno> {
-        if case .failure(let e) = Sys.mkdir(dir, 0o700) { return .failure(e) }
-        switch Sys.open(dir + "/lock", O_RDWR | O_CREAT, 0o600) {
+        if case .failure(let e) = storage.makeDirectory(dir) { return .failure(e) }
+        switch storage.lock(dir + "/lock") {
         case .success(let fd): lockFD = fd
         case .failure(let e): return .failure(e)
         }
-        if cl_lock_exclusive(lockFD) != 0 {
-            return .failure(Errno(cl_errno(), "lock \(dir)/lock (is another postern using this spool?)"))
-        }
         let names: [String]
-        switch Sys.listDirectory(dir) {
+        switch storage.list(dir) {
         case .success(let n): names = n
         case .failure(let e): return .failure(e)
         }
@@ -106,11 +124,13 @@ public final class Spool {
             report.segments += 1
             if case .failure(let e) = scanSegment(seq, buffer, &scan, &report) { return .failure(e) }
         }
-        for m in scan.committed.values where !m.isFinished {
+        // Inserted in id order, each an append: a long queue loads in linear time.
+        for m in scan.committed.values.filter({ !$0.isFinished }).sorted(by: { $0.id < $1.id }) {
             queue.insert(m)
             report.queued += 1
         }
         report.dropped = scan.pending.count
+        report.incomplete = scan.incomplete
         nextID = max(scan.maxID + 1, UInt64(max(wallNow, 0)) << 20)
         activeSequence = sequences.last ?? 0
         if case .failure(let e) = roll() { return .failure(e) }
@@ -124,22 +144,24 @@ public final class Spool {
             var offset: Int
             var arrival: Int64
             var recipients: Int
+            var textBytes = 0
         }
         var pending: [UInt64: Pending] = [:]
         var committed: [UInt64: QueuedMessage] = [:]
+        var incomplete: [String] = []
         var maxID: UInt64 = 0
     }
 
     func scanSegment(_ seq: UInt64, _ buffer: ByteBuffer, _ scan: inout RecoveryScan,
                      _ report: inout RecoveryReport) -> Result<Void, Errno> {
         let fd: Int32
-        switch Sys.open(path(seq), O_RDONLY) {
+        switch storage.openForReading(path(seq)) {
         case .success(let f): fd = f
         case .failure(let e): return .failure(e)
         }
-        defer { Sys.close(fd) }
+        defer { storage.close(fd) }
         let fileSize: Int
-        switch Sys.fileSize(fd) {
+        switch storage.size(fd) {
         case .success(let s): fileSize = s
         case .failure(let e): return .failure(e)
         }
@@ -147,7 +169,7 @@ public final class Spool {
         totalBytes += fileSize
         buffer.clear()
         var header = [UInt8](repeating: 0, count: SpoolCodec.segmentHeaderLength)
-        let got = header.withUnsafeMutableBytes { Sys.pread(fd, $0, at: 0) }
+        let got = header.withUnsafeMutableBytes { storage.read(fd, $0, at: 0) }
         guard case .success(let n) = got, n == header.count,
               header.withUnsafeBytes({ SpoolCodec.parseSegmentHeader($0) }) == seq else {
             report.tornTails.append("\(SpoolCodec.segmentName(seq)):0 bad segment header")
@@ -173,7 +195,7 @@ public final class Spool {
                 if total > buffer.capacity {
                     // Only an envelope with very many recipients is this big.
                     var big = [UInt8](repeating: 0, count: total)
-                    let r = big.withUnsafeMutableBytes { Sys.pread(fd, $0, at: fileOffset) }
+                    let r = big.withUnsafeMutableBytes { storage.read(fd, $0, at: fileOffset) }
                     guard case .success(let got) = r, got == total else {
                         report.tornTails.append("\(SpoolCodec.segmentName(seq)):\(fileOffset) incomplete record")
                         return .success(())
@@ -194,7 +216,7 @@ public final class Spool {
                     continue
                 }
                 buffer.compact()
-                let r = Sys.pread(fd, buffer.writable, at: fileOffset + buffer.count)
+                let r = storage.read(fd, buffer.writable, at: fileOffset + buffer.count)
                 switch r {
                 case .success(let got):
                     if got == 0 {
@@ -220,9 +242,25 @@ public final class Spool {
             scan.pending[frame.id] = RecoveryScan.Pending(segment: seq, offset: offset, arrival: e.arrival,
                                                           recipients: e.recipients.count)
         case .text:
-            break
+            scan.pending[frame.id]?.textBytes += frame.payloadLength
         case .commit:
             guard let p = scan.pending.removeValue(forKey: frame.id), let size = SpoolCodec.parseCommit(payload) else { return }
+            if p.textBytes != size {
+                // A segment in the middle of the message is gone or damaged: what is
+                // left cannot be sent as the message that was received. (For a
+                // relocated copy the original, if still there, stays in use.)
+                if scan.committed[frame.id] == nil {
+                    scan.incomplete.append("\(Spool.queueID(frame.id)) has \(p.textBytes) of \(size) bytes of text")
+                }
+                return
+            }
+            if var original = scan.committed[frame.id] {
+                // A compaction copy became durable: the message lives here now, with
+                // the outcomes already read for it.
+                original.move(firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq)
+                scan.committed[frame.id] = original
+                return
+            }
             scan.committed[frame.id] = QueuedMessage(id: frame.id, arrival: p.arrival, size: size,
                                                      firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq,
                                                      recipientStates: [UInt8](repeating: 0, count: p.recipients))
@@ -230,8 +268,8 @@ public final class Spool {
             scan.pending[frame.id] = nil
         case .recipient:
             guard var m = scan.committed[frame.id], let r = SpoolCodec.parseRecipient(payload),
-                  r.index < m.recipientStates.count else { return }
-            m.recipientStates[r.index] = r.outcome.rawValue
+                  r.index < Int(m.recipientCount) else { return }
+            m.setState(r.index, r.outcome.rawValue)
             m.lastSegment = seq
             scan.committed[frame.id] = m
         }
@@ -244,23 +282,27 @@ public final class Spool {
     /// `flush` before anything in it is acknowledged (issue 3 item 2).
     func roll() -> Result<Void, Errno> {
         if activeFD >= 0 {
-            if syncNeeded {
-                if case .failure(let e) = Sys.fdatasync(activeFD) { pendingSyncFailure = e }
+            // Everything in the old segment (text of a message that goes on in the
+            // new one, too) must be durable before a commit in the new one is.
+            if dirty {
+                if case .failure(let e) = storage.syncData(activeFD) { pendingSyncFailure = e }
             }
-            Sys.close(activeFD)
+            storage.close(activeFD)
             activeFD = -1
         }
         let seq = activeSequence + 1
         let fd: Int32
-        switch Sys.open(path(seq), O_WRONLY | O_CREAT | O_EXCL, 0o600) {
+        switch storage.create(path(seq)) {
         case .success(let f): fd = f
         case .failure(let e): return .failure(e)
         }
         let header = SpoolCodec.segmentHeader(sequence: seq)
-        if case .failure(let e) = header.withUnsafeBytes({ Sys.pwrite(fd, $0, at: 0) }) {
-            Sys.close(fd)
-            _ = Sys.unlink(path(seq))
-            return .failure(e)
+        let written = header.withUnsafeBytes { storage.write(fd, [$0], at: 0) }
+        if case .success(let n) = written, n == header.count {} else {
+            storage.close(fd)
+            _ = storage.unlink(path(seq))
+            if case .failure(let e) = written { return .failure(e) }
+            return .failure(Errno(ENOSPC, "write \(SpoolCodec.segmentName(seq))"))
         }
         activeFD = fd
         activeSequence = seq
@@ -269,7 +311,7 @@ public final class Spool {
         segmentSizes[seq] = header.count
         totalBytes += header.count
         directorySyncNeeded = true
-        syncNeeded = true
+        dirty = true
         return .success(())
     }
 
@@ -285,27 +327,19 @@ public final class Spool {
         let trailer = SpoolCodec.trailer(header: header, payload: payload)
         let total = header.count + payload.count + trailer.count
         let start = activeOffset
-        let result: Int = header.withUnsafeBytes { h in
-            trailer.withUnsafeBytes { t in
-                var iov = [
-                    iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count),
-                    iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count),
-                    iovec(iov_base: UnsafeMutableRawPointer(mutating: t.baseAddress), iov_len: t.count),
-                ]
-                while true {
-                    let n = iov.withUnsafeMutableBufferPointer { pwritev(activeFD, $0.baseAddress, 3, off_t(start)) }
-                    if n < 0 && cl_errno() == EINTR { continue }
-                    return n
-                }
-            }
+        let result = header.withUnsafeBytes { h in
+            trailer.withUnsafeBytes { t in storage.write(activeFD, [h, payload, t], at: start) }
         }
-        if result != total {
-            let e = result < 0 ? Errno.current("pwritev \(SpoolCodec.segmentName(activeSequence))")
-                               : Errno(ENOSPC, "pwritev \(SpoolCodec.segmentName(activeSequence))")
-            if case .failure = Sys.ftruncate(activeFD, start) { activeBroken = true }
+        if case .success(let n) = result, n == total {} else {
+            var e = Errno(ENOSPC, "write \(SpoolCodec.segmentName(activeSequence))")
+            if case .failure(let f) = result { e = Errno(f.code, "write \(SpoolCodec.segmentName(activeSequence))") }
+            // Cut off the partial record; if even that fails, never append to this
+            // file again.
+            if case .failure = storage.truncate(activeFD, to: start) { activeBroken = true }
             return .failure(noteFailure(e, now))
         }
         activeOffset += total
+        dirty = true
         segmentSizes[activeSequence, default: 0] += total
         totalBytes += total
         return .success((activeSequence, start))
@@ -365,7 +399,7 @@ public final class Spool {
             awaitingSync.append(QueuedMessage(id: t.id, arrival: t.arrival, size: t.size, firstSegment: t.firstSegment,
                                               firstOffset: t.firstOffset, lastSegment: activeSequence,
                                               recipientStates: [UInt8](repeating: 0, count: t.recipientCount)))
-            syncNeeded = true
+            syncWanted = true
             return .success(())
         case .failure(let e):
             collectGarbage()
@@ -373,27 +407,33 @@ public final class Spool {
         }
     }
 
-    public var hasUnsyncedWrites: Bool { syncNeeded || directorySyncNeeded }
+    /// A group commit is due: commits or recipient records wait for it. Text alone
+    /// does not make one (it is synced with its commit, or when its segment closes).
+    public var hasUnsyncedWrites: Bool { syncWanted || pendingSyncFailure != nil }
 
     /// The group commit: one fdatasync (and a directory sync after a new segment)
     /// for everything written since the last flush. On success the committed
     /// messages join the queue and their ids are returned, so their clients can be
     /// told 250; on failure their ids come back in `failed` for a 451.
     public func flush() -> (committed: [QueuedMessage], failed: [UInt64], error: Errno?) {
-        guard syncNeeded || directorySyncNeeded || pendingSyncFailure != nil else { return ([], [], nil) }
+        guard syncWanted || pendingSyncFailure != nil else { return ([], [], nil) }
         var failure = pendingSyncFailure
         pendingSyncFailure = nil
-        if failure == nil && syncNeeded && activeFD >= 0 {
-            if case .failure(let e) = Sys.fdatasync(activeFD) { failure = e }
+        if failure == nil && dirty && activeFD >= 0 {
+            if case .failure(let e) = storage.syncData(activeFD) { failure = e }
         }
-        if failure == nil && directorySyncNeeded && cl_sync_directory(dir) != 0 {
-            failure = Errno.current("fsync \(dir)")
+        if failure == nil && directorySyncNeeded, case .failure(let e) = storage.syncDirectory(dir) {
+            failure = e
         }
-        syncNeeded = false
-        directorySyncNeeded = false
+        syncWanted = false
+        if failure == nil {
+            dirty = false
+            directorySyncNeeded = false
+        }
         let waiting = awaitingSync
         awaitingSync = []
         if let e = failure {
+            awaitingRelocation = []
             // After a failed fdatasync the kernel may have dropped the dirty pages:
             // nothing written since the last good sync can be trusted, so stop
             // writing to this file (the next write starts a new segment).
@@ -402,6 +442,12 @@ public final class Spool {
             return ([], waiting.map { $0.id }, e)
         }
         for m in waiting { queue.insert(m) }
+        let relocations = awaitingRelocation
+        awaitingRelocation = []
+        for r in relocations {
+            queue.relocate(r.id, firstSegment: r.firstSegment, firstOffset: r.firstOffset, lastSegment: r.lastSegment)
+        }
+        if !relocations.isEmpty { collectGarbage() }
         return (waiting, [], nil)
     }
 
@@ -413,37 +459,131 @@ public final class Spool {
         switch payload.withUnsafeBytes({ writeRecord(.recipient, id, $0, now: now) }) {
         case .success(let (seq, _)):
             queue.noteRecord(of: id, inSegment: seq)
-            syncNeeded = true
+            syncWanted = true
         case .failure(let e):
             // Delivery already happened; without the record a restart may send it
-            // again (at-least-once), which is the safe direction.
+            // again (at-least-once), which is the safe direction. The next flush
+            // reports the failure: what it covers is not all durable.
             log.warning("could not record a delivery outcome", [("queue_id", Spool.queueID(id)), ("error", e.description)])
+            pendingSyncFailure = e
         }
         let finished = queue.setOutcome(id, recipient: recipient, outcome)
         if finished { collectGarbage() }
         return finished
     }
 
-    /// Deletes every segment that is not active, holds no queued message and
-    /// is older than every open transaction.
+    /// Deletes finished segments from the oldest on: while the oldest segment is
+    /// not the active one, holds no queued message and is older than every open
+    /// transaction, it goes.
+    ///
+    /// Only ever the oldest, each unlink made durable before the next: a newer
+    /// segment holds the recipient records that finished the messages of older
+    /// ones, so it must outlive them, also across a crash (the crash tests found
+    /// both orders of failure). A message stuck in an old segment would hold
+    /// every newer one; compaction copies it forward so the oldest can go.
     func collectGarbage() {
         var pin = UInt64.max
         for (_, s) in openTransactions { pin = min(pin, s) }
         for m in awaitingSync { pin = min(pin, m.firstSegment) }
-        var doomed: [UInt64] = []
-        for (seq, _) in segmentSizes where seq != activeSequence && seq < pin && !queue.isReferenced(seq) {
-            doomed.append(seq)
-        }
-        for seq in doomed {
-            switch Sys.unlink(path(seq)) {
-            case .success:
-                totalBytes -= segmentSizes[seq] ?? 0
-                segmentSizes[seq] = nil
-                log.debug("segment deleted", [("segment", SpoolCodec.segmentName(seq))])
-            case .failure(let e):
+        while let oldest = segmentSizes.keys.min(), oldest != activeSequence, oldest < pin,
+              !queue.isReferenced(oldest) {
+            if case .failure(let e) = storage.unlink(path(oldest)) {
                 log.warning("could not delete a finished segment", [("error", e.description)])
+                return
+            }
+            totalBytes -= segmentSizes[oldest] ?? 0
+            segmentSizes[oldest] = nil
+            log.debug("segment deleted", [("segment", SpoolCodec.segmentName(oldest))])
+            if case .failure(let e) = storage.syncDirectory(dir) {
+                log.warning("could not sync the spool directory", [("error", e.description)])
+                return
             }
         }
+    }
+
+    // MARK: compaction
+
+    /// Bytes the spool may hold beyond its live text before compaction starts:
+    /// the live text again (so each copy is paid for by at least as much new mail)
+    /// plus two segments.
+    func compactionThreshold() -> Int {
+        2 * (queue.textBytes + queue.count * 256) + 2 * segmentSize
+    }
+
+    /// When old segments are kept only by a few undelivered messages, copies those
+    /// messages forward so the oldest segment can be deleted (see "Compaction" in
+    /// SpoolCodec.swift). The copies take effect at the next successful `flush`.
+    /// Returns the number of messages copied.
+    @discardableResult
+    public func compactIfNeeded(now: Int64) -> Int {
+        guard awaitingRelocation.isEmpty, totalBytes > compactionThreshold(),
+              let oldest = segmentSizes.keys.min(), oldest != activeSequence else { return 0 }
+        for (_, s) in openTransactions where s <= oldest { return 0 }
+        for m in awaitingSync where m.firstSegment <= oldest { return 0 }
+        let holders = queue.messages.filter { $0.firstSegment <= oldest && oldest <= $0.lastSegment }
+        // A message being sent is read from its old place; wait until it is answered.
+        guard !holders.isEmpty, !holders.contains(where: { $0.inFlight }) else { return 0 }
+        var copied = 0
+        for m in holders {
+            if let e = copy(m, now: now) {
+                log.warning("compaction stopped: could not copy a message forward",
+                            [("queue_id", Spool.queueID(m.id)), ("error", e)])
+                break
+            }
+            copied += 1
+        }
+        if copied > 0 {
+            syncWanted = true
+            relocatedMessages += copied
+            log.info("compacting the spool", [("segment", SpoolCodec.segmentName(oldest)), ("messages", "\(copied)"),
+                                              ("spool_bytes", "\(totalBytes)"), ("live_bytes", "\(queue.textBytes)")])
+        }
+        return copied
+    }
+
+    /// Writes a relocated copy of `m`: envelope, text, commit, finished recipients.
+    /// Returns nil when done, else why not.
+    func copy(_ m: QueuedMessage, now: Int64) -> String? {
+        let reader = compactionReader ?? MessageReader()
+        compactionReader = reader
+        var envelope: SpoolCodec.EnvelopeRecord
+        switch reader.open(m, spool: self) {
+        case .success(let e): envelope = e
+        case .failure(let f): return "\(f)"
+        }
+        envelope.relocated = true
+        let payload = SpoolCodec.envelopePayload(envelope)
+        let first: (UInt64, Int)
+        switch payload.withUnsafeBytes({ writeRecord(.envelope, m.id, $0, now: now) }) {
+        case .success(let at): first = at
+        case .failure(let e): return e.description
+        }
+        loop: while true {
+            switch reader.next(spool: self) {
+            case .failure(let f): return "\(f)"
+            case .success(.end): break loop
+            case .success(.text):
+                let n = reader.pendingText.count
+                if case .failure(let e) = writeRecord(.text, m.id, reader.pendingText, now: now) {
+                    return e.description
+                }
+                reader.advance(n)
+            }
+        }
+        let commit = SpoolCodec.commitPayload(size: m.size)
+        if case .failure(let e) = commit.withUnsafeBytes({ writeRecord(.commit, m.id, $0, now: now) }) {
+            return e.description
+        }
+        for i in 0..<Int(m.recipientCount) where m.state(i) != 0 {
+            guard let outcome = SpoolCodec.Outcome(rawValue: m.state(i)) else { continue }
+            let r = SpoolCodec.recipientPayload(index: i, outcome: outcome)
+            if case .failure(let e) = r.withUnsafeBytes({ writeRecord(.recipient, m.id, $0, now: now) }) {
+                return e.description
+            }
+        }
+        awaitingRelocation.append(Relocation(id: m.id, firstSegment: first.0, firstOffset: first.1,
+                                             lastSegment: activeSequence))
+        return nil
     }
 
     /// The next existing segment after `seq`, for reading a message that continues
@@ -462,12 +602,12 @@ public final class Spool {
 
     public func close() {
         if activeFD >= 0 {
-            if syncNeeded { _ = Sys.fdatasync(activeFD) }
-            Sys.close(activeFD)
+            if dirty { _ = storage.syncData(activeFD) }
+            storage.close(activeFD)
             activeFD = -1
         }
         if lockFD >= 0 {
-            Sys.close(lockFD)
+            storage.close(lockFD)
             lockFD = -1
         }
     }

@@ -60,6 +60,19 @@ public enum Sys {
         return .success(())
     }
 
+    /// pwritev(2) of up to a few buffers at `offset`. Returns the bytes written,
+    /// which a full disk can make fewer than asked for.
+    public static func pwritev(_ fd: Int32, _ parts: [UnsafeRawBufferPointer], at offset: Int) -> Result<Int, Errno> {
+        var iov = parts.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        while true {
+            let n = iov.withUnsafeMutableBufferPointer { CLibc.pwritev(fd, $0.baseAddress, Int32($0.count), off_t(offset)) }
+            if n >= 0 { return .success(n) }
+            let e = cl_errno()
+            if e == EINTR { continue }
+            return .failure(Errno(e, "pwritev"))
+        }
+    }
+
     /// fdatasync(2).
     public static func fdatasync(_ fd: Int32) -> Result<Void, Errno> {
         while CLibc.fdatasync(fd) != 0 {

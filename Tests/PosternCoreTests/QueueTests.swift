@@ -21,7 +21,7 @@ struct QueueOrderTests {
 
     @Test("An empty queue")
     func empty() {
-        let q = Queue()
+        var q = Queue()
         #expect(q.isEmpty)
         #expect(q.count == 0)
         #expect(q.nextDue(now: .max) == nil)
@@ -65,9 +65,24 @@ struct QueueOutcomeTests {
     func queuedMessage() {
         var m = queued(1, recipients: 2)
         #expect(!m.isFinished)
-        m.recipientStates = [1, 2]
+        m.setState(0, 1)
+        m.setState(1, 2)
         #expect(m.isFinished)
         #expect(m.pendingRecipients.isEmpty)
+        #expect(m.recipientStates == [1, 2])
+    }
+
+    @Test("Recipient states pack two bits each, with a heap array only past 32 recipients")
+    func packedStates() {
+        #expect(MemoryLayout<QueuedMessage>.stride <= 64)
+        for count in [1, 31, 32, 33, 100] {
+            var m = queued(1, recipients: count)
+            for i in stride(from: 0, to: count, by: 3) { m.setState(i, i % 2 == 0 ? 1 : 2) }
+            for i in 0..<count {
+                #expect(m.state(i) == (i % 3 == 0 ? (i % 2 == 0 ? 1 : 2) : 0))
+            }
+            #expect(m.pendingRecipients.count == count - (count + 2) / 3)
+        }
     }
 }
 

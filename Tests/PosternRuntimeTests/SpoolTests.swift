@@ -274,3 +274,44 @@ struct SpoolTests {
         spool.close()
     }
 }
+
+@Suite("Spool: space comes back (issue 3 item 4)")
+struct SpoolSpaceTests {
+    @Test("a message stuck for days does not keep the segments after it: the spool stays bounded")
+    func stuckMessageCompacted() {
+        let dir = TempDir()
+        let segmentSize = 64 * 1024
+        let stuckText = sampleText(30_000, seed: 99)
+        var stuckID: UInt64 = 0
+        var peak = 0
+        do {
+            let (spool, _) = openSpool(dir, segmentSize: segmentSize)
+            stuckID = receive(spool, ["stuck@example.com", "done@example.com"], text: stuckText).id
+            _ = spool.flush()
+            spool.recordOutcome(stuckID, recipient: 1, .delivered, now: 0)
+            // Weeks of traffic that is delivered at once, around the stuck message.
+            for i in 0..<600 {
+                let id = receive(spool, ["r@example.com"], text: sampleText(5_000, seed: UInt8(i % 200))).id
+                _ = spool.flush()
+                spool.recordOutcome(id, recipient: 0, .delivered, now: 0)
+                spool.compactIfNeeded(now: 0)
+                _ = spool.flush()
+                peak = max(peak, spool.totalBytes)
+            }
+            #expect(spool.relocatedMessages > 0)
+            // Live text is 30 KB: the bound is twice that plus two segments, and one
+            // segment of slack while the next copy is due.
+            #expect(peak <= 2 * (30_000 + 256) + 3 * segmentSize, "peak spool size \(peak)")
+            #expect(dir.segments().count <= 5)
+            spool.close()
+        }
+        // After a restart the stuck message is still there, once, with its finished
+        // recipient remembered and its text intact.
+        let (spool, report) = openSpool(dir, segmentSize: segmentSize)
+        #expect(report.queued == 1)
+        let m = spool.queue.message(stuckID)
+        #expect(m?.pendingRecipients == [0])
+        if let m { #expect(readBack(spool, m)?.1 == stuckText) }
+        spool.close()
+    }
+}

@@ -1,0 +1,226 @@
+import Glibc
+@testable import PosternRuntime
+
+/// A deterministic pseudo-random generator (SplitMix64), so every crash case can
+/// be replayed from its seed.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
+    mutating func chance(_ percent: Int) -> Bool { below(100) < percent }
+}
+
+/// An in-memory disk with power-loss semantics, behind the spool's storage seam.
+///
+/// Each file keeps what a completed `syncData` made durable and the operations
+/// since. Directory entries become durable only with `syncDirectory`. When the
+/// power goes (`die()`), every later operation fails with EIO and changes
+/// nothing; `powerCycle` then builds the disk as it could be found after the
+/// reboot: each unsynced write dropped, kept or torn at a random byte, in any
+/// combination, and each unsynced create or unlink kept or lost.
+final class SimulatedDisk: SpoolStorage {
+    enum Op {
+        case write(offset: Int, bytes: [UInt8])
+        case truncate(Int)
+    }
+
+    final class Inode {
+        var durable: [UInt8] = []
+        var current: [UInt8] = []
+        var pending: [Op] = []
+    }
+
+    var names: [String: Inode] = [:]
+    var durableNames: [String: Inode] = [:]
+    var fds: [Int32: Inode] = [:]
+    var nextFD: Int32 = 100
+    var dead = false
+    /// When set, writes beyond this many bytes of file content fail short (ENOSPC).
+    var capacity: Int? = nil
+    /// Counts operations that change something, so a test can pick a crash point.
+    var mutations = 0
+    var crashAt: Int? = nil
+    var syncs = 0
+    var trace = false
+    var fdNames: [Int32: String] = [:]
+
+    init() {}
+
+    func used() -> Int { names.values.reduce(0) { $0 + $1.current.count } }
+
+
+    func fail(_ call: String) -> Errno { Errno(EIO, call) }
+
+    /// Counts a mutating operation; the power goes when the crash point is reached.
+    func tick() -> Bool {
+        if dead { return false }
+        mutations += 1
+        if let c = crashAt, mutations >= c { dead = true; return false }
+        return true
+    }
+
+    func die() { dead = true }
+
+    // MARK: SpoolStorage
+
+    func makeDirectory(_ path: String) -> Result<Void, Errno> { dead ? .failure(fail("mkdir")) : .success(()) }
+
+    func lock(_ path: String) -> Result<Int32, Errno> {
+        if dead { return .failure(fail("open")) }
+        nextFD += 1
+        return .success(nextFD)
+    }
+
+    func list(_ directory: String) -> Result<[String], Errno> {
+        if dead { return .failure(fail("opendir")) }
+        let prefix = directory + "/"
+        return .success(names.keys.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) })
+    }
+
+    func openForReading(_ path: String) -> Result<Int32, Errno> {
+        if dead { return .failure(fail("open")) }
+        guard let inode = names[path] else { return .failure(Errno(ENOENT, "open \(path)")) }
+        nextFD += 1
+        fds[nextFD] = inode
+        return .success(nextFD)
+    }
+
+    func create(_ path: String) -> Result<Int32, Errno> {
+        guard tick() else { return .failure(fail("open")) }
+        if names[path] != nil { return .failure(Errno(EEXIST, "open \(path)")) }
+        let inode = Inode()
+        names[path] = inode
+        nextFD += 1
+        fds[nextFD] = inode
+        fdNames[nextFD] = path
+        return .success(nextFD)
+    }
+
+    func size(_ fd: Int32) -> Result<Int, Errno> {
+        if dead { return .failure(fail("fstat")) }
+        return .success(fds[fd]!.current.count)
+    }
+
+    func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
+        if dead { return .failure(fail("pread")) }
+        let c = fds[fd]!.current
+        guard offset < c.count else { return .success(0) }
+        let n = min(buffer.count, c.count - offset)
+        c.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
+        return .success(n)
+    }
+
+    func write(_ fd: Int32, _ parts: [UnsafeRawBufferPointer], at offset: Int) -> Result<Int, Errno> {
+        guard tick() else { return .failure(fail("pwritev")) }
+        let inode = fds[fd]!
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        for p in parts { bytes.append(contentsOf: p) }
+        if let cap = capacity {
+            let growth = max(0, offset + bytes.count - inode.current.count)
+            let room = max(0, cap - used())
+            if growth > room {
+                let allowed = max(0, bytes.count - (growth - room))
+                if allowed == 0 { return .failure(Errno(ENOSPC, "pwritev")) }
+                bytes = Array(bytes.prefix(allowed))
+            }
+        }
+        apply(.write(offset: offset, bytes: bytes), to: &inode.current)
+        inode.pending.append(.write(offset: offset, bytes: bytes))
+        if trace && bytes.count >= 5 { print("write \(fdNames[fd] ?? "?") @\(offset) +\(bytes.count) kind \(bytes[4])") }
+        return .success(bytes.count)
+    }
+
+    func syncData(_ fd: Int32) -> Result<Void, Errno> {
+        if trace { print("sync \(fdNames[fd] ?? "?") dead=\(dead)") }
+        guard tick() else { return .failure(fail("fdatasync")) }
+        let inode = fds[fd]!
+        inode.durable = inode.current
+        inode.pending = []
+        syncs += 1
+        return .success(())
+    }
+
+    func truncate(_ fd: Int32, to length: Int) -> Result<Void, Errno> {
+        guard tick() else { return .failure(fail("ftruncate")) }
+        let inode = fds[fd]!
+        apply(.truncate(length), to: &inode.current)
+        inode.pending.append(.truncate(length))
+        return .success(())
+    }
+
+    func close(_ fd: Int32) { fds[fd] = nil }
+
+    func unlink(_ path: String) -> Result<Void, Errno> {
+        guard tick() else { return .failure(fail("unlink")) }
+        guard names.removeValue(forKey: path) != nil else { return .failure(Errno(ENOENT, "unlink \(path)")) }
+        return .success(())
+    }
+
+    func syncDirectory(_ path: String) -> Result<Void, Errno> {
+        guard tick() else { return .failure(fail("fsync")) }
+        durableNames = names
+        return .success(())
+    }
+
+    // MARK: power loss
+
+    func apply(_ op: Op, to content: inout [UInt8]) {
+        switch op {
+        case .write(let offset, let bytes):
+            if content.count < offset { content += [UInt8](repeating: 0, count: offset - content.count) }
+            let overlap = min(bytes.count, content.count - offset)
+            content.replaceSubrange(offset..<(offset + overlap), with: bytes[0..<overlap])
+            content.append(contentsOf: bytes[overlap...])
+        case .truncate(let n):
+            if n < content.count { content.removeLast(content.count - n) }
+            else { content += [UInt8](repeating: 0, count: n - content.count) }
+        }
+    }
+
+    /// The disk after the power comes back.
+    func powerCycle(_ rng: inout SplitMix) -> SimulatedDisk {
+        let after = SimulatedDisk()
+        var survivors: [ObjectIdentifier: Inode] = [:]
+        func survivor(_ inode: Inode) -> Inode {
+            if let s = survivors[ObjectIdentifier(inode)] { return s }
+            let s = Inode()
+            var content = inode.durable
+            for op in inode.pending {
+                switch rng.below(3) {
+                case 0: break                                   // never reached the disk
+                case 1: apply(op, to: &content)                 // reached it whole
+                default:                                        // torn
+                    if case .write(let offset, let bytes) = op, !bytes.isEmpty {
+                        apply(.write(offset: offset, bytes: Array(bytes.prefix(rng.below(bytes.count)))), to: &content)
+                    }
+                }
+            }
+            s.durable = content
+            s.current = content
+            survivors[ObjectIdentifier(inode)] = s
+            return s
+        }
+        // Entries made durable by a directory sync are there; newer creates and
+        // unlinks may or may not have reached the disk.
+        var all = durableNames
+        for (name, inode) in names where durableNames[name] == nil {
+            if rng.chance(50) { all[name] = inode }
+        }
+        for (name, _) in durableNames where names[name] == nil {
+            if rng.chance(50) { all[name] = nil }
+        }
+        for (name, inode) in all {
+            after.names[name] = survivor(inode)
+        }
+        after.durableNames = after.names
+        return after
+    }
+}
