@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/random.h>
+#include <sys/un.h>
 
 int cl_errno(void) { return errno; }
 
@@ -168,6 +169,53 @@ int cl_resolve(const char *host, int port, cl_ip_endpoint *out, int max) {
 }
 
 const char *cl_resolve_error(int code) { return gai_strerror(code); }
+
+static int unix_address(const char *path, struct sockaddr_un *sa) {
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+int cl_listen_unix(const char *path, int backlog) {
+    struct sockaddr_un sa;
+    if (unix_address(path, &sa) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    mode_t old = umask(0077);   /* the socket file is created 0600 */
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc != 0 || listen(fd, backlog) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cl_connect_unix(const char *path) {
+    struct sockaddr_un sa;
+    if (unix_address(path, &sa) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int rc;
+    do { rc = connect(fd, (struct sockaddr *)&sa, sizeof sa); } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cl_accept_plain(int listen_fd) {
+    int fd;
+    do { fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); } while (fd < 0 && errno == EINTR);
+    return fd;
+}
 
 int64_t cl_monotonic_ns(void) {
     struct timespec ts;

@@ -22,6 +22,10 @@ public struct QueuedMessage: Equatable, Sendable {
     var attempts16: UInt16 = 0
     /// Handed to the sender and not yet answered.
     public var inFlight = false
+    /// The upstream's last reply to this message, as an index into the sender's
+    /// table of distinct replies (0: none yet). Kept in memory only: retry
+    /// bookkeeping never touches the disk.
+    public var lastReply: UInt8 = 0
 
     public init(id: UInt64, arrival: Int64, size: Int, firstSegment: UInt64, firstOffset: Int,
                 lastSegment: UInt64, recipientStates: [UInt8]) {
@@ -119,6 +123,17 @@ public struct Queue: Sendable {
 
     public func message(_ id: UInt64) -> QueuedMessage? { index(of: id).map { messages[$0] } }
 
+    /// The first queued message with an id greater than `id` (for listing a queue
+    /// that changes while it is listed).
+    public func message(after id: UInt64) -> QueuedMessage? {
+        var lo = 0, hi = messages.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if messages[mid].id <= id { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < messages.count ? messages[lo] : nil
+    }
+
     /// Adds a committed message (after its commit record is durable).
     public mutating func insert(_ m: QueuedMessage) {
         messages.insert(m, at: insertionPoint(m.id))
@@ -175,6 +190,15 @@ public struct Queue: Sendable {
 
     public mutating func countAttempt(_ id: UInt64) {
         if let i = index(of: id) { messages[i].attempts += 1 }
+    }
+
+    public mutating func setLastReply(_ id: UInt64, _ reply: UInt8) {
+        if let i = index(of: id) { messages[i].lastReply = reply }
+    }
+
+    /// Forgets every message's last reply (the table of replies was reset).
+    public mutating func clearLastReplies() {
+        for i in messages.indices { messages[i].lastReply = 0 }
     }
 
     /// The oldest message that is due and not in flight.

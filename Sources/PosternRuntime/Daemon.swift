@@ -14,6 +14,8 @@ public final class Daemon {
     let hostname: String
     let spool: Spool
     let delivery: Delivery
+    let control: ControlServer
+    let started = Clock.monotonic()
     var receivers: [ReceiverConnection] = []
     var listeners: [(fd: Int32, endpoint: Endpoint)] = []
     var signalFD: Int32 = -1
@@ -22,7 +24,7 @@ public final class Daemon {
     var connectionCounter: UInt64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
-    enum Owner { case signals, listener(Int), receiver(Int), delivery }
+    enum Owner { case signals, listener(Int), receiver(Int), delivery, control(Int) }
     var owners: [Owner] = []
 
     /// How long a stopping daemon waits for the upstream's reply to a message it
@@ -36,6 +38,9 @@ public final class Daemon {
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log)
         delivery = Delivery(upstream: config.upstreams[0], heloName: hostname, policy: RetryPolicy(config.retry),
                             spool: spool, log: log)
+        control = ControlServer(path: config.control.socket, spool: spool, delivery: delivery, log: log,
+                                facts: DaemonFacts(startedMonotonic: started, activeConnections: 0,
+                                                   maxConnections: config.receiver.maxConnections))
     }
 
     /// Starts everything; returns an error message when the daemon cannot run.
@@ -74,6 +79,9 @@ public final class Daemon {
                 log.info("listening", [("address", endpoint.description)])
             }
         }
+
+        if let problem = control.open() { return problem }
+        log.info("control socket open", [("path", config.control.socket)])
 
         let context = ReceiverContext(
             settings: ReceiverSettings(hostname: hostname, maxMessageSize: config.receiver.maxMessageSize,
@@ -141,6 +149,11 @@ public final class Daemon {
             pollFDs.append(pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0))
             owners.append(.delivery)
         }
+        control.facts.activeConnections = receivers.reduce(0) { $0 + ($1.isActive ? 1 : 0) }
+        for entry in control.pollSet() {
+            pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
+            owners.append(.control(entry.index))
+        }
     }
 
     /// Milliseconds until the earliest timer; 0 when work is pending; -1 for none.
@@ -151,6 +164,7 @@ public final class Daemon {
         func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
         for r in receivers where r.isActive { earliest(r.deadline) }
         if let t = delivery.nextWakeup(now: now) { earliest(t) }
+        if let t = control.nextDeadline() { earliest(t) }
         if stopping { earliest(stopDeadline) }
         guard let t = next else { return -1 }
         if t <= now { return 0 }
@@ -171,6 +185,8 @@ public final class Daemon {
                 let r = receivers[i]
                 if writable && r.isActive { r.writable(now: now) }
                 if readable && r.isActive { r.readable(now: now) }
+            case .control(let i):
+                control.ready(index: i, revents: p.revents, now: now)
             case .delivery:
                 if delivery.fd >= 0 && writable { delivery.writable(now: now) }
                 if delivery.fd >= 0 && readable && p.revents & Int16(POLLIN | POLLHUP) != 0 { delivery.readable(now: now) }
@@ -246,6 +262,7 @@ public final class Daemon {
         for r in receivers where r.isActive && now >= r.deadline {
             r.timedOut(now: now)
         }
+        control.timers(now: now)
     }
 
     // MARK: stopping
@@ -271,6 +288,7 @@ public final class Daemon {
         _ = delivery.stop(now: Clock.monotonic() + Self.stopGraceNanoseconds * 2)
         if delivery.fd >= 0 { delivery.closeSocket() }
         for r in receivers where r.isActive { r.shutdown(now: Clock.monotonic()) }
+        control.close()
         spool.close()
         log.notice("postern stopped", [("queued", "\(spool.queue.count)")])
     }

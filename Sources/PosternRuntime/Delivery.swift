@@ -43,6 +43,13 @@ public final class Delivery {
     var idleUntil: Int64 = 0
     var upstreamFailures = 0
     var upstreamRetryAt: Int64 = 0
+    /// Why the upstream was last unreachable, for `postern status`.
+    public private(set) var lastError: String? = nil
+    public private(set) var lastDeliveryWall: Int64? = nil
+    /// Distinct upstream replies that deferred or failed messages, so each queued
+    /// message keeps its last reply as one byte (`QueuedMessage.lastReply`).
+    var replyTable: [String] = [""]
+    var replyIndex: [String: UInt8] = [:]
 
     /// How long an idle upstream connection is kept for more mail (Postfix's
     /// smtp_connection_cache_time_limit is 2s).
@@ -123,6 +130,57 @@ public final class Delivery {
         return false
     }
 
+    // MARK: reporting (the control socket)
+
+    /// `postern flush`: forget the backoff and try every message now. Returns
+    /// the number of queued messages.
+    public func retryNow() -> Int {
+        upstreamRetryAt = 0
+        spool.queue.makeAllDue()
+        return spool.queue.count
+    }
+
+    func intern(_ reply: String) -> UInt8 {
+        if let i = replyIndex[reply] { return i }
+        if replyTable.count >= 256 {
+            // Rare: many distinct replies. Start a new table rather than grow.
+            replyTable = [""]
+            replyIndex = [:]
+            spool.queue.clearLastReplies()
+        }
+        replyTable.append(reply)
+        let i = UInt8(replyTable.count - 1)
+        replyIndex[reply] = i
+        return i
+    }
+
+    public func lastReply(of m: QueuedMessage) -> String? {
+        m.lastReply == 0 || Int(m.lastReply) >= replyTable.count ? nil : replyTable[Int(m.lastReply)]
+    }
+
+    /// Seconds until `m` is tried again (nil: being sent now).
+    public func secondsUntilTry(_ m: QueuedMessage, now: Int64) -> Int? {
+        if m.inFlight { return nil }
+        var at = m.nextAttempt
+        if fd < 0 { at = max(at, upstreamRetryAt) }
+        return Int(max(0, at - now) / 1_000_000_000)
+    }
+
+    /// One line on the upstream for `postern status`.
+    public func upstreamState(now: Int64) -> String {
+        if fd >= 0 {
+            switch phase {
+            case .connecting: return "connecting to \(upstream.name)"
+            default: return "connected to \(upstream.name)" + (current == nil ? ", idle" : ", sending")
+            }
+        }
+        if let e = lastError {
+            let wait = max(0, upstreamRetryAt - now) / 1_000_000_000
+            return "\(upstream.name) unreachable (\(e)); \(upstreamFailures) failed attempt\(upstreamFailures == 1 ? "" : "s"), next in \(wait)s"
+        }
+        return "\(upstream.name), not connected"
+    }
+
     // MARK: connecting
 
     func connect(now: Int64) {
@@ -189,6 +247,7 @@ public final class Delivery {
     /// The upstream could not be reached or dropped us: wait before the next try.
     func backoff(_ reason: String, now: Int64) {
         upstreamFailures += 1
+        lastError = reason
         let delay = policy.delayNanoseconds(afterAttempt: upstreamFailures, random: Clock.random())
         upstreamRetryAt = now + delay
         var due = 0
@@ -318,6 +377,7 @@ public final class Delivery {
                 streaming = true
             case .ready:
                 upstreamFailures = 0
+                lastError = nil
                 idleUntil = now + Self.idleHoldNanoseconds
             case .recipient(let index, let outcome, let reply):
                 recipientResult(index, outcome, reply, now: now)
@@ -348,6 +408,7 @@ public final class Delivery {
         ]
         switch outcome {
         case .delivered:
+            lastDeliveryWall = Clock.wall()
             log.event(.delivered, .info, "delivered", fields)
             spool.recordOutcome(c.id, recipient: spooledIndex, .delivered, now: now)
         case .failed:
@@ -355,6 +416,7 @@ public final class Delivery {
             spool.recordOutcome(c.id, recipient: spooledIndex, .failed, now: now)
         case .deferred:
             log.event(.deferred, .warning, "deferred; will retry", fields)
+            spool.queue.setLastReply(c.id, intern(reply.description))
             c.deferred = true
             current = c
         }

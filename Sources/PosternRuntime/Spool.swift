@@ -110,6 +110,29 @@ public final class Spool {
         case .success(let fd): lockFD = fd
         case .failure(let e): return .failure(e)
         }
+        let report: RecoveryReport
+        let maxID: UInt64
+        switch scanAll() {
+        case .success(let r): (report, maxID) = r
+        case .failure(let e): return .failure(e)
+        }
+        nextID = max(maxID + 1, UInt64(max(wallNow, 0)) << 20)
+        activeSequence = segmentSizes.keys.max() ?? 0
+        if case .failure(let e) = roll() { return .failure(e) }
+        collectGarbage()
+        return .success(report)
+    }
+
+    /// Scans the spool and builds the queue without writing anything: for
+    /// `postern queue` when no daemon runs. The spool must not be used to write
+    /// after this.
+    public func openReadOnly() -> Result<RecoveryReport, Errno> {
+        scanAll().map { $0.0 }
+    }
+
+    /// The recovery scan of every segment, in sequence order. Returns the report
+    /// and the largest message id seen.
+    func scanAll() -> Result<(RecoveryReport, UInt64), Errno> {
         let names: [String]
         switch storage.list(dir) {
         case .success(let n): names = n
@@ -131,11 +154,7 @@ public final class Spool {
         }
         report.dropped = scan.pending.count
         report.incomplete = scan.incomplete
-        nextID = max(scan.maxID + 1, UInt64(max(wallNow, 0)) << 20)
-        activeSequence = sequences.last ?? 0
-        if case .failure(let e) = roll() { return .failure(e) }
-        collectGarbage()
-        return .success(report)
+        return .success((report, scan.maxID))
     }
 
     struct RecoveryScan {

@@ -7,8 +7,8 @@ let exUsage: Int32 = 64
 let exConfig: Int32 = 78
 let exSoftware: Int32 = 70
 let exOSErr: Int32 = 71
-
-let version = "0.1.0"
+let exUnavailable: Int32 = 69
+let exTempFail: Int32 = 75
 let defaultConfig = "/etc/postern/postern.conf"
 
 let usage = """
@@ -17,6 +17,9 @@ let usage = """
     commands:
       run [--config FILE] [--log stderr] [--debug]   run in the foreground
       check-config [--config FILE]                   validate; print the effective settings and memory budget
+      queue [--json] [--config FILE]                 list queued messages (read from the spool when no daemon runs)
+      flush [--config FILE]                          retry every deferred message now
+      status [--config FILE]                         uptime, queue, last delivery, upstream state
       version                                        print the version
 
     """
@@ -24,6 +27,7 @@ let usage = """
 struct Options {
     var configPath = defaultConfig
     var debug = false
+    var json = false
 }
 
 /// Parses the options after the command; returns an error message for bad ones.
@@ -47,6 +51,9 @@ func parseOptions(_ args: [String], allowed: [String]) -> Result<Options, UsageE
             i += 2
         case "--debug":
             o.debug = true
+            i += 1
+        case "--json":
+            o.json = true
             i += 1
         default:
             i += 1
@@ -120,6 +127,101 @@ func checkConfigCommand(_ args: [String]) -> Int32 {
     }
 }
 
+/// `queue`, `flush` and `status`: one request over the control socket. `queue`
+/// reads the spool directory itself when no daemon answers.
+func controlCommand(_ command: String, _ args: [String], allowed: [String]) -> Int32 {
+    let options: Options
+    switch parseOptions(args, allowed: allowed) {
+    case .success(let o): options = o
+    case .failure(let e):
+        Sys.writeStderr("postern \(command): \(e.message)\n\(usage)")
+        return exUsage
+    }
+    let config: Config
+    switch loadConfig(options.configPath) {
+    case .success(let c): config = c
+    case .failure(let e):
+        Sys.writeStderr("postern: \(e)\n")
+        return exConfig
+    }
+    let path = config.control.socket
+    let fd = cl_connect_unix(path)
+    if fd < 0 {
+        let why = Errno.current("connect").text
+        if command == "queue" { return offlineQueue(config, json: options.json, why: why) }
+        Sys.writeStderr("postern \(command): postern is not running (control socket \(path): \(why))\n")
+        return exUnavailable
+    }
+    defer { Sys.close(fd) }
+    let request = Array(((command == "queue" && options.json) ? "queue json\n" : command + "\n").utf8)
+    guard case .success = request.withUnsafeBytes({ Sys.send(fd, $0) }) else {
+        Sys.writeStderr("postern \(command): cannot talk to the daemon on \(path)\n")
+        return exUnavailable
+    }
+    // The first line is OK or ERROR; the rest is passed through as it arrives.
+    var firstLine: [UInt8] = []
+    var gotStatus = false
+    var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+    while true {
+        let r = buffer.withUnsafeMutableBytes { Sys.read(fd, $0) }
+        guard case .success(.done(let n)) = r else { break }
+        var chunk = buffer[0..<n]
+        if !gotStatus {
+            if let nl = chunk.firstIndex(of: 10) {
+                firstLine += chunk[..<nl]
+                chunk = chunk[(nl + 1)...]
+                gotStatus = true
+                if !firstLine.starts(with: Array("OK".utf8)) {
+                    let message = ASCII.string(firstLine.dropFirst(min(6, firstLine.count)))
+                    Sys.writeStderr("postern \(command): \(message)\n")
+                    return message.hasPrefix("busy") ? exTempFail : exSoftware
+                }
+            } else {
+                firstLine += chunk
+                continue
+            }
+        }
+        if !chunk.isEmpty { Sys.writeStdout(ASCII.string(chunk)) }
+    }
+    if !gotStatus {
+        Sys.writeStderr("postern \(command): the daemon closed the control connection without answering\n")
+        return exSoftware
+    }
+    return 0
+}
+
+/// `postern queue` with no daemon: scan the spool read-only and list it.
+func offlineQueue(_ config: Config, json: Bool, why: String) -> Int32 {
+    let spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize,
+                      log: Log(quiet: true))
+    switch spool.openReadOnly() {
+    case .failure(let e):
+        Sys.writeStderr("postern queue: no daemon answers on \(config.control.socket) (\(why)), and the spool cannot be read: \(e)\n")
+        return exUnavailable
+    case .success:
+        break
+    }
+    Sys.writeStderr("postern queue: no daemon is running (\(why)); read from \(config.spool.dir)\n")
+    let reader = MessageReader(capacity: 4096)
+    let wall = Clock.wall()
+    var out = json ? QueueReport.jsonHeader() : QueueReport.textHeader()
+    var count = 0
+    for m in spool.queue.messages {
+        guard case .success(let env) = reader.open(m, spool: spool) else { continue }
+        let info = ControlServer.info(m, env, nextTry: 0, lastReply: nil)
+        out += json ? QueueReport.json(info, now: wall, first: count == 0) : QueueReport.text(info, now: wall)
+        count += 1
+        if out.utf8.count > 64 * 1024 {
+            Sys.writeStdout(out)
+            out = ""
+        }
+    }
+    out += json ? QueueReport.jsonFooter(count: count, bytes: spool.queue.textBytes)
+                : QueueReport.textFooter(count: count, bytes: spool.queue.textBytes)
+    Sys.writeStdout(out)
+    return 0
+}
+
 /// The configuration with every default filled in, in the file's own format.
 func effectiveSettings(_ c: Config) -> [String] {
     func size(_ v: Int) -> String {
@@ -182,8 +284,11 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
     switch command {
     case "run": return runCommand(rest)
     case "check-config": return checkConfigCommand(rest)
+    case "queue": return controlCommand("queue", rest, allowed: ["--config", "--json"])
+    case "flush": return controlCommand("flush", rest, allowed: ["--config"])
+    case "status": return controlCommand("status", rest, allowed: ["--config"])
     case "version", "--version":
-        Sys.writeStdout("postern \(version)\n")
+        Sys.writeStdout("postern \(posternVersion)\n")
         return 0
     case "help", "--help", "-h":
         Sys.writeStdout(usage)

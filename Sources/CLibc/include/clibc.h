@@ -78,6 +78,17 @@ int cl_resolve(const char *host, int port, cl_ip_endpoint *out, int max);
 /// gai_strerror for cl_resolve's negative results.
 const char *cl_resolve_error(int code);
 
+/// A listening AF_UNIX stream socket at `path` with mode 0600 (owner only),
+/// non-blocking and close-on-exec. Returns the fd or -1 with errno.
+int cl_listen_unix(const char *path, int backlog);
+
+/// A blocking connect(2) to the AF_UNIX stream socket at `path`. Returns the fd
+/// or -1 with errno.
+int cl_connect_unix(const char *path);
+
+/// accept4(2) without the peer's address. Returns the fd or -1 with errno.
+int cl_accept_plain(int listen_fd);
+
 /// CLOCK_MONOTONIC in nanoseconds.
 int64_t cl_monotonic_ns(void);
 
