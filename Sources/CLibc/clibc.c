@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/random.h>
+#include <sys/timex.h>
 #include <sys/un.h>
 
 int cl_errno(void) { return errno; }
@@ -215,6 +216,13 @@ int cl_accept_plain(int listen_fd) {
     int fd;
     do { fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); } while (fd < 0 && errno == EINTR);
     return fd;
+}
+
+int cl_clock_synchronised(void) {
+    struct timex tx;
+    memset(&tx, 0, sizeof tx);   /* modes = 0: read only */
+    int state = adjtimex(&tx);
+    return state != -1 && state != TIME_ERROR && !(tx.status & STA_UNSYNC);
 }
 
 int64_t cl_monotonic_ns(void) {

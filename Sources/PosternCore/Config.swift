@@ -40,6 +40,9 @@ public struct SpoolConfig: Sendable {
     /// Bytes after which a new segment file is started. Smaller segments give space
     /// back sooner; larger ones mean fewer file creations on flash.
     public var segmentSize = 4 * 1024 * 1024
+    /// Seconds a message may stay queued before it is given up (Postfix's
+    /// maximal_queue_lifetime is also 5 days). See `ExpiryPolicy`.
+    public var maxAge = 5 * 86400
 
     public init() {}
 }

@@ -37,7 +37,6 @@ public struct ConfigParser {
         "receiver.tls_cert": "STARTTLS for clients",
         "receiver.tls_key": "STARTTLS for clients",
         "receiver.auth_users": "SMTP AUTH for clients",
-        "spool.max_age": "expiry of old messages",
         "upstream.verify": "TLS to the upstream",
         "upstream.ca_file": "TLS to the upstream",
         "upstream.auth": "AUTH to the upstream",
@@ -199,6 +198,7 @@ public struct ConfigParser {
         case "dir": s.dir = path(value)
         case "max_size": s.maxSize = try size(value, n, key, min: 64 * 1024, max: Int(Int64(1) << 40))
         case "segment_size": s.segmentSize = try size(value, n, key, min: 64 * 1024, max: 1 << 30)
+        case "max_age": s.maxAge = try duration(value, n, key, min: 60)
         default: throw unknown(key, "spool", n)
         }
     }

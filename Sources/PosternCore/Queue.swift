@@ -18,6 +18,8 @@ public struct QueuedMessage: Equatable, Sendable {
     var first32: UInt32
     var firstOffset32: UInt32
     var last32: UInt32
+    /// The monotonic second at which the message expires (`ExpiryPolicy`).
+    var expires32: UInt32 = .max
     public let recipientCount: Int16
     var attempts16: UInt16 = 0
     /// Handed to the sender and not yet answered.
@@ -52,6 +54,11 @@ public struct QueuedMessage: Equatable, Sendable {
     public var lastSegment: UInt64 {
         get { UInt64(last32) }
         set { last32 = UInt32(newValue) }
+    }
+    /// The monotonic second at which the message is given up (`ExpiryPolicy`).
+    public var expiresAt: Int64 {
+        get { Int64(expires32) }
+        set { expires32 = UInt32(clamping: newValue) }
     }
     /// Delivery attempts that reached this message.
     public var attempts: Int {
@@ -97,8 +104,10 @@ public struct Queue: Sendable {
     public private(set) var segmentRefs: [UInt64: Int] = [:]
     /// Sum of the text sizes of the queued messages.
     public private(set) var textBytes = 0
-    /// `earliestAttempt()` cached until the queue changes; nil when unknown.
+    /// `earliestAttempt()` and `earliestExpiry()` cached until the queue changes;
+    /// nil when unknown.
     var earliestCache: Int64?? = nil
+    var expiryCache: Int64?? = nil
 
     public init() {}
 
@@ -140,6 +149,7 @@ public struct Queue: Sendable {
         retain(m.firstSegment, through: m.lastSegment)
         textBytes += m.size
         earliestCache = nil
+        expiryCache = nil
     }
 
     /// A record of message `id` was written to segment `segment`: keep it.
@@ -171,12 +181,14 @@ public struct Queue: Sendable {
         release(m.firstSegment, through: m.lastSegment)
         textBytes -= m.size
         earliestCache = nil
+        expiryCache = nil
         return true
     }
 
     public mutating func setInFlight(_ id: UInt64, _ value: Bool) {
         if let i = index(of: id) { messages[i].inFlight = value }
         earliestCache = nil
+        expiryCache = nil
     }
 
     /// After a failed or partial attempt: wait `delay` before the next one
@@ -216,6 +228,22 @@ public struct Queue: Sendable {
         }
         earliestCache = .some(best)
         return best
+    }
+
+    /// The earliest expiry deadline of a message not in flight (nil: none).
+    public mutating func earliestExpiry() -> Int64? {
+        if let cached = expiryCache { return cached }
+        var best: Int64? = nil
+        for m in messages where !m.inFlight {
+            if best == nil || m.expiresAt < best! { best = m.expiresAt }
+        }
+        expiryCache = .some(best)
+        return best
+    }
+
+    /// The messages not in flight whose deadline has passed.
+    public func expired(atMonotonicSecond now: Int64) -> [UInt64] {
+        messages.filter { !$0.inFlight && $0.expiresAt <= now }.map { $0.id }
     }
 
     /// Makes every message due now (`postern flush`, or the upstream came back).

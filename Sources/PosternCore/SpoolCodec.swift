@@ -29,9 +29,11 @@
 //
 // ## Kinds
 //  1 envelope   i64 arrival (wall-clock seconds), u8 flags (bit 0: 8BITMIME;
-//               bit 1: a relocated copy, see Compaction), u16 len + reverse-path
-//               bytes, u16 count, then count × (u16 len + recipient bytes).
-//               Written when DATA is accepted.
+//               bit 1: a relocated copy, see Compaction; bit 2: the wall clock
+//               was synchronised at arrival, so the arrival time can be trusted
+//               for the message's age), u16 len + reverse-path bytes, u16 count,
+//               then count × (u16 len + recipient bytes). Written when DATA is
+//               accepted.
 //  2 text       a chunk of message text: unstuffed, CRLF line endings, the
 //               `Received:` header first. Chunks of a message follow its envelope
 //               in order, possibly in later segments.
@@ -93,13 +95,17 @@ public enum SpoolCodec {
         public var eightBit: Bool
         /// A copy written by compaction (flags bit 1).
         public var relocated: Bool
+        /// The wall clock was synchronised at arrival (flags bit 2).
+        public var arrivalSynchronised: Bool
         public var from: [UInt8]
         public var recipients: [[UInt8]]
 
-        public init(arrival: Int64, eightBit: Bool, relocated: Bool = false, from: [UInt8], recipients: [[UInt8]]) {
+        public init(arrival: Int64, eightBit: Bool, relocated: Bool = false, arrivalSynchronised: Bool = false,
+                    from: [UInt8], recipients: [[UInt8]]) {
             self.arrival = arrival
             self.eightBit = eightBit
             self.relocated = relocated
+            self.arrivalSynchronised = arrivalSynchronised
             self.from = from
             self.recipients = recipients
         }
@@ -146,7 +152,7 @@ public enum SpoolCodec {
     public static func envelopePayload(_ e: EnvelopeRecord) -> [UInt8] {
         var out: [UInt8] = []
         putLE(&out, UInt64(bitPattern: e.arrival), 8)
-        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0))
+        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0) | (e.arrivalSynchronised ? 4 : 0))
         putLE(&out, UInt64(e.from.count), 2)
         out += e.from
         putLE(&out, UInt64(e.recipients.count), 2)
@@ -259,7 +265,7 @@ public enum SpoolCodec {
         }
         guard at == p.count else { return nil }
         return EnvelopeRecord(arrival: arrival, eightBit: flags & 1 != 0, relocated: flags & 2 != 0,
-                              from: from, recipients: rcpts)
+                              arrivalSynchronised: flags & 4 != 0, from: from, recipients: rcpts)
     }
 
     public static func parseCommit(_ p: UnsafeRawBufferPointer) -> Int? {

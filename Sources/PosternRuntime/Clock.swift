@@ -17,4 +17,12 @@ public enum Clock {
     }
 
     public static func random() -> UInt64 { cl_random64() }
+
+    /// Whether the kernel considers the wall clock synchronised (NTP).
+    public static func synchronised() -> Bool { cl_clock_synchronised() != 0 }
+
+    /// All three at once, for pure code that needs the time.
+    public static func reading() -> ClockReading {
+        ClockReading(wall: wall(), monotonic: monotonic(), synchronised: synchronised())
+    }
 }

@@ -35,9 +35,10 @@ public final class Daemon {
         self.config = config
         self.log = log
         hostname = config.receiver.hostname ?? Sys.hostname()
-        spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log)
+        spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log,
+                      expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstream: config.upstreams[0], heloName: hostname, policy: RetryPolicy(config.retry),
-                            spool: spool, log: log)
+                            expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log)
         control = ControlServer(path: config.control.socket, spool: spool, delivery: delivery, log: log,
                                 facts: DaemonFacts(startedMonotonic: started, activeConnections: 0,
                                                    maxConnections: config.receiver.maxConnections))
@@ -49,7 +50,11 @@ public final class Daemon {
         if signalFD < 0 { return "signalfd: \(Errno.current("signalfd").text)" }
 
         let started = Clock.monotonic()
-        switch spool.open(wallNow: Clock.wall()) {
+        let clock = Clock.reading()
+        if !clock.synchronised {
+            log.notice("the system clock is not synchronised: message ages count from now, and nothing expires until it is")
+        }
+        switch spool.open(clock: clock) {
         case .failure(let e):
             return "cannot open the spool \(config.spool.dir): \(e)"
         case .success(let report):

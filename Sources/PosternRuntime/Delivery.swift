@@ -21,6 +21,10 @@ public final class Delivery {
     let upstream: UpstreamConfig
     let heloName: String
     let policy: RetryPolicy
+    let expiry: ExpiryPolicy
+    /// While the clock is unsynchronised, expired deadlines are looked at again
+    /// only this often (monotonic nanoseconds of the next look).
+    var expiryRecheckAt: Int64 = 0
     let spool: Spool
     let log: Log
 
@@ -56,10 +60,12 @@ public final class Delivery {
     static let idleHoldNanoseconds: Int64 = 2_000_000_000
     static let connectTimeoutNanoseconds: Int64 = 30_000_000_000
 
-    public init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, spool: Spool, log: Log) {
+    public init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
+                spool: Spool, log: Log) {
         self.upstream = upstream
         self.heloName = heloName
         self.policy = policy
+        self.expiry = expiry
         self.spool = spool
         self.log = log
         machine = SMTPSender(heloName: heloName)
@@ -86,6 +92,9 @@ public final class Delivery {
         } else if !spool.queue.isEmpty, let due = spool.queue.earliestAttempt() {
             earliest(max(due, upstreamRetryAt))
         }
+        if let deadline = spool.queue.earliestExpiry(), deadline < Int64(UInt32.max) {
+            earliest(max(deadline * 1_000_000_000, expiryRecheckAt))
+        }
         return t
     }
 
@@ -100,6 +109,7 @@ public final class Delivery {
             }
         }
         if stopping { return }
+        expireDue(now: now)
         if fd < 0 {
             guard now >= upstreamRetryAt, spool.queue.nextDue(now: now) != nil else { return }
             connect(now: now)
@@ -128,6 +138,33 @@ public final class Delivery {
         }
         releaseCurrent(now: now)
         return false
+    }
+
+    // MARK: expiry
+
+    /// Gives up the messages past `[spool] max_age`: each pending recipient is
+    /// finished as failed and an `expired` event is logged at error level. Never
+    /// while the clock is unsynchronised (`ExpiryPolicy`). A delivery status
+    /// notification (RFC 3464) to the sender comes with `[notify]`.
+    func expireDue(now: Int64) {
+        guard now >= expiryRecheckAt, let first = spool.queue.earliestExpiry(),
+              first <= now / 1_000_000_000 else { return }
+        let clock = ClockReading(wall: Clock.wall(), monotonic: now, synchronised: Clock.synchronised())
+        guard expiry.isExpired(deadline: first, at: clock) else {
+            // Due, but the clock cannot be trusted: look again in a minute.
+            expiryRecheckAt = now + 60_000_000_000
+            return
+        }
+        for id in spool.queue.expired(atMonotonicSecond: clock.monotonicSeconds) {
+            guard let m = spool.queue.message(id) else { continue }
+            let age = QueueReport.age(clock.wall - m.arrival)
+            log.event(.expired, .error, "message expired after max_age; giving it up", [
+                ("queue_id", Spool.queueID(id)), ("size", "\(m.size)"), ("attempt", "\(m.attempts)"),
+                ("age", age), ("pending", "\(m.pendingRecipients.count)"),
+                ("reply", lastReply(of: m) ?? lastError ?? "none"),
+            ])
+            for i in m.pendingRecipients { spool.recordOutcome(id, recipient: i, .failed, now: now) }
+        }
     }
 
     // MARK: reporting (the control socket)

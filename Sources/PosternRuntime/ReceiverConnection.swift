@@ -259,7 +259,7 @@ public final class ReceiverConnection {
         mode = .text
         decoder = DataDecoder()
         text.clear()
-        switch context.spool.begin(env, arrival: Clock.wall(), now: now) {
+        switch context.spool.begin(env, arrival: Clock.wall(), arrivalSynchronised: Clock.synchronised(), now: now) {
         case .success(let t):
             transaction = t
             storing = true

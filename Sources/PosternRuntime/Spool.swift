@@ -41,6 +41,7 @@ public final class Spool {
     let maxSize: Int
     let log: Log
     public let storage: any SpoolStorage
+    let expiry: ExpiryPolicy
 
     var lockFD: Int32 = -1
     var activeFD: Int32 = -1
@@ -80,12 +81,14 @@ public final class Spool {
 
     public var queue = Queue()
 
-    public init(dir: String, segmentSize: Int, maxSize: Int, log: Log, storage: any SpoolStorage = PosixStorage()) {
+    public init(dir: String, segmentSize: Int, maxSize: Int, log: Log, storage: any SpoolStorage = PosixStorage(),
+                expiry: ExpiryPolicy = ExpiryPolicy(maxAge: SpoolConfig().maxAge)) {
         self.dir = dir
         self.segmentSize = segmentSize
         self.maxSize = maxSize
         self.log = log
         self.storage = storage
+        self.expiry = expiry
     }
 
     public static func queueID(_ id: UInt64) -> String { ASCII.hex(id, width: 16) }
@@ -104,7 +107,7 @@ public final class Spool {
 
     /// Creates and locks the directory, scans every segment, rebuilds the queue,
     /// deletes what is finished and opens a new active segment.
-    public func open(wallNow: Int64) -> Result<RecoveryReport, Errno> {
+    public func open(clock: ClockReading) -> Result<RecoveryReport, Errno> {
         if case .failure(let e) = storage.makeDirectory(dir) { return .failure(e) }
         switch storage.lock(dir + "/lock") {
         case .success(let fd): lockFD = fd
@@ -112,11 +115,11 @@ public final class Spool {
         }
         let report: RecoveryReport
         let maxID: UInt64
-        switch scanAll() {
+        switch scanAll(clock) {
         case .success(let r): (report, maxID) = r
         case .failure(let e): return .failure(e)
         }
-        nextID = max(maxID + 1, UInt64(max(wallNow, 0)) << 20)
+        nextID = max(maxID + 1, UInt64(max(clock.wall, 0)) << 20)
         activeSequence = segmentSizes.keys.max() ?? 0
         if case .failure(let e) = roll() { return .failure(e) }
         collectGarbage()
@@ -126,13 +129,13 @@ public final class Spool {
     /// Scans the spool and builds the queue without writing anything: for
     /// `postern queue` when no daemon runs. The spool must not be used to write
     /// after this.
-    public func openReadOnly() -> Result<RecoveryReport, Errno> {
-        scanAll().map { $0.0 }
+    public func openReadOnly(clock: ClockReading) -> Result<RecoveryReport, Errno> {
+        scanAll(clock).map { $0.0 }
     }
 
     /// The recovery scan of every segment, in sequence order. Returns the report
     /// and the largest message id seen.
-    func scanAll() -> Result<(RecoveryReport, UInt64), Errno> {
+    func scanAll(_ clock: ClockReading) -> Result<(RecoveryReport, UInt64), Errno> {
         let names: [String]
         switch storage.list(dir) {
         case .success(let n): names = n
@@ -141,7 +144,7 @@ public final class Spool {
         var sequences = names.compactMap { SpoolCodec.segmentSequence(fileName: $0) }
         sequences.sort()
         var report = RecoveryReport()
-        var scan = RecoveryScan()
+        var scan = RecoveryScan(clock: clock)
         let buffer = ByteBuffer(capacity: BufferSizes.spoolRead)
         for seq in sequences {
             report.segments += 1
@@ -163,8 +166,11 @@ public final class Spool {
             var offset: Int
             var arrival: Int64
             var recipients: Int
+            var arrivalSynchronised: Bool
             var textBytes = 0
         }
+        /// When the scan runs: expiry deadlines are counted from here.
+        let clock: ClockReading
         var pending: [UInt64: Pending] = [:]
         var committed: [UInt64: QueuedMessage] = [:]
         var incomplete: [String] = []
@@ -259,7 +265,8 @@ public final class Spool {
         case .envelope:
             guard let e = SpoolCodec.parseEnvelope(payload) else { return }
             scan.pending[frame.id] = RecoveryScan.Pending(segment: seq, offset: offset, arrival: e.arrival,
-                                                          recipients: e.recipients.count)
+                                                          recipients: e.recipients.count,
+                                                          arrivalSynchronised: e.arrivalSynchronised)
         case .text:
             scan.pending[frame.id]?.textBytes += frame.payloadLength
         case .commit:
@@ -280,9 +287,12 @@ public final class Spool {
                 scan.committed[frame.id] = original
                 return
             }
-            scan.committed[frame.id] = QueuedMessage(id: frame.id, arrival: p.arrival, size: size,
-                                                     firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq,
-                                                     recipientStates: [UInt8](repeating: 0, count: p.recipients))
+            var m = QueuedMessage(id: frame.id, arrival: p.arrival, size: size,
+                                  firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq,
+                                  recipientStates: [UInt8](repeating: 0, count: p.recipients))
+            m.expiresAt = expiry.deadline(arrival: p.arrival, arrivalSynchronised: p.arrivalSynchronised,
+                                          loadedAt: scan.clock)
+            scan.committed[frame.id] = m
         case .abort:
             scan.pending[frame.id] = nil
         case .recipient:
@@ -370,11 +380,13 @@ public final class Spool {
     }
 
     /// Opens a transaction: writes the envelope record.
-    public func begin(_ envelope: Envelope, arrival: Int64, now: Int64) -> Result<SpoolTransaction, Errno> {
+    public func begin(_ envelope: Envelope, arrival: Int64, arrivalSynchronised: Bool = false,
+                      now: Int64) -> Result<SpoolTransaction, Errno> {
         let id = nextID
         nextID += 1
         let payload = SpoolCodec.envelopePayload(SpoolCodec.EnvelopeRecord(
-            arrival: arrival, eightBit: envelope.eightBit, from: envelope.from.bytes,
+            arrival: arrival, eightBit: envelope.eightBit, arrivalSynchronised: arrivalSynchronised,
+            from: envelope.from.bytes,
             recipients: envelope.recipients.map { $0.bytes }))
         let r = payload.withUnsafeBytes { writeRecord(.envelope, id, $0, now: now) }
         switch r {
@@ -415,9 +427,12 @@ public final class Spool {
         openTransactions[t.id] = nil
         switch r {
         case .success:
-            awaitingSync.append(QueuedMessage(id: t.id, arrival: t.arrival, size: t.size, firstSegment: t.firstSegment,
-                                              firstOffset: t.firstOffset, lastSegment: activeSequence,
-                                              recipientStates: [UInt8](repeating: 0, count: t.recipientCount)))
+            var m = QueuedMessage(id: t.id, arrival: t.arrival, size: t.size, firstSegment: t.firstSegment,
+                                  firstOffset: t.firstOffset, lastSegment: activeSequence,
+                                  recipientStates: [UInt8](repeating: 0, count: t.recipientCount))
+            // Just arrived: its whole max_age is ahead of it, on the monotonic clock.
+            m.expiresAt = now / 1_000_000_000 + expiry.maxAge
+            awaitingSync.append(m)
             syncWanted = true
             return .success(())
         case .failure(let e):

@@ -194,7 +194,7 @@ func controlCommand(_ command: String, _ args: [String], allowed: [String]) -> I
 func offlineQueue(_ config: Config, json: Bool, why: String) -> Int32 {
     let spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize,
                       log: Log(quiet: true))
-    switch spool.openReadOnly() {
+    switch spool.openReadOnly(clock: Clock.reading()) {
     case .failure(let e):
         Sys.writeStderr("postern queue: no daemon answers on \(config.control.socket) (\(why)), and the spool cannot be read: \(e)\n")
         return exUnavailable
@@ -260,6 +260,7 @@ func effectiveSettings(_ c: Config) -> [String] {
         "dir = " + c.spool.dir,
         "max_size = " + size(c.spool.maxSize),
         "segment_size = " + size(c.spool.segmentSize),
+        "max_age = " + duration(c.spool.maxAge),
     ]
     for u in c.upstreams {
         lines += ["", "[upstream]", "host = " + u.host, "port = \(u.port)", "tls = none"]

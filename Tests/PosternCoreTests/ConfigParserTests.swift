@@ -40,6 +40,7 @@ struct ConfigParserValidTests {
     dir = spool
     max_size = 128M
     segment_size = 1M
+    max_age = 3d
 
     [upstream]
     host = smtp.example.com
@@ -72,12 +73,13 @@ struct ConfigParserValidTests {
         #expect(c.spool.dir == "/etc/postern/spool")
         #expect(c.spool.maxSize == 128 * 1024 * 1024)
         #expect(c.spool.segmentSize == 1024 * 1024)
+        #expect(c.spool.maxAge == 3 * 86400)
         #expect(c.upstreams.count == 1)
         #expect(c.upstreams.first?.host == "smtp.example.com")
         #expect(c.upstreams.first?.port == 587)
         #expect(c.upstreams.first?.tls == TLSMode.none)
         #expect(c.upstreams.first?.envelopeFrom == mailbox("alerts@example.com"))
-        #expect(c.upstreams.first?.line == 17)
+        #expect(c.upstreams.first?.line == 18)
         #expect(c.upstreams.first?.name == "smtp.example.com:587")
         #expect(c.retry.initial == 30)
         #expect(c.retry.max == 7200)
@@ -255,7 +257,6 @@ struct ConfigParserErrorTests {
         ("receiver", "tls_cert", "/etc/ssl/cert.pem"),
         ("receiver", "tls_key", "/etc/ssl/key.pem"),
         ("receiver", "auth_users", "/etc/postern/users"),
-        ("spool", "max_age", "5d"),
         ("upstream", "verify", "yes"),
         ("upstream", "ca_file", "/etc/ssl/ca.pem"),
         ("upstream", "auth", "plain"),

@@ -109,7 +109,7 @@ struct CrashTests {
         let disk = SimulatedDisk()
         let segmentSize = [4096, 16_384, 65_536][rng.below(3)]
         let spool = newSpool(disk, segmentSize: segmentSize)
-        guard case .success = spool.open(wallNow: 1_700_000_000) else { return "first open failed" }
+        guard case .success = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true)) else { return "first open failed" }
         var model = CrashModel()
         let steps = 20 + rng.below(220)
         // Somewhere in the run, or after it (then the crash only drops what was unsynced).
@@ -120,7 +120,7 @@ struct CrashTests {
 
         let after = disk.powerCycle(&rng)
         let recovered = newSpool(after, segmentSize: segmentSize)
-        guard case .success = recovered.open(wallNow: 1_700_000_100) else { return "recovery failed to open" }
+        guard case .success = recovered.open(clock: ClockReading(wall: 1_700_000_100, monotonic: 0, synchronised: true)) else { return "recovery failed to open" }
 
         // 1. Every acknowledged message with a recipient not durably finished is queued.
         for id in model.acknowledged {
@@ -182,7 +182,7 @@ struct CrashTests {
             var rng = SplitMix(seed: seed ^ 0xDEAD_BEEF)
             let disk = SimulatedDisk()
             let spool = newSpool(disk, segmentSize: 8192)
-            _ = spool.open(wallNow: 0)
+            _ = spool.open(clock: ClockReading(wall: 0, monotonic: 0, synchronised: true))
             var model = CrashModel()
             runWorkload(spool, &rng, steps: 150, model: &model)
             disk.die()
@@ -200,7 +200,7 @@ struct CrashTests {
             junk.current = (0..<rng.below(3000)).map { _ in UInt8(rng.below(256)) }
             after.names[Self.dir + "/00000000000000ff.seg"] = junk
             let recovered = newSpool(after, segmentSize: 8192)
-            guard case .success = recovered.open(wallNow: 0) else {
+            guard case .success = recovered.open(clock: ClockReading(wall: 0, monotonic: 0, synchronised: true)) else {
                 Issue.record("seed \(seed): open failed on garbage")
                 continue
             }

@@ -24,7 +24,7 @@ func envelope(_ rcpts: [String], from: String = "sender@example.com") -> Envelop
 
 func openSpool(_ dir: TempDir, segmentSize: Int = 4 << 20) -> (Spool, RecoveryReport) {
     let spool = Spool(dir: dir.path, segmentSize: segmentSize, maxSize: 64 << 20, log: Log())
-    guard case .success(let report) = spool.open(wallNow: 1_700_000_000) else {
+    guard case .success(let report) = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true)) else {
         Issue.record("spool did not open")
         return (spool, RecoveryReport())
     }
@@ -250,7 +250,7 @@ struct SpoolTests {
         let dir = TempDir()
         let (first, _) = openSpool(dir)
         let second = Spool(dir: dir.path, segmentSize: 1 << 20, maxSize: 1 << 30, log: Log())
-        guard case .failure(let e) = second.open(wallNow: 0) else {
+        guard case .failure(let e) = second.open(clock: ClockReading(wall: 0, monotonic: 0, synchronised: true)) else {
             Issue.record("second open succeeded")
             return
         }
@@ -312,6 +312,33 @@ struct SpoolSpaceTests {
         let m = spool.queue.message(stuckID)
         #expect(m?.pendingRecipients == [0])
         if let m { #expect(readBack(spool, m)?.1 == stuckText) }
+        spool.close()
+    }
+}
+
+@Suite("Spool: expiry deadlines at recovery (issue 3 item 8)")
+struct SpoolExpiryTests {
+    @Test("recovered messages get deadlines from the arrival only when it was synchronised")
+    func deadlinesAtRecovery() {
+        let dir = TempDir()
+        let day: Int64 = 86400
+        let now = Int64(1_796_000_000)
+        do {
+            let spool = Spool(dir: dir.path, segmentSize: 1 << 20, maxSize: 1 << 30, log: Log(quiet: true),
+                              expiry: ExpiryPolicy(maxAge: Int(5 * day)))
+            _ = spool.open(clock: ClockReading(wall: now, monotonic: 0, synchronised: true))
+            for (arrival, synced) in [(now - 2 * day, true), (now - 2 * day, false), (600, false)] {
+                var t = try! spool.begin(envelope(["a@example.com"]), arrival: arrival, arrivalSynchronised: synced, now: 0).get()
+                _ = Array("x\r\n".utf8).withUnsafeBytes { spool.appendText(&t, $0, now: 0) }
+                _ = spool.commit(t, now: 0)
+            }
+            _ = spool.flush()
+            spool.close()
+        }
+        let spool = Spool(dir: dir.path, segmentSize: 1 << 20, maxSize: 1 << 30, log: Log(quiet: true),
+                          expiry: ExpiryPolicy(maxAge: Int(5 * day)))
+        _ = spool.open(clock: ClockReading(wall: now, monotonic: 1000 * 1_000_000_000, synchronised: true))
+        #expect(spool.queue.messages.map { $0.expiresAt } == [1000 + 3 * day, 1000 + 5 * day, 1000 + 5 * day])
         spool.close()
     }
 }

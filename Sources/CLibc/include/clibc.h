@@ -89,6 +89,10 @@ int cl_connect_unix(const char *path);
 /// accept4(2) without the peer's address. Returns the fd or -1 with errno.
 int cl_accept_plain(int listen_fd);
 
+/// 1 when the kernel reports the system clock synchronised (adjtimex(2) gives
+/// no TIME_ERROR and STA_UNSYNC is clear), else 0.
+int cl_clock_synchronised(void);
+
 /// CLOCK_MONOTONIC in nanoseconds.
 int64_t cl_monotonic_ns(void);
 
