@@ -24,7 +24,7 @@ CLIBC := Sources/CLibc
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
 TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace
 
-.PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash clean debug-build
+.PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build
 
 all: build
 
@@ -89,6 +89,10 @@ blackbox: build
 # Memory figures of the release binary (idle RSS, peak RSS for 2 KB and 20 MB).
 bench-memory: deps-test build
 	$(PY) Tests/bench/memory.py
+
+# Offline for weeks: 100,000 queued 2 KB messages; memory, recovery time, drain order.
+bench-offline: deps-test build
+	$(PY) Tests/bench/offline.py
 
 # Flash wear of the spool on a loop-mounted ext4 image (needs root): device bytes
 # and fdatasync calls per message for 2 KB and 100 KB, and writes while idle.

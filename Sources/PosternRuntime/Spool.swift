@@ -150,11 +150,7 @@ public final class Spool {
             report.segments += 1
             if case .failure(let e) = scanSegment(seq, buffer, &scan, &report) { return .failure(e) }
         }
-        // Inserted in id order, each an append: a long queue loads in linear time.
-        for m in scan.committed.values.filter({ !$0.isFinished }).sorted(by: { $0.id < $1.id }) {
-            queue.insert(m)
-            report.queued += 1
-        }
+        report.queued = queue.count
         report.dropped = scan.pending.count
         report.incomplete = scan.incomplete
         return .success((report, scan.maxID))
@@ -172,7 +168,6 @@ public final class Spool {
         /// When the scan runs: expiry deadlines are counted from here.
         let clock: ClockReading
         var pending: [UInt64: Pending] = [:]
-        var committed: [UInt64: QueuedMessage] = [:]
         var incomplete: [String] = []
         var maxID: UInt64 = 0
     }
@@ -275,16 +270,15 @@ public final class Spool {
                 // A segment in the middle of the message is gone or damaged: what is
                 // left cannot be sent as the message that was received. (For a
                 // relocated copy the original, if still there, stays in use.)
-                if scan.committed[frame.id] == nil {
+                if queue.message(frame.id) == nil {
                     scan.incomplete.append("\(Spool.queueID(frame.id)) has \(p.textBytes) of \(size) bytes of text")
                 }
                 return
             }
-            if var original = scan.committed[frame.id] {
+            if queue.message(frame.id) != nil {
                 // A compaction copy became durable: the message lives here now, with
                 // the outcomes already read for it.
-                original.move(firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq)
-                scan.committed[frame.id] = original
+                queue.relocate(frame.id, firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq)
                 return
             }
             var m = QueuedMessage(id: frame.id, arrival: p.arrival, size: size,
@@ -292,15 +286,17 @@ public final class Spool {
                                   recipientStates: [UInt8](repeating: 0, count: p.recipients))
             m.expiresAt = expiry.deadline(arrival: p.arrival, arrivalSynchronised: p.arrivalSynchronised,
                                           loadedAt: scan.clock)
-            scan.committed[frame.id] = m
+            // Straight into the queue (ids arrive nearly in order, so this is an
+            // append): a long queue loads in linear time and no second copy of
+            // the index is built. A message finished by later records leaves it.
+            queue.insert(m)
         case .abort:
             scan.pending[frame.id] = nil
         case .recipient:
-            guard var m = scan.committed[frame.id], let r = SpoolCodec.parseRecipient(payload),
+            guard let r = SpoolCodec.parseRecipient(payload), let m = queue.message(frame.id),
                   r.index < Int(m.recipientCount) else { return }
-            m.setState(r.index, r.outcome.rawValue)
-            m.lastSegment = seq
-            scan.committed[frame.id] = m
+            queue.noteRecord(of: frame.id, inSegment: seq)
+            queue.setOutcome(frame.id, recipient: r.index, r.outcome)
         }
     }
 
