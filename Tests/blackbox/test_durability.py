@@ -8,6 +8,7 @@ every failure message; replay a run with ``POSTERN_CRASH_SEED=<seed>``.
 """
 
 import collections
+import json
 import os
 import random
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, RawClient, hold_for, make_message, parse_log_line, wait_until
+from conftest import POSTERN_BIN, REPO, RawClient, hold_for, make_message, parse_log_line, send_one, wait_until
 
 
 # --------------------------------------------------------------------------------
@@ -590,3 +591,34 @@ def test_design_1_5_nothing_written_while_idle_with_empty_queue(strace_bin, make
     bad = idle_violations(calls)
     assert not bad, "writes while idle with an empty queue:\n" + "\n".join(bad[:30])
     assert upstream.count() == 5
+
+
+def test_issue3_4_stuck_message_does_not_keep_old_segments(make_daemon, upstream):
+    """Issue 3 item 4: a message stuck for days (its recipient deferred on every
+    try) must not hold the segments written after it. With 64 KiB segments and
+    ~1.2 MB of mail delivered around it, the spool stays within twice the live
+    text plus a few segments, and the stuck message survives a restart."""
+    upstream.reply_to_rcpt("stuck@example.com", *(["451 4.2.0 mailbox busy"] * 10000))
+    daemon = make_daemon(upstream.port, spool__segment_size="64K", spool__max_size="64M",
+                         retry__initial="1s", retry__max="1s")
+    send_one(daemon.port, "stuck", rcpt=("stuck@example.com",))
+    wait_until(lambda: upstream.rcpt_attempts("stuck@example.com") >= 1, what="a first try of the stuck message")
+    body = ("x" * 76 + "\r\n") * 50      # 4 KB
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
+        for i in range(300):
+            s.sendmail("sender@client.example", ["ops@example.com"], make_message(f"flow {i}", body=body))
+    upstream.wait_for(300)
+    spool = daemon.workdir / "spool"
+
+    def spool_bytes():
+        return sum(p.stat().st_size for p in spool.glob("*.seg"))
+    # Delivered segments go as the flow continues; the bound holds at the end.
+    wait_until(lambda: spool_bytes() <= 2 * 8 * 1024 + 4 * 64 * 1024,
+               what=lambda: f"a bounded spool (now {spool_bytes()} bytes in {len(list(spool.glob('*.seg')))} segments)")
+    assert daemon.find("compacting the spool"), daemon.log_text()
+    assert daemon.stop() == 0
+    daemon.start()
+    r = subprocess.run([POSTERN_BIN, "queue", "--json", "--config", str(daemon.config_path)],
+                       capture_output=True, text=True, timeout=30)
+    doc = json.loads(r.stdout)
+    assert [m["recipients"][0]["address"] for m in doc["messages"]] == ["stuck@example.com"], r.stdout
