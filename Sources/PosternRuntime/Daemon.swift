@@ -129,7 +129,7 @@ public final class Daemon {
             if !stopping { spool.compactIfNeeded(now: after) }
             // Outcome records or compaction copies written since the group commit
             // above are synced in this same iteration.
-            if spool.hasUnsyncedWrites { groupCommit(now: after) }
+            if spool.groupCommitDue { groupCommit(now: after) }
         }
         finish()
         return 0
@@ -164,7 +164,7 @@ public final class Daemon {
     /// Milliseconds until the earliest timer; 0 when work is pending; -1 for none.
     /// An idle daemon sleeps until its next retry, never on a fixed tick.
     func pollTimeout(now: Int64) -> Int32 {
-        if spool.hasUnsyncedWrites { return 0 }
+        if spool.groupCommitDue { return 0 }
         var next: Int64? = nil
         func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
         for r in receivers where r.isActive { earliest(r.deadline) }
@@ -249,7 +249,7 @@ public final class Daemon {
 
     /// One fdatasync for every commit written since the last one; then the 250s.
     func groupCommit(now: Int64) {
-        guard spool.hasUnsyncedWrites else { return }
+        guard spool.groupCommitDue else { return }
         let result = spool.flush()
         if result.committed.isEmpty && result.failed.isEmpty { return }
         for r in receivers where r.isActive {

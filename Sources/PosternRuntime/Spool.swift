@@ -439,14 +439,25 @@ public final class Spool {
 
     /// A group commit is due: commits or recipient records wait for it. Text alone
     /// does not make one (it is synced with its commit, or when its segment closes).
-    public var hasUnsyncedWrites: Bool { syncWanted || pendingSyncFailure != nil }
+    public var groupCommitDue: Bool { syncWanted || pendingSyncFailure != nil }
 
     /// The group commit: one fdatasync (and a directory sync after a new segment)
-    /// for everything written since the last flush. On success the committed
-    /// messages join the queue and their ids are returned, so their clients can be
-    /// told 250; on failure their ids come back in `failed` for a 451.
-    public func flush() -> (committed: [QueuedMessage], failed: [UInt64], error: Errno?) {
-        guard syncWanted || pendingSyncFailure != nil else { return ([], [], nil) }
+    /// for everything written since the last flush, when a commit or compaction
+    /// copy waits for it. On success the committed messages join the queue and are
+    /// returned, so their clients can be told 250; on failure their ids come back
+    /// in `failed` for a 452.
+    public struct FlushResult {
+        /// Messages now durable and queued: their clients get 250.
+        public var committed: [QueuedMessage] = []
+        /// Messages whose commit could not be made durable: their clients get 452.
+        public var failed: [UInt64] = []
+        public var error: Errno? = nil
+        /// An fdatasync covered everything written before this flush.
+        public var synced = false
+    }
+
+    public func flush() -> FlushResult {
+        guard syncWanted || pendingSyncFailure != nil else { return FlushResult() }
         var failure = pendingSyncFailure
         pendingSyncFailure = nil
         if failure == nil && dirty && activeFD >= 0 {
@@ -469,7 +480,7 @@ public final class Spool {
             // writing to this file (the next write starts a new segment).
             activeBroken = true
             collectGarbage()
-            return ([], waiting.map { $0.id }, e)
+            return FlushResult(failed: waiting.map { $0.id }, error: e)
         }
         for m in waiting { queue.insert(m) }
         let relocations = awaitingRelocation
@@ -478,7 +489,7 @@ public final class Spool {
             queue.relocate(r.id, firstSegment: r.firstSegment, firstOffset: r.firstOffset, lastSegment: r.lastSegment)
         }
         if !relocations.isEmpty { collectGarbage() }
-        return (waiting, [], nil)
+        return FlushResult(committed: waiting, synced: true)
     }
 
     /// Records a final outcome for one recipient of a queued message. Returns true
@@ -489,7 +500,10 @@ public final class Spool {
         switch payload.withUnsafeBytes({ writeRecord(.recipient, id, $0, now: now) }) {
         case .success(let (seq, _)):
             queue.noteRecord(of: id, inSegment: seq)
-            syncWanted = true
+            // No fdatasync of its own: the record becomes durable with the next
+            // group commit or when its segment is closed. A crash before that
+            // can only make the recipient be sent again, which principle 4 allows;
+            // a sync per delivered message would double the spool's flash wear.
         case .failure(let e):
             // Delivery already happened; without the record a restart may send it
             // again (at-least-once), which is the safe direction. The next flush

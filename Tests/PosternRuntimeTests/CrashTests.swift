@@ -75,11 +75,16 @@ func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout
             let r = spool.flush()
             if r.error == nil {
                 for m in r.committed { model.acknowledged.insert(m.id) }
-                for (id, i) in model.unsyncedOutcomes { model.durableOutcomes[id, default: []].insert(i) }
+                // Outcome records wait for a sync someone else asks for.
+                if r.synced {
+                    for (id, i) in model.unsyncedOutcomes { model.durableOutcomes[id, default: []].insert(i) }
+                    model.unsyncedOutcomes = []
+                }
+            } else {
+                // After a failed sync nothing written before it is promised, even if
+                // a later flush succeeds (that one syncs a new segment).
+                model.unsyncedOutcomes = []
             }
-            // After a failed sync nothing written before it is promised, even if a
-            // later flush succeeds (that one syncs a new segment).
-            model.unsyncedOutcomes = []
         } else if dice < 90 {
             spool.compactIfNeeded(now: 0)
         } else if !spool.queue.isEmpty {
