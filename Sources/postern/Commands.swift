@@ -81,20 +81,35 @@ func loadConfig(_ path: String) -> Result<Config, ConfigError> {
     return ConfigParser(file: path, baseDirectory: base).parse(bytes)
 }
 
-func runCommand(_ args: [String]) -> Int32 {
+/// A command's exit status when it stops early (the message was printed).
+struct Exit: Error {
+    var code: Int32
+}
+
+/// The options and the configuration every command starts from; bad options and
+/// configuration errors are printed here, naming the option or the file and line.
+func optionsAndConfig(_ command: String, _ args: [String], allowed: [String]) throws(Exit) -> (Options, Config) {
     let options: Options
-    switch parseOptions(args, allowed: ["--config", "--log", "--debug"]) {
+    switch parseOptions(args, allowed: allowed) {
     case .success(let o): options = o
     case .failure(let e):
-        Sys.writeStderr("postern run: \(e.message)\n\(usage)")
-        return exUsage
+        Sys.writeStderr("postern \(command): \(e.message)\n\(usage)")
+        throw Exit(code: exUsage)
     }
-    let config: Config
     switch loadConfig(options.configPath) {
-    case .success(let c): config = c
+    case .success(let c): return (options, c)
     case .failure(let e):
         Sys.writeStderr("postern: \(e)\n")
-        return exConfig
+        throw Exit(code: exConfig)
+    }
+}
+
+func runCommand(_ args: [String]) -> Int32 {
+    let options: Options, config: Config
+    do throws(Exit) {
+        (options, config) = try optionsAndConfig("run", args, allowed: ["--config", "--log", "--debug"])
+    } catch {
+        return error.code
     }
     let log = Log(showDebug: options.debug)
     let daemon = Daemon(config: config, log: log)
@@ -106,43 +121,28 @@ func runCommand(_ args: [String]) -> Int32 {
 }
 
 func checkConfigCommand(_ args: [String]) -> Int32 {
-    let options: Options
-    switch parseOptions(args, allowed: ["--config"]) {
-    case .success(let o): options = o
-    case .failure(let e):
-        Sys.writeStderr("postern check-config: \(e.message)\n")
-        return exUsage
+    let options: Options, c: Config
+    do throws(Exit) {
+        (options, c) = try optionsAndConfig("check-config", args, allowed: ["--config"])
+    } catch {
+        return error.code
     }
-    switch loadConfig(options.configPath) {
-    case .failure(let e):
-        Sys.writeStderr("postern: \(e)\n")
-        return exConfig
-    case .success(let c):
-        var out = "# \(options.configPath): OK\n"
-        for line in effectiveSettings(c) { out += line + "\n" }
-        out += "\n"
-        for line in MemoryBudget(c).lines(c) { out += "# " + line + "\n" }
-        Sys.writeStdout(out)
-        return 0
-    }
+    var out = "# \(options.configPath): OK\n"
+    for line in effectiveSettings(c) { out += line + "\n" }
+    out += "\n"
+    for line in MemoryBudget(c).lines(c) { out += "# " + line + "\n" }
+    Sys.writeStdout(out)
+    return 0
 }
 
 /// `queue`, `flush` and `status`: one request over the control socket. `queue`
 /// reads the spool directory itself when no daemon answers.
 func controlCommand(_ command: String, _ args: [String], allowed: [String]) -> Int32 {
-    let options: Options
-    switch parseOptions(args, allowed: allowed) {
-    case .success(let o): options = o
-    case .failure(let e):
-        Sys.writeStderr("postern \(command): \(e.message)\n\(usage)")
-        return exUsage
-    }
-    let config: Config
-    switch loadConfig(options.configPath) {
-    case .success(let c): config = c
-    case .failure(let e):
-        Sys.writeStderr("postern: \(e)\n")
-        return exConfig
+    let options: Options, config: Config
+    do throws(Exit) {
+        (options, config) = try optionsAndConfig(command, args, allowed: allowed)
+    } catch {
+        return error.code
     }
     let path = config.control.socket
     let fd = cl_connect_unix(path)
