@@ -22,7 +22,7 @@ CLIBC := Sources/CLibc
 
 # Debian packages each target needs (checked with dpkg, installed only if missing).
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
-TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace
+TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace systemd
 
 .PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build
 
@@ -47,12 +47,12 @@ build/obj/PosternCore.o: $(CORE_SOURCES)
 	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternCore -emit-module \
 		-emit-module-path build/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
 
-build/obj/PosternRuntime.o: $(RUNTIME_SOURCES) build/obj/PosternCore.o $(CLIBC)/include/clibc.h
-	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternRuntime -I build/modules -I $(CLIBC)/include \
+build/obj/PosternRuntime.o: $(RUNTIME_SOURCES) build/obj/PosternCore.o $(CLIBC)/include/clibc.h Sources/CSystemd/shim.h
+	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternRuntime -I build/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-emit-module -emit-module-path build/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
 
 build/obj/postern.o: $(MAIN_SOURCES) build/obj/PosternRuntime.o
-	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name postern -I build/modules -I $(CLIBC)/include \
+	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name postern -I build/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-c $(MAIN_SOURCES) -o $@
 
 build/postern: build/obj/clibc.o build/obj/PosternCore.o build/obj/PosternRuntime.o build/obj/postern.o

@@ -8,10 +8,12 @@ let package = Package(
     targets: [
         // libc headers and the small C helpers Swift cannot express (errno, macros).
         .target(name: "CLibc", path: "Sources/CLibc"),
+        // libsystemd: sd_notify, the watchdog, listen fds, sd_journal_sendv.
+        .systemLibrary(name: "CSystemd", path: "Sources/CSystemd"),
         // Pure protocol cores: no syscalls, no clock, no logging.
         .target(name: "PosternCore", path: "Sources/PosternCore"),
         // The poll loop, sockets, spool files, signals and the daemon's wiring.
-        .target(name: "PosternRuntime", dependencies: ["PosternCore", "CLibc"],
+        .target(name: "PosternRuntime", dependencies: ["PosternCore", "CLibc", "CSystemd"],
                 path: "Sources/PosternRuntime"),
         .executableTarget(name: "postern", dependencies: ["PosternRuntime", "PosternCore", "CLibc"],
                           path: "Sources/postern",

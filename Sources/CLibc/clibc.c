@@ -129,6 +129,18 @@ int cl_connect_tcp(const cl_ip_endpoint *ep, int *in_progress) {
     return fd;
 }
 
+int cl_is_listening_tcp(int fd) {
+    int listening = 0, type = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) return 0;
+    len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) return 0;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return 0;
+    return ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+}
+
 int cl_socket_error(int fd) {
     int err = 0;
     socklen_t len = sizeof err;

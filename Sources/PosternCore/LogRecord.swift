@@ -42,12 +42,42 @@ public struct LogRecord: Sendable {
     public var event: EventKind?
     public var message: String
     public var fields: [(String, String)]
+    /// The journal's MESSAGE_ID (`MessageIDs`); an event's own by default.
+    public var messageID: String?
 
-    public init(_ priority: Priority, _ message: String, event: EventKind? = nil, _ fields: [(String, String)] = []) {
+    public init(_ priority: Priority, _ message: String, event: EventKind? = nil, _ fields: [(String, String)] = [],
+                messageID: String? = nil) {
         self.priority = priority
         self.event = event
         self.message = message
         self.fields = fields
+        self.messageID = messageID ?? event?.messageID
+    }
+
+    /// The entry as journal fields for sd_journal_sendv(3): MESSAGE (the text and
+    /// the fields, for plain `journalctl`), PRIORITY, SYSLOG_IDENTIFIER,
+    /// MESSAGE_ID, POSTERN_EVENT and one POSTERN_<NAME> per field, so that
+    /// `journalctl POSTERN_EVENT=deferred POSTERN_QUEUE_ID=…` answers questions.
+    public func journalFields(identifier: String) -> [String] {
+        var text = message
+        if !fields.isEmpty {
+            text += " (" + fields.map { $0.0 + "=" + Self.quoted($0.1) }.joined(separator: " ") + ")"
+        }
+        var out = ["MESSAGE=" + text, "PRIORITY=\(priority.rawValue)", "SYSLOG_IDENTIFIER=" + identifier]
+        if let id = messageID { out.append("MESSAGE_ID=" + id) }
+        if let e = event { out.append("POSTERN_EVENT=" + e.name) }
+        for (k, v) in fields { out.append("POSTERN_" + Self.fieldName(k) + "=" + v) }
+        return out
+    }
+
+    /// A journal field name: upper-case letters, digits and underscores
+    /// (systemd.journal-fields(7)).
+    static func fieldName(_ key: String) -> String {
+        String(decoding: key.utf8.map { b -> UInt8 in
+            if b >= 97 && b <= 122 { return b - 32 }
+            if (b >= 65 && b <= 90) || (b >= 48 && b <= 57) { return b }
+            return 95
+        }, as: UTF8.self)
     }
 
     /// `event=received queue_id=… from=<…> msg="…"`: one line, key=value, values

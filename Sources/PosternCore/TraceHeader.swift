@@ -53,6 +53,13 @@ public enum TraceHeader {
     }
 
 
+    /// "05:30:29": the time of day, for status lines.
+    public static func timeOfDay(seconds: Int64, utcOffset: Int) -> String {
+        var rem = (seconds + Int64(utcOffset)) % 86400
+        if rem < 0 { rem += 86400 }
+        return "\(two(Int(rem / 3600))):\(two(Int(rem % 3600 / 60))):\(two(Int(rem % 60)))"
+    }
+
     static func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
 
     /// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's

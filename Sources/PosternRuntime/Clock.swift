@@ -18,6 +18,11 @@ public enum Clock {
 
     public static func random() -> UInt64 { cl_random64() }
 
+    /// "05:30:29" in the local time zone.
+    public static func timeOfDay(_ seconds: Int64) -> String {
+        TraceHeader.timeOfDay(seconds: seconds, utcOffset: Int(cl_utc_offset(seconds)))
+    }
+
     /// Whether the kernel considers the wall clock synchronised (NTP).
     public static func synchronised() -> Bool { cl_clock_synchronised() != 0 }
 

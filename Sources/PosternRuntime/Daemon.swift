@@ -3,21 +3,31 @@ import PosternCore
 
 /// The daemon: one thread, one poll(2) loop (DESIGN.md principle 1). It owns the
 /// listeners, the fixed pool of receiver connections, the delivery to the
-/// upstream, the spool and the signalfd, and runs them until SIGTERM or SIGINT.
+/// upstream, the spool, the control socket and the signalfd, and runs them until
+/// SIGTERM or SIGINT; SIGHUP reloads the configuration (DaemonReload.swift).
 ///
 /// Each iteration: poll; handle signals, new connections, client and upstream I/O;
 /// then the group commit (one fdatasync for everything that ended in this
-/// iteration) and the 250s it allows; then timers and the delivery schedule.
+/// iteration) and the 250s it allows; then timers, the delivery schedule, and
+/// what systemd is told (status, watchdog).
 public final class Daemon {
-    let config: Config
+    var config: Config
+    let configPath: String
     let log: Log
-    let hostname: String
+    var hostname: String
     let spool: Spool
     let delivery: Delivery
-    let control: ControlServer
+    var control: ControlServer
+    let service: ServiceManager
     let started = Clock.monotonic()
+    var context: ReceiverContext? = nil
     var receivers: [ReceiverConnection] = []
-    var listeners: [(fd: Int32, endpoint: Endpoint)] = []
+    /// Connections accepted at once (`max_connections`; may shrink on reload
+    /// below the number of slots allocated).
+    var maxActive = 0
+    var listeners: [(fd: Int32, endpoint: Endpoint?)] = []
+    /// The listeners came from systemd (LISTEN_FDS): `[receiver] listen` is unused.
+    var socketActivated = false
     var signalFD: Int32 = -1
     var stopping = false
     var stopDeadline: Int64 = 0
@@ -31,9 +41,11 @@ public final class Daemon {
     /// has finished sending, to avoid sending it twice after the restart.
     static let stopGraceNanoseconds: Int64 = 5_000_000_000
 
-    public init(config: Config, log: Log) {
+    public init(config: Config, configPath: String, log: Log) {
         self.config = config
+        self.configPath = configPath
         self.log = log
+        service = ServiceManager(log: log, now: Clock.monotonic())
         hostname = config.receiver.hostname ?? Sys.hostname()
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log,
                       expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
@@ -69,37 +81,91 @@ public final class Daemon {
             let ms = (Clock.monotonic() - started) / 1_000_000
             log.info("spool recovered", [("dir", config.spool.dir), ("segments", "\(report.segments)"),
                                          ("records", "\(report.records)"), ("queued", "\(report.queued)"),
-                                         ("dropped_unacknowledged", "\(report.dropped)"), ("ms", "\(ms)")])
+                                         ("dropped_unacknowledged", "\(report.dropped)"), ("ms", "\(ms)")],
+                     id: MessageIDs.recovered)
         }
 
-        for endpoint in config.receiver.listen {
-            var ep = Self.cEndpoint(endpoint)
-            let fd = cl_listen_tcp(&ep, 128)
-            if fd < 0 { return "cannot listen on \(endpoint): \(Errno.current("listen").text)" }
-            listeners.append((fd, endpoint))
-            var bound = cl_ip_endpoint()
-            if cl_local_endpoint(fd, &bound) == 0, endpoint.port == 0 {
-                log.info("listening", [("address", "\(endpoint.address):\(bound.port)")])
-            } else {
-                log.info("listening", [("address", endpoint.description)])
-            }
-        }
-
+        if let problem = openListeners() { return problem }
         if let problem = control.open() { return problem }
         log.info("control socket open", [("path", config.control.socket)])
 
         let context = ReceiverContext(
-            settings: ReceiverSettings(hostname: hostname, maxMessageSize: config.receiver.maxMessageSize,
-                                       maxRecipients: config.receiver.maxRecipients,
-                                       recipients: config.receiver.allowRecipients),
-            allowClients: config.receiver.allowClients, timeoutSeconds: config.receiver.timeout, spool: spool, log: log)
+            settings: receiverSettings(config), allowClients: config.receiver.allowClients,
+            timeoutSeconds: config.receiver.timeout, spool: spool, log: log)
+        self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
         for _ in 0..<config.receiver.maxConnections {
             receivers.append(ReceiverConnection(context: context))
         }
+        maxActive = config.receiver.maxConnections
         log.notice("postern started", [("hostname", hostname), ("upstream", config.upstreams[0].name),
-                                       ("queued", "\(spool.queue.count)")])
+                                       ("queued", "\(spool.queue.count)")], id: MessageIDs.started)
+        // READY=1 only now: the spool is recovered and every listener is open.
+        service.ready(status: statusText(now: Clock.monotonic()), now: Clock.monotonic())
         return nil
+    }
+
+    func receiverSettings(_ c: Config) -> ReceiverSettings {
+        ReceiverSettings(hostname: c.receiver.hostname ?? Sys.hostname(), maxMessageSize: c.receiver.maxMessageSize,
+                         maxRecipients: c.receiver.maxRecipients, recipients: c.receiver.allowRecipients)
+    }
+
+    /// The listening sockets: those systemd passed (socket activation, sd_listen_fds(3)),
+    /// else `[receiver] listen`.
+    func openListeners() -> String? {
+        let passed = Systemd.listenFDs()
+        if !passed.isEmpty {
+            for (fd, name) in passed {
+                guard cl_is_listening_tcp(fd) != 0 else {
+                    return "the socket systemd passed as '\(name)' (fd \(fd)) is not a listening TCP socket"
+                }
+                _ = cl_set_nonblocking(fd)
+                listeners.append((fd, nil))
+                var bound = cl_ip_endpoint()
+                _ = cl_local_endpoint(fd, &bound)
+                log.info("listening", [("address", Self.describe(bound)), ("from", "systemd"), ("name", name)])
+            }
+            socketActivated = true
+            log.info("socket-activated: [receiver] listen is not used", [("sockets", "\(passed.count)")])
+            return nil
+        }
+        for endpoint in config.receiver.listen {
+            switch Self.listen(endpoint) {
+            case .success(let fd):
+                listeners.append((fd, endpoint))
+                var bound = cl_ip_endpoint()
+                _ = cl_local_endpoint(fd, &bound)
+                log.info("listening", [("address", Self.describe(bound))])
+            case .failure(let e):
+                return "cannot listen on \(endpoint): \(e.text)"
+            }
+        }
+        return nil
+    }
+
+    static func listen(_ endpoint: Endpoint) -> Result<Int32, Errno> {
+        var ep = cEndpoint(endpoint)
+        let fd = cl_listen_tcp(&ep, 128)
+        return fd >= 0 ? .success(fd) : .failure(Errno.current("listen"))
+    }
+
+    static func describe(_ ep: cl_ip_endpoint) -> String {
+        let bytes = withUnsafeBytes(of: ep.bytes) { Array($0.prefix(ep.family == 6 ? 16 : 4)) }
+        guard let a = IPAddress(bytes: bytes) else { return "?" }
+        return Endpoint(address: a, port: Int(ep.port)).description
+    }
+
+    /// One line for systemd's STATUS= (and `systemctl status`).
+    func statusText(now: Int64) -> String {
+        let wall = Clock.wall()
+        var s = "\(spool.queue.count) queued"
+        if let oldest = spool.queue.messages.first {
+            s += " (oldest \(QueueReport.age(wall - oldest.arrival)))"
+        }
+        s += "; last delivery " + (delivery.lastDeliveryWall.map { Clock.timeOfDay($0) } ?? "none")
+        s += "; upstream " + delivery.upstreamState(now: now)
+        if !spool.acceptsMail(now: now) { s += "; SPOOL FULL" }
+        return s
     }
 
     static func cEndpoint(_ e: Endpoint) -> cl_ip_endpoint {
@@ -130,6 +196,9 @@ public final class Daemon {
             // Outcome records or compaction copies written since the group commit
             // above are synced in this same iteration.
             if spool.groupCommitDue { groupCommit(now: after) }
+            let end = Clock.monotonic()
+            if !stopping { service.status(statusText(now: end), now: end) }
+            service.afterIteration(now: end, work: end - after, spoolFailure: spool.ioFailure?.description)
         }
         finish()
         return 0
@@ -170,6 +239,7 @@ public final class Daemon {
         for r in receivers where r.isActive { earliest(r.deadline) }
         if let t = delivery.nextWakeup(now: now) { earliest(t) }
         if let t = control.nextDeadline() { earliest(t) }
+        if let t = service.nextWakeup() { earliest(t) }
         if stopping { earliest(stopDeadline) }
         guard let t = next else { return -1 }
         if t <= now { return 0 }
@@ -207,10 +277,11 @@ public final class Daemon {
             case SIGTERM, SIGINT:
                 if !stopping {
                     log.notice("stopping", [("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")])
+                    service.stopping()
                     beginShutdown(now: now)
                 }
             case SIGHUP:
-                log.notice("SIGHUP ignored: configuration reload is not implemented yet")
+                if !stopping { reload(now: now) }
             default:
                 break
             }
@@ -232,7 +303,8 @@ public final class Daemon {
             let address = IPAddress(bytes: bytes) ?? IPAddress.loopbackV4
             connectionCounter += 1
             let id = ASCII.hexTrimmed(connectionCounter)
-            guard let slot = receivers.first(where: { !$0.isActive }) else {
+            let active = receivers.reduce(0) { $0 + ($1.isActive ? 1 : 0) }
+            guard active < maxActive, let slot = receivers.first(where: { !$0.isActive }) else {
                 // RFC 5321 §3.1: 421 at connect when we cannot serve the client now.
                 let reply = Reply(421, "4.7.0", "\(hostname) Too many connections, try again later").encoded()
                 _ = reply.withUnsafeBytes { Sys.send(fd, $0) }
@@ -275,6 +347,8 @@ public final class Daemon {
     func beginShutdown(now: Int64) {
         stopping = true
         stopDeadline = now + Self.stopGraceNanoseconds
+        // Sockets passed by systemd are closed too: systemd keeps its own copy and
+        // queues new connections for the next start.
         for l in listeners { Sys.close(l.fd) }
         listeners = []
     }
@@ -295,6 +369,6 @@ public final class Daemon {
         for r in receivers where r.isActive { r.shutdown(now: Clock.monotonic()) }
         control.close()
         spool.close()
-        log.notice("postern stopped", [("queued", "\(spool.queue.count)")])
+        log.notice("postern stopped", [("queued", "\(spool.queue.count)")], id: MessageIDs.stopped)
     }
 }

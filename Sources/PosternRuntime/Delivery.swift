@@ -18,10 +18,12 @@ public final class Delivery {
         var deferReply: Reply? = nil
     }
 
-    let upstream: UpstreamConfig
-    let heloName: String
-    let policy: RetryPolicy
-    let expiry: ExpiryPolicy
+    /// These four may change on reload; a connection in use keeps going with the
+    /// upstream it was opened to.
+    public var upstream: UpstreamConfig
+    public var heloName: String
+    public var policy: RetryPolicy
+    public var expiry: ExpiryPolicy
     /// While the clock is unsynchronised, expired deadlines are looked at again
     /// only this often (monotonic nanoseconds of the next look).
     var expiryRecheckAt: Int64 = 0

@@ -1,37 +1,57 @@
 import PosternCore
 
-/// Where every log entry goes. All events pass through `emit`, so the journald
-/// sink can be added in one place; today entries are written to stderr as one
-/// `key=value` line each.
+/// Where every log entry goes. Every event passes through `emit`: to the
+/// journal with its structured fields (sd_journal_sendv) when running under
+/// systemd, else to stderr as one `key=value` line. A journal write that fails
+/// falls back to stderr, so no entry is lost silently.
 public final class Log {
+    public enum Sink: Equatable {
+        case stderr
+        case journal
+    }
+
     public var showDebug: Bool
+    public private(set) var sink: Sink
     /// Drops every entry (tests that provoke thousands of failures on purpose).
     let quiet: Bool
+    var journalFailures = 0
 
-    public init(showDebug: Bool = false, quiet: Bool = false) {
+    public init(showDebug: Bool = false, quiet: Bool = false, sink: Sink = .stderr) {
         self.showDebug = showDebug
         self.quiet = quiet
+        self.sink = sink
     }
 
     public func emit(_ record: LogRecord) {
         if quiet || (record.priority == .debug && !showDebug) { return }
+        if sink == .journal {
+            // sd_journal_sendv succeeds silently when journald is not running at
+            // all (ENOENT), so look for its socket first.
+            let rc = Systemd.journalAvailable() ? Systemd.journalSend(record.journalFields(identifier: "postern")) : -2
+            if rc >= 0 { return }
+            journalFailures += 1
+            if journalFailures == 1 {
+                Sys.writeStderr(LogRecord(.warning, "the journal refused an entry; writing to stderr instead",
+                                          [("error", Errno(-rc, "sd_journal_sendv").text)]).keyValueLine() + "\n")
+            }
+        }
         Sys.writeStderr(record.keyValueLine() + "\n")
     }
 
-    public func info(_ message: String, _ fields: [(String, String)] = []) {
-        emit(LogRecord(.info, message, fields))
+    public func info(_ message: String, _ fields: [(String, String)] = [], id: String? = nil) {
+        emit(LogRecord(.info, message, fields, messageID: id))
     }
 
-    public func notice(_ message: String, _ fields: [(String, String)] = []) {
-        emit(LogRecord(.notice, message, fields))
+    public func notice(_ message: String, _ fields: [(String, String)] = [], id: String? = nil) {
+        emit(LogRecord(.notice, message, fields, messageID: id))
     }
 
-    public func warning(_ message: String, _ fields: [(String, String)] = []) {
-        emit(LogRecord(.warning, message, fields))
+    public func warning(_ message: String, _ fields: [(String, String)] = [], id: String? = nil) {
+        emit(LogRecord(.warning, message, fields, messageID: id))
     }
 
-    public func error(_ message: String, _ fields: [(String, String)] = []) {
-        emit(LogRecord(.error, message, fields))
+    public func error(_ message: String, _ fields: [(String, String)] = [], id: String? = nil) {
+        emit(LogRecord(.error, message, fields, messageID: id))
     }
 
     public func debug(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> [(String, String)] = []) {

@@ -3,9 +3,10 @@ import PosternCore
 
 /// Everything a receiver connection needs from the daemon, shared by all slots.
 public final class ReceiverContext {
-    public let settings: ReceiverSettings
-    public let allowClients: [CIDR]
-    public let timeoutNanoseconds: Int64
+    /// Replaced on reload; a connection keeps the settings it started with.
+    public var settings: ReceiverSettings
+    public var allowClients: [CIDR]
+    public var timeoutNanoseconds: Int64
     public let spool: Spool
     public let log: Log
 

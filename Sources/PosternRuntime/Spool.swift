@@ -37,11 +37,12 @@ public struct RecoveryReport: Sendable {
 /// (DESIGN.md principles 4 and 5).
 public final class Spool {
     public let dir: String
-    let segmentSize: Int
-    let maxSize: Int
+    /// These three may change on reload.
+    public var segmentSize: Int
+    public var maxSize: Int
+    public var expiry: ExpiryPolicy
     let log: Log
     public let storage: any SpoolStorage
-    let expiry: ExpiryPolicy
 
     var lockFD: Int32 = -1
     var activeFD: Int32 = -1
@@ -371,9 +372,13 @@ public final class Spool {
     }
 
     func noteFailure(_ e: Errno, _ now: Int64) -> Errno {
-        if e.isNoSpace { noSpaceAt = now }
+        if e.isNoSpace { noSpaceAt = now } else { ioFailure = e }
         return e
     }
+
+    /// An I/O error (not a full disk) since the last successful sync: the spool is
+    /// failing, and the watchdog stops vouching for the daemon.
+    public private(set) var ioFailure: Errno? = nil
 
     /// Opens a transaction: writes the envelope record.
     public func begin(_ envelope: Envelope, arrival: Int64, arrivalSynchronised: Bool = false,
@@ -470,6 +475,9 @@ public final class Spool {
         if failure == nil {
             dirty = false
             directorySyncNeeded = false
+            ioFailure = nil
+        } else if let f = failure, !f.isNoSpace {
+            ioFailure = f
         }
         let waiting = awaitingSync
         awaitingSync = []

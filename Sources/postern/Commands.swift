@@ -15,7 +15,9 @@ let usage = """
     usage: postern <command> [options]
 
     commands:
-      run [--config FILE] [--log stderr] [--debug]   run in the foreground
+      run [--config FILE] [--log stderr|journal] [--debug]
+                                                     run in the foreground (logs go to the journal
+                                                     when started by systemd, else to stderr)
       check-config [--config FILE]                   validate; print the effective settings and memory budget
       queue [--json] [--config FILE]                 list queued messages (read from the spool when no daemon runs)
       flush [--config FILE]                          retry every deferred message now
@@ -28,6 +30,8 @@ struct Options {
     var configPath = defaultConfig
     var debug = false
     var json = false
+    /// nil: the journal when stderr is connected to it (JOURNAL_STREAM), else stderr.
+    var log: Log.Sink? = nil
 }
 
 /// Parses the options after the command; returns an error message for bad ones.
@@ -43,10 +47,11 @@ func parseOptions(_ args: [String], allowed: [String]) -> Result<Options, UsageE
             o.configPath = args[i + 1]
             i += 2
         case "--log":
-            guard i + 1 < args.count else { return .failure(UsageError(message: "--log needs a value")) }
-            // journald comes in a later release; stderr is the only sink for now.
-            guard args[i + 1] == "stderr" else {
-                return .failure(UsageError(message: "--log: '\(args[i + 1])' is not supported (only 'stderr')"))
+            guard i + 1 < args.count else { return .failure(UsageError(message: "--log needs a value (stderr or journal)")) }
+            switch args[i + 1] {
+            case "stderr": o.log = .stderr
+            case "journal": o.log = .journal
+            default: return .failure(UsageError(message: "--log: '\(args[i + 1])' is not one of stderr, journal"))
             }
             i += 2
         case "--debug":
@@ -66,20 +71,6 @@ struct UsageError: Error {
     var message: String
 }
 
-func loadConfig(_ path: String) -> Result<Config, ConfigError> {
-    let bytes: [UInt8]
-    switch Sys.readFile(path) {
-    case .success(let b): bytes = b
-    case .failure(let e):
-        return .failure(ConfigError(file: path, line: 0, message: "cannot read: \(e.text)"))
-    }
-    var base = "."
-    if let slash = path.utf8.lastIndex(of: 47) {
-        base = String(decoding: path.utf8[..<slash], as: UTF8.self)
-        if base.isEmpty { base = "/" }
-    }
-    return ConfigParser(file: path, baseDirectory: base).parse(bytes)
-}
 
 /// A command's exit status when it stops early (the message was printed).
 struct Exit: Error {
@@ -96,7 +87,7 @@ func optionsAndConfig(_ command: String, _ args: [String], allowed: [String]) th
         Sys.writeStderr("postern \(command): \(e.message)\n\(usage)")
         throw Exit(code: exUsage)
     }
-    switch loadConfig(options.configPath) {
+    switch ConfigFile.load(options.configPath) {
     case .success(let c): return (options, c)
     case .failure(let e):
         Sys.writeStderr("postern: \(e)\n")
@@ -111,8 +102,9 @@ func runCommand(_ args: [String]) -> Int32 {
     } catch {
         return error.code
     }
-    let log = Log(showDebug: options.debug)
-    let daemon = Daemon(config: config, log: log)
+    let sink = options.log ?? (Systemd.stderrIsJournal() ? .journal : .stderr)
+    let log = Log(showDebug: options.debug, sink: sink)
+    let daemon = Daemon(config: config, configPath: options.configPath, log: log)
     if let problem = daemon.start() {
         log.error(problem)
         return exOSErr

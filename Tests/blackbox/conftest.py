@@ -351,6 +351,12 @@ class Daemon:
         self._lock = threading.Lock()
         self._reader = None
         self.exit_codes: list[int] = []
+        # Extra environment (NOTIFY_SOCKET, WATCHDOG_USEC, ...) and a command to
+        # run the daemon under (systemd-socket-activate, a namespace wrapper).
+        self.env: dict[str, str] = {}
+        self.wrapper: list[str] = []
+        self.extra_args: list[str] = []
+        self.wait_listening = True
 
     # -- config
 
@@ -370,9 +376,10 @@ class Daemon:
         with self._lock:
             self.lines = []
         self.proc = subprocess.Popen(
-            [POSTERN_BIN, "run", "--config", str(self.config_path), "--log", "stderr"],
+            self.wrapper + [POSTERN_BIN, "run", "--config", str(self.config_path)]
+            + (self.extra_args or ["--log", "stderr"]),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            cwd=self.workdir)
+            cwd=self.workdir, env={**os.environ, **self.env})
         self._reader = threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True)
         self._reader.start()
 
@@ -381,6 +388,13 @@ class Daemon:
                 rc, self.proc = self.proc.returncode, None
                 self._reader.join(5)
                 pytest.fail(f"postern exited with {rc} during start:\n{self.log_text()}")
+            if not self.wait_listening:
+                # Logs go elsewhere (the journal): wait until the port answers.
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return True
+                except OSError:
+                    return False
             return len(self.find("msg=listening")) >= len(self.listen.split(","))
         wait_until(ready, timeout, what="postern's 'listening' log line for every listen address")
         return self

@@ -62,6 +62,10 @@ int cl_accept(int listen_fd, cl_ip_endpoint *peer);
 /// or -1 with errno; *in_progress is set when EINPROGRESS was returned.
 int cl_connect_tcp(const cl_ip_endpoint *ep, int *in_progress);
 
+/// 1 when fd is a listening TCP (AF_INET/AF_INET6 stream) socket, else 0: checks
+/// the sockets systemd passes before using them.
+int cl_is_listening_tcp(int fd);
+
 /// getsockopt(SO_ERROR): the result of a non-blocking connect. Returns 0 or an errno.
 int cl_socket_error(int fd);
 

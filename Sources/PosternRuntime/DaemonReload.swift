@@ -1,0 +1,104 @@
+import CLibc
+import PosternCore
+
+/// SIGHUP: re-read the configuration without losing or re-sending anything.
+///
+/// The new file is parsed and every resource it needs (new listen addresses, a
+/// new control socket) is opened first; if anything fails the reload is refused
+/// with a logged reason and the running configuration stays, whole. Otherwise it
+/// takes effect at once: connections already open finish with the settings they
+/// started with, new ones get the new settings; the spool and the queue are
+/// untouched. `[spool] dir` cannot move while the daemon runs.
+extension Daemon {
+    func reload(now: Int64) {
+        service.reloading(now: now)
+        if let why = applyReload(now: now) {
+            log.error("configuration reload refused; the running configuration stays", [("reason", why)],
+                      id: MessageIDs.reloaded)
+        }
+        service.ready(status: statusText(now: Clock.monotonic()), now: Clock.monotonic())
+    }
+
+    /// Returns why the reload was refused, or nil when it took effect.
+    func applyReload(now: Int64) -> String? {
+        let new: Config
+        switch ConfigFile.load(configPath) {
+        case .success(let c): new = c
+        case .failure(let e): return e.description
+        }
+        if new.spool.dir != config.spool.dir {
+            return "[spool] dir cannot change while postern runs (restart it to move the spool)"
+        }
+
+        // Open what the new configuration needs before changing anything.
+        var opened: [(fd: Int32, endpoint: Endpoint?)] = []
+        var listenChanged = false
+        if !socketActivated && new.receiver.listen != config.receiver.listen {
+            listenChanged = true
+            for endpoint in new.receiver.listen where !listeners.contains(where: { $0.endpoint == endpoint }) {
+                switch Self.listen(endpoint) {
+                case .success(let fd): opened.append((fd, endpoint))
+                case .failure(let e):
+                    for o in opened { Sys.close(o.fd) }
+                    return "cannot listen on \(endpoint): \(e.text)"
+                }
+            }
+        }
+        var newControl: ControlServer? = nil
+        if new.control.socket != config.control.socket {
+            let c = ControlServer(path: new.control.socket, spool: spool, delivery: delivery, log: log, facts: control.facts)
+            if let problem = c.open() {
+                for o in opened { Sys.close(o.fd) }
+                return problem
+            }
+            newControl = c
+        }
+
+        // Apply.
+        var changed: [String] = []
+        if listenChanged {
+            for l in listeners where !new.receiver.listen.contains(where: { $0 == l.endpoint }) { Sys.close(l.fd) }
+            listeners = listeners.filter { l in new.receiver.listen.contains(where: { $0 == l.endpoint }) } + opened
+            for o in opened { log.info("listening", [("address", o.endpoint?.description ?? "?")]) }
+            changed.append("listen")
+        }
+        if let c = newControl {
+            control.close()
+            control = c
+            changed.append("control socket")
+        }
+        hostname = new.receiver.hostname ?? Sys.hostname()
+        if let context {
+            context.settings = receiverSettings(new)
+            context.allowClients = new.receiver.allowClients
+            context.timeoutNanoseconds = Int64(new.receiver.timeout) * 1_000_000_000
+        }
+        if new.receiver.maxConnections > receivers.count, let context {
+            // More slots: their buffers are allocated now, once, as at start.
+            for _ in receivers.count..<new.receiver.maxConnections { receivers.append(ReceiverConnection(context: context)) }
+        }
+        maxActive = new.receiver.maxConnections
+        control.facts.maxConnections = new.receiver.maxConnections
+        spool.maxSize = new.spool.maxSize
+        spool.segmentSize = new.spool.segmentSize
+        spool.expiry = ExpiryPolicy(maxAge: new.spool.maxAge)
+        let upstreamChanged = new.upstreams[0].host != delivery.upstream.host
+            || new.upstreams[0].port != delivery.upstream.port
+            || new.upstreams[0].envelopeFrom != delivery.upstream.envelopeFrom
+        delivery.upstream = new.upstreams[0]
+        delivery.heloName = hostname
+        delivery.policy = RetryPolicy(new.retry)
+        delivery.expiry = ExpiryPolicy(maxAge: new.spool.maxAge)
+        if upstreamChanged {
+            // The next connection goes to the new upstream; waiting for the old
+            // one's backoff would be pointless.
+            _ = delivery.retryNow()
+            changed.append("upstream")
+        }
+        config = new
+        log.notice("configuration reloaded", [("file", configPath),
+                                              ("changed", changed.isEmpty ? "settings" : changed.joined(separator: ", "))],
+                   id: MessageIDs.reloaded)
+        return nil
+    }
+}
