@@ -22,9 +22,14 @@ CLIBC := Sources/CLibc
 
 # Debian packages each target needs (checked with dpkg, installed only if missing).
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
-TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace systemd
+# `make deb`: dpkg-shlibdeps (dpkg-dev) for the Depends: line.
+DEB_DEBS := dpkg-dev
+# The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd).
+TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace \
+	$(DEB_DEBS) man-db systemd
 
-.PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build
+.PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build \
+	install deb deps-deb lint-deb
 
 all: build
 
@@ -40,7 +45,8 @@ build: deps-build build/postern
 
 build/obj/clibc.o: $(CLIBC)/clibc.c $(CLIBC)/include/clibc.h
 	@mkdir -p build/obj
-	gcc -O2 -Wall -ffunction-sections -fdata-sections -I$(CLIBC)/include -c $< -o $@
+	gcc -O2 -Wall -D_FORTIFY_SOURCE=2 -fstack-protector-strong -ffunction-sections -fdata-sections \
+		-I$(CLIBC)/include -c $< -o $@
 
 build/obj/PosternCore.o: $(CORE_SOURCES)
 	@mkdir -p build/obj build/modules
@@ -56,7 +62,8 @@ build/obj/postern.o: $(MAIN_SOURCES) build/obj/PosternRuntime.o
 		-c $(MAIN_SOURCES) -o $@
 
 build/postern: build/obj/clibc.o build/obj/PosternCore.o build/obj/PosternRuntime.o build/obj/postern.o
-	gcc -o $@ $^ -Wl,--gc-sections -Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
+	gcc -o $@ $^ -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now \
+		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
 	strip $@
 	@echo "built $@: $$(stat -c %s $@) bytes"
 
@@ -102,3 +109,108 @@ bench-flash: deps-test build
 
 clean:
 	rm -rf build .build
+
+# --- installation and the Debian package --------------------------------------------
+#
+#   make install [DESTDIR=/stage] [PREFIX=/usr/local]
+#   make deb        build/postern_<version>_<arch>.deb (apt install ./build/postern_*.deb)
+#
+# The binary goes to $(PREFIX)/sbin, the man pages to $(PREFIX)/share/man, and
+# systemd's files under $(PREFIX)/lib, where systemd looks for them for both
+# /usr/local and /usr. The one exception is Debian 12's unit directory: with
+# PREFIX=/usr the units go to /lib/systemd/system, which is what
+# `pkg-config --variable=systemdsystemunitdir systemd` gives on Debian 12 and where
+# lintian expects a package's units (/usr/lib/systemd/system only from Debian 13).
+# /etc/postern/postern.conf is the binary's default and is not under PREFIX; an
+# existing one is never overwritten.
+#
+# A plain `make install` (no DESTDIR) onto a running system also creates the user
+# and the spool and updates the journal catalog, as the package's postinst does.
+
+PREFIX ?= /usr/local
+SBINDIR = $(PREFIX)/sbin
+MANDIR = $(PREFIX)/share/man
+ifeq ($(PREFIX),/usr)
+UNITDIR ?= /lib/systemd/system
+else
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+endif
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
+CONFDIR = /etc/postern
+
+install: build
+	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(CONFDIR)
+	install -m 0755 build/postern $(DESTDIR)$(SBINDIR)/postern
+	sed 's|/usr/sbin/postern|$(SBINDIR)/postern|g' Deploy/postern.service > $(DESTDIR)$(UNITDIR)/postern.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/postern.service
+	install -m 0644 Deploy/postern.socket $(DESTDIR)$(UNITDIR)/postern.socket
+	install -m 0644 Deploy/postern.sysusers $(DESTDIR)$(SYSUSERSDIR)/postern.conf
+	install -m 0644 Deploy/postern.tmpfiles $(DESTDIR)$(TMPFILESDIR)/postern.conf
+	install -m 0644 Deploy/postern.catalog $(DESTDIR)$(CATALOGDIR)/postern.catalog
+	gzip -9nc Deploy/postern.8 > $(DESTDIR)$(MANDIR)/man8/postern.8.gz
+	gzip -9nc Deploy/postern.conf.5 > $(DESTDIR)$(MANDIR)/man5/postern.conf.5.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/postern.8.gz $(DESTDIR)$(MANDIR)/man5/postern.conf.5.gz
+	@if [ -e $(DESTDIR)$(CONFDIR)/postern.conf ]; then \
+		echo "kept the existing $(DESTDIR)$(CONFDIR)/postern.conf (the example is Deploy/postern.conf)"; \
+	else \
+		install -m 0644 Deploy/postern.conf $(DESTDIR)$(CONFDIR)/postern.conf; \
+		echo "installed $(DESTDIR)$(CONFDIR)/postern.conf: set [upstream] host"; \
+	fi
+	@if [ -z "$(DESTDIR)" ]; then \
+		set -x; \
+		systemd-sysusers $(SYSUSERSDIR)/postern.conf; \
+		systemd-tmpfiles --create $(TMPFILESDIR)/postern.conf; \
+		journalctl --update-catalog; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+
+DEB_ROOT := build/deb
+DEB_STAGE := $(DEB_ROOT)/debian/postern
+DEB_MAINTAINER ?= Postern maintainers <maintainers@postern.invalid>
+
+deps-deb:
+	@Tests/tools/ensure-debs $(DEB_DEBS)
+
+# The package is staged by `make install DESTDIR=… PREFIX=/usr`, then given its
+# control file (the version from `build/postern version`, Depends from
+# dpkg-shlibdeps), conffiles, md5sums and the maintainer scripts of
+# Deploy/debian/, and built with dpkg-deb as root:root whoever builds it.
+deb: deps-deb build
+	rm -rf $(DEB_ROOT) build/postern_*.deb
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr
+	install -d -m 0755 $(DEB_STAGE)/usr/share/doc/postern $(DEB_STAGE)/DEBIAN
+	set -euo pipefail; \
+	first=$$(git log --format=%cd --date=format:%Y 2>/dev/null | tail -n 1); \
+	last=$$(git log -1 --format=%cd --date=format:%Y 2>/dev/null || date +%Y); \
+	years=$${first:-$$last}; [ "$$years" = "$$last" ] || years="$$years-$$last"; \
+	sed "s|@YEARS@|$$years|" Deploy/debian/copyright.in > $(DEB_STAGE)/usr/share/doc/postern/copyright; \
+	chmod 0644 $(DEB_STAGE)/usr/share/doc/postern/copyright; \
+	version=$$(build/postern version | sed -n 's/^postern //p'); \
+	arch=$$(dpkg --print-architecture); \
+	date=$$(date -R -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)}); \
+	printf 'postern (%s) unstable; urgency=medium\n\n  * Built from the Postern source tree with make deb.\n\n -- %s  %s\n' \
+		"$$version" "$(DEB_MAINTAINER)" "$$date" | gzip -9n > $(DEB_STAGE)/usr/share/doc/postern/changelog.gz; \
+	chmod 0644 $(DEB_STAGE)/usr/share/doc/postern/changelog.gz; \
+	printf 'Source: postern\n\nPackage: postern\nArchitecture: any\n' > $(DEB_ROOT)/debian/control; \
+	depends=$$(cd $(DEB_ROOT) && dpkg-shlibdeps -O -e debian/postern/usr/sbin/postern 2>/dev/null | sed -n 's/^shlibs:Depends=//p'); \
+	[ -n "$$depends" ]; \
+	find $(DEB_STAGE) -type d -exec chmod 0755 {} +; \
+	size=$$(du -sk --exclude=DEBIAN $(DEB_STAGE) | cut -f1); \
+	sed -e "s|@VERSION@|$$version|" -e "s|@ARCH@|$$arch|" -e "s|@MAINTAINER@|$(DEB_MAINTAINER)|" \
+		-e "s|@INSTALLED_SIZE@|$$size|" -e "s|@DEPENDS@|$$depends|" Deploy/debian/control.in > $(DEB_STAGE)/DEBIAN/control; \
+	echo /etc/postern/postern.conf > $(DEB_STAGE)/DEBIAN/conffiles; \
+	install -m 0755 Deploy/debian/postinst Deploy/debian/prerm Deploy/debian/postrm $(DEB_STAGE)/DEBIAN/; \
+	(cd $(DEB_STAGE) && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) \
+		> $(DEB_STAGE)/DEBIAN/md5sums; \
+	chmod 0644 $(DEB_STAGE)/DEBIAN/control $(DEB_STAGE)/DEBIAN/conffiles $(DEB_STAGE)/DEBIAN/md5sums; \
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_STAGE) build/postern_$${version}_$${arch}.deb
+
+# Debian's own checks of the package (not part of `make check`: lintian's verdicts
+# change between its versions).
+lint-deb: deb
+	@Tests/tools/ensure-debs lintian
+	lintian --info build/postern_*.deb

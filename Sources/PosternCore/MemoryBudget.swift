@@ -30,9 +30,8 @@ public struct MemoryBudget: Sendable {
         receivers = config.receiver.maxConnections * BufferSizes.perReceiver
         sender = BufferSizes.sender
         spool = BufferSizes.spoolRead
-        // The entry itself, the recipient-state array's heap header and one byte
-        // per recipient, rounded up as malloc does.
-        perQueuedMessage = MemoryLayout<QueuedMessage>.stride + 32 + 16
+        // The packed entry: recipient states live inside it up to 32 recipients.
+        perQueuedMessage = MemoryLayout<QueuedMessage>.stride
     }
 
     public var fixedTotal: Int { receivers + sender + spool }
@@ -45,7 +44,7 @@ public struct MemoryBudget: Sendable {
             "  sender buffers     \(sender / 1024) KiB",
             "  spool read buffer  \(spool / 1024) KiB",
             "  fixed total        \(fixedTotal / 1024) KiB",
-            "  queue index        \(perQueuedMessage) bytes per queued message (+1 per extra recipient);",
+            "  queue index        \(perQueuedMessage) bytes per queued message (+1 per recipient beyond 32);",
             "                     at most \(maxQueued * perQueuedMessage / 1024) KiB if max_size were filled with 512-byte messages",
         ]
     }

@@ -148,7 +148,7 @@ public final class ReceiverConnection {
     public func commitFailed(_ e: Errno, now: Int64) {
         guard awaitingCommit else { return }
         awaitingCommit = false
-        context.log.error("spool sync failed; message refused with 4xx", [("conn", connectionID), ("error", e.description)])
+        context.log.error("spool sync failed; message refused with 4xx", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
         transaction = nil
         envelope = nil
         perform(machine.commitFailed(), now: now)
@@ -221,7 +221,7 @@ public final class ReceiverConnection {
     }
 
     func storeFailed(_ e: Errno, now: Int64) {
-        context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)])
+        context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
         if let t = transaction { context.spool.abort(t, now: now) }
         storing = false
     }
@@ -288,7 +288,7 @@ public final class ReceiverConnection {
         case .failure(let e):
             storing = false
             transaction = nil
-            context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)])
+            context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
             perform(machine.commitFailed(), now: now)
         }
     }

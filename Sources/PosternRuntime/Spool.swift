@@ -516,7 +516,7 @@ public final class Spool {
             // Delivery already happened; without the record a restart may send it
             // again (at-least-once), which is the safe direction. The next flush
             // reports the failure: what it covers is not all durable.
-            log.warning("could not record a delivery outcome", [("queue_id", Spool.queueID(id)), ("error", e.description)])
+            log.warning("could not record a delivery outcome", [("queue_id", Spool.queueID(id)), ("error", e.description)], id: MessageIDs.spoolError)
             pendingSyncFailure = e
         }
         let finished = queue.setOutcome(id, recipient: recipient, outcome)
@@ -540,14 +540,14 @@ public final class Spool {
         while let oldest = segmentSizes.keys.min(), oldest != activeSequence, oldest < pin,
               !queue.isReferenced(oldest) {
             if case .failure(let e) = storage.unlink(path(oldest)) {
-                log.warning("could not delete a finished segment", [("error", e.description)])
+                log.warning("could not delete a finished segment", [("error", e.description)], id: MessageIDs.spoolError)
                 return
             }
             totalBytes -= segmentSizes[oldest] ?? 0
             segmentSizes[oldest] = nil
             log.debug("segment deleted", [("segment", SpoolCodec.segmentName(oldest))])
             if case .failure(let e) = storage.syncDirectory(dir) {
-                log.warning("could not sync the spool directory", [("error", e.description)])
+                log.warning("could not sync the spool directory", [("error", e.description)], id: MessageIDs.spoolError)
                 return
             }
         }
