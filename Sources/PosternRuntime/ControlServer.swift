@@ -12,9 +12,8 @@ public struct DaemonFacts {
 /// `flush` and `status` talk to the running daemon through it. Served by the
 /// same poll loop, with a small fixed pool of connections.
 ///
-/// Protocol: the client sends one line — `queue`, `queue json`, `flush` or
-/// `status` — and the daemon answers `OK` or `ERROR <reason>` on the first line,
-/// then the body, then closes. A long queue listing is produced a few entries at
+/// The protocol is `ControlRequest`'s: one request line; `OK` or `ERROR <reason>`,
+/// the body, then the daemon closes. A long queue listing is produced a few entries at
 /// a time as the client reads, so it never blocks the loop nor grows memory.
 public final class ControlServer {
     final class Connection {
@@ -25,7 +24,7 @@ public final class ControlServer {
         }
 
         var fd: Int32 = -1
-        let input = ByteBuffer(capacity: 256)
+        let input = ByteBuffer(capacity: ControlRequest.maxLength)
         let output = ByteBuffer(capacity: 16 * 1024)
         var job = Job.none
         /// What did not fit in `output` (an entry with very many recipients).
@@ -144,31 +143,29 @@ public final class ControlServer {
             drop(c)
             return
         }
-        guard let nl = c.input.readable.firstIndex(of: ASCII.lf) else {
-            if c.input.freeSpace == 0 { answer(c, "ERROR request too long\n") }
-            return
-        }
-        var line = Array(c.input.readable[0..<nl])
-        if line.last == ASCII.cr { line.removeLast() }
+        let parsed = ControlRequest.parse(c.input.readable)
+        if parsed == .needMore { return }
+        // One request per connection: what follows it is never read as another.
         c.input.clear()
-        handle(c, ASCII.string(line), now: now)
+        switch parsed {
+        case .needMore: return
+        case .invalid(let why): answer(c, "ERROR \(why)\n")
+        case .request(let request): handle(c, request, now: now)
+        }
     }
 
-    func handle(_ c: Connection, _ request: String, now: Int64) {
+    func handle(_ c: Connection, _ request: ControlRequest, now: Int64) {
         switch request {
-        case "queue", "queue json":
-            let json = request == "queue json"
+        case .queue(let json):
             put(c, Array(("OK\n" + (json ? QueueReport.jsonHeader() : QueueReport.textHeader())).utf8))
             c.job = .queue(json: json, after: nil, count: 0, bytes: 0)
             write(c, now: now)
-        case "flush":
+        case .flush:
             let n = delivery.retryNow()
             log.notice("flush requested over the control socket", [("queued", "\(n)")])
             answer(c, "OK\n\(n) message\(n == 1 ? "" : "s") scheduled for delivery now\n")
-        case "status":
+        case .status:
             answer(c, "OK\n" + status(now: now))
-        default:
-            answer(c, "ERROR unknown request '\(ASCII.printable(request.utf8, limit: 40))' (try queue, queue json, flush, status)\n")
         }
     }
 

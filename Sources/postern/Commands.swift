@@ -145,7 +145,8 @@ func controlCommand(_ command: String, _ args: [String], allowed: [String]) -> I
         return exUnavailable
     }
     defer { Sys.close(fd) }
-    let request = Array(((command == "queue" && options.json) ? "queue json\n" : command + "\n").utf8)
+    let request = Array((command == "queue" ? ControlRequest.queue(json: options.json)
+                         : command == "flush" ? ControlRequest.flush : ControlRequest.status).line.utf8)
     guard case .success = request.withUnsafeBytes({ Sys.send(fd, $0) }) else {
         Sys.writeStderr("postern \(command): cannot talk to the daemon on \(path)\n")
         return exUnavailable
