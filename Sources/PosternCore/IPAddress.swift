@@ -21,6 +21,7 @@ public struct IPAddress: Equatable, Hashable, Sendable, CustomStringConvertible 
 
     public static let loopbackV4 = IPAddress(bytes: [127, 0, 0, 1])!
     public static let loopbackV6 = IPAddress(bytes: [UInt8](repeating: 0, count: 15) + [1])!
+    public static let unspecifiedV4 = IPAddress(bytes: [0, 0, 0, 0])!
 
     /// Parses dotted-quad IPv4 or RFC 4291 §2.2 IPv6 text (with `::` and an
     /// optional trailing dotted quad).

@@ -26,6 +26,11 @@ public struct ReceiverSettings: Sendable {
     /// Error replies after which the session is closed (Postfix's
     /// smtpd_hard_error_limit): a confused or hostile client cannot loop forever.
     public var maxErrors = 20
+    /// RCPTs beyond `maxRecipients` answered 452 before each further one counts as
+    /// an error (Postfix's smtpd_recipient_overshoot_limit): a client that simply
+    /// has more recipients than we take keeps its transaction (RFC 5321
+    /// §4.5.3.1.10), one that sends thousands is eventually cut off.
+    public var recipientOvershootLimit = 1000
 
     public init(hostname: String, maxMessageSize: Int, maxRecipients: Int, recipients: RecipientPolicy) {
         self.hostname = hostname
@@ -39,28 +44,53 @@ public struct ReceiverSettings: Sendable {
 /// machine: it is fed framed command lines and spool outcomes and returns actions
 /// for the connection to perform. It never touches a socket, file or clock.
 ///
-/// Each command has a `check…` step that returns the refusal (and never changes
-/// state) and a `proceed…` step that applies it, in the manner of OpenSMTPD's
-/// smtp_session.c.
+/// Each command has a `check…` step that parses and validates it and returns
+/// either the refusal (never changing state) or the parsed value, and a
+/// `proceed…` step that applies that value, in the manner of OpenSMTPD's
+/// smtp_session.c. The state carries the data valid in it, so the connection asks
+/// the machine what it expects (`expectsText`, `isAwaitingCommit`, `isClosed`)
+/// instead of keeping flags of its own.
 ///
 /// Message text does not pass through here: after `.startData` the connection
 /// decodes it (`DataDecoder`) straight into the spool and reports only its size.
 public struct SMTPReceiver: Sendable {
+    /// What a transaction has gathered before DATA.
+    public struct Transaction: Equatable, Sendable {
+        public var from: Mailbox
+        /// The client declared `BODY=8BITMIME` (RFC 6152).
+        public var eightBit: Bool
+        public var recipients: [Mailbox] = []
+        /// Canonical forms of `recipients`, so a repeated RCPT is accepted once.
+        var recipientKeys: Set<[UInt8]> = []
+        /// RCPTs refused for a reason of their own (not the limit): with no
+        /// recipient accepted, DATA then gets 554 rather than 503 (RFC 2920 §3.1).
+        var refusedRecipients = 0
+        /// RCPTs answered 452 because `maxRecipients` were accepted already.
+        var excessRecipients = 0
+    }
+
     /// Named for what has happened in the session.
-    public enum State: Equatable, Sendable, CustomStringConvertible {
+    public enum State: Equatable, Sendable {
         /// Greeting sent; no HELO/EHLO yet.
         case connected
         /// HELO/EHLO done, no transaction open.
         case greeted
-        /// MAIL accepted.
-        case gotMail
+        /// MAIL accepted, no recipient yet.
+        case gotMail(Transaction)
         /// MAIL and at least one RCPT accepted.
-        case gotRecipients
-        /// 354 sent; message text is streaming into the spool.
-        case receivingData
+        case gotRecipients(Transaction)
+        /// 354 sent; message text is streaming into the spool. `size` counts the
+        /// decoded text; `oversize` means it passed `maxMessageSize` and was
+        /// thrown away, to be refused at the end of data (RFC 1870 §6.3).
+        case receivingData(Envelope, size: Int, oversize: Bool)
         /// End of data seen; waiting for the spool to make the message durable.
-        case awaitingCommit
+        case awaitingCommit(Envelope)
         case closed
+    }
+
+    /// The state without its data, for logs and tests.
+    public enum Phase: Equatable, Sendable, CustomStringConvertible {
+        case connected, greeted, gotMail, gotRecipients, receivingData, awaitingCommit, closed
 
         public var description: String {
             switch self {
@@ -97,19 +127,43 @@ public struct SMTPReceiver: Sendable {
 
     private var clientAllowed = true
     private var clientText = ""
+    /// From the last HELO/EHLO (RFC 5321 §4.1.1.1).
     private var heloName = ""
+    /// EHLO (true) or HELO (false).
     private var esmtp = false
-    private var from = Mailbox.null
-    private var eightBit = false
-    private var recipients: [Mailbox] = []
-    private var recipientKeys: [[UInt8]] = []
-    private var rejectedRecipients = 0
-    private var messageSize = 0
-    private var oversize = false
     private var errors = 0
 
     public init(settings: ReceiverSettings) {
         self.settings = settings
+    }
+
+    // MARK: what the connection asks
+
+    public var phase: Phase {
+        switch state {
+        case .connected: return .connected
+        case .greeted: return .greeted
+        case .gotMail: return .gotMail
+        case .gotRecipients: return .gotRecipients
+        case .receivingData: return .receivingData
+        case .awaitingCommit: return .awaitingCommit
+        case .closed: return .closed
+        }
+    }
+
+    /// Input is message text for the DATA decoder, not command lines.
+    public var expectsText: Bool { phase == .receivingData }
+    /// The end of data was seen; the spool's verdict is awaited before anything
+    /// else may be read or answered (replies stay in order, RFC 2920 §3.1).
+    public var isAwaitingCommit: Bool { phase == .awaitingCommit }
+    public var isClosed: Bool { phase == .closed }
+
+    /// The envelope of the message being received or committed.
+    public var envelope: Envelope? {
+        switch state {
+        case .receivingData(let e, _, _), .awaitingCommit(let e): return e
+        default: return nil
+        }
     }
 
     // MARK: events
@@ -126,19 +180,19 @@ public struct SMTPReceiver: Sendable {
 
     /// One command line, without CRLF.
     public mutating func receive(line: ArraySlice<UInt8>) -> [Action] {
-        switch state {
+        switch phase {
         case .closed, .receivingData, .awaitingCommit:
             // The connection does not feed lines in these states; ignore defensively.
             return []
         default: break
         }
+        if line.contains(0) {
+            return refuse(ASCII.printable(line.prefix(16)), Reply(500, "5.5.2", "Error: NUL byte in command"))
+        }
         let verbEnd = line.firstIndex(of: ASCII.space) ?? line.endIndex
         let verb = ASCII.lowercased(line[..<verbEnd])
         var arg = line[verbEnd...]
         if arg.first == ASCII.space { arg = arg.dropFirst() }
-        if line.contains(0) {
-            return refuse(ASCII.printable(line.prefix(16)), Reply(500, "5.5.2", "Error: NUL byte in command"))
-        }
         switch String(decoding: verb, as: UTF8.self) {
         case "ehlo": return hello(arg, esmtp: true)
         case "helo": return hello(arg, esmtp: false)
@@ -173,34 +227,33 @@ public struct SMTPReceiver: Sendable {
 
     /// `count` more bytes of decoded message text arrived.
     public mutating func receiveText(count: Int) -> [Action] {
-        guard state == .receivingData, !oversize else { return [] }
-        messageSize += count
-        if messageSize > settings.maxMessageSize {
-            oversize = true
+        guard case .receivingData(let envelope, let size, let oversize) = state, !oversize else { return [] }
+        // Compared by subtraction: `size + count` cannot overflow a 32-bit Int.
+        if count > settings.maxMessageSize - size {
+            state = .receivingData(envelope, size: size, oversize: true)
             return [.abortMessage]
         }
+        state = .receivingData(envelope, size: size + count, oversize: false)
         return []
     }
 
     /// The end-of-data marker arrived (RFC 5321 §4.1.1.4).
     public mutating func receiveEndOfData() -> [Action] {
-        guard state == .receivingData else { return [] }
+        guard case .receivingData(let envelope, _, let oversize) = state else { return [] }
         if oversize {
-            // RFC 1870 §6.2 / RFC 3463: 552 5.3.4, message too big for system.
+            // RFC 1870 §6.3 / RFC 3463: 552 5.3.4, message too big for system.
             let reply = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size (\(settings.maxMessageSize) bytes)")
-            resetTransaction()
             state = .greeted
             return countError(.rejected(command: "DATA", reply: reply), reply)
         }
-        state = .awaitingCommit
+        state = .awaitingCommit(envelope)
         return [.commitMessage]
     }
 
     /// The spool made the message durable: now, and only now, reply 250
     /// (RFC 5321 §6.1; DESIGN.md principle 4).
     public mutating func committed(queueID: String) -> [Action] {
-        guard state == .awaitingCommit else { return [] }
-        resetTransaction()
+        guard isAwaitingCommit else { return [] }
         state = .greeted
         return [.reply(Reply(250, "2.0.0", "Ok: queued as \(queueID)"))]
     }
@@ -209,14 +262,14 @@ public struct SMTPReceiver: Sendable {
     /// keeps the message with the client, which will retry; never a 5xx
     /// (issue 3: 452 4.3.1 for ENOSPC and EIO alike).
     public mutating func commitFailed() -> [Action] {
-        guard state == .awaitingCommit || state == .receivingData else { return [] }
+        guard isAwaitingCommit || expectsText else { return [] }
         let reply = Reply(452, "4.3.1", "Error: insufficient system storage, try again later")
-        resetTransaction()
         state = .greeted
         return [.rejected(command: "DATA", reply: reply), .reply(reply)]
     }
 
-    /// The client stayed silent for `[receiver] timeout` (RFC 5321 §4.5.3.2.7).
+    /// The client did not complete a command, or a block of message text, within
+    /// `[receiver] timeout` (RFC 5321 §4.5.3.2.5 and §4.5.3.2.7).
     public mutating func timedOut() -> [Action] {
         closeWith(Reply(421, "4.4.2", "\(settings.hostname) Error: timeout exceeded"))
     }
@@ -226,11 +279,19 @@ public struct SMTPReceiver: Sendable {
         closeWith(Reply(421, "4.3.2", "\(settings.hostname) Service shutting down, closing transmission channel"))
     }
 
-    /// The client closed the connection or it broke.
+    /// The client closed the connection, or it broke. A message still being
+    /// received is thrown away; one awaiting its commit stays (it is complete,
+    /// and at-least-once delivery allows queueing it unanswered).
     public mutating func disconnected() -> [Action] {
-        let wasStoring = state == .receivingData && !oversize
-        state = .closed
-        return wasStoring ? [.abortMessage] : []
+        let actions: [Action] = isStoring ? [.abortMessage] : []
+        if !isAwaitingCommit { state = .closed }
+        return actions
+    }
+
+    /// Text is going into an open spool transaction.
+    var isStoring: Bool {
+        if case .receivingData(_, _, let oversize) = state { return !oversize }
+        return false
     }
 
     // MARK: commands
@@ -242,8 +303,14 @@ public struct SMTPReceiver: Sendable {
             return refuse(esmtp ? "EHLO" : "HELO", Reply(501, "5.5.4", "Syntax: \(esmtp ? "EHLO" : "HELO") hostname"))
         }
         let first = name.prefix { !ASCII.isSpace($0) }
-        resetTransaction()
-        heloName = ASCII.printable(first, limit: 255)
+        // A domain or address literal (RFC 5321 §4.1.1.1, §4.1.2) is printable
+        // ASCII. The name is not checked further (devices send "localhost" or
+        // their model name), but it goes into the Received: header, where 8-bit
+        // and control bytes have no place (RFC 5322 §3.6.7).
+        guard first.allSatisfy({ $0 > 32 && $0 < 127 }) else {
+            return refuse(esmtp ? "EHLO" : "HELO", Reply(501, "5.5.4", "Syntax: \(esmtp ? "EHLO" : "HELO") hostname (printable ASCII)"))
+        }
+        heloName = ASCII.string(first.prefix(255))
         self.esmtp = esmtp
         state = .greeted
         if !esmtp { return [.reply(Reply(250, nil, settings.hostname))] }
@@ -259,129 +326,179 @@ public struct SMTPReceiver: Sendable {
 
     /// MAIL FROM (RFC 5321 §4.1.1.2).
     mutating func mail(_ arg: ArraySlice<UInt8>) -> [Action] {
-        if let refusal = checkMail(arg) { return refuse("MAIL", refusal) }
-        guard case .success(let path) = PathArgument.parse(arg, prefix: "FROM:", allowNull: true) else { return [] }
-        from = path.mailbox
-        eightBit = path.parameters.contains { $0.keyword == "BODY" && $0.value?.uppercasedASCII == "8BITMIME" }
-        state = .gotMail
-        return [.reply(Reply(250, "2.1.0", "Ok"))]
+        switch checkMail(arg) {
+        case .failure(let refusal): return refuse("MAIL", refusal)
+        case .success(let transaction): return proceedMail(transaction)
+        }
     }
 
-    func checkMail(_ arg: ArraySlice<UInt8>) -> Reply? {
-        switch state {
-        case .connected: return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
-        case .gotMail, .gotRecipients: return Reply(503, "5.5.1", "Error: nested MAIL command")
+    /// Parses and validates MAIL; returns the transaction it opens.
+    func checkMail(_ arg: ArraySlice<UInt8>) -> Result<Transaction, Reply> {
+        switch phase {
+        case .connected: return .failure(Reply(503, "5.5.1", "Error: send HELO/EHLO first"))
+        case .gotMail, .gotRecipients: return .failure(Reply(503, "5.5.1", "Error: nested MAIL command"))
         default: break
         }
         let path: PathArgument
         switch PathArgument.parse(arg, prefix: "FROM:", allowNull: true) {
-        case .failure(.missingPrefix): return Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
-        case .failure(.badPath): return Reply(501, "5.1.7", "Bad sender address syntax")
-        case .failure(.badParameter): return Reply(501, "5.5.4", "Syntax error in parameters")
+        case .failure(.missingPrefix): return .failure(Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
+        case .failure(.badPath): return .failure(Reply(501, "5.1.7", "Bad sender address syntax"))
+        case .failure(.badParameter): return .failure(Reply(501, "5.5.4", "Syntax error in parameters"))
         case .success(let p): path = p
         }
-        var sawSize = false, sawBody = false
+        var sawSize = false, sawBody = false, eightBit = false
         for p in path.parameters {
             switch p.keyword {
             case "SIZE" where !sawSize:
                 // RFC 1870 §6.1: refuse up front when the declared size is too big.
                 sawSize = true
-                guard let v = p.value.flatMap({ ASCII.parseDecimal($0.utf8) }) else {
-                    return Reply(501, "5.5.4", "Bad SIZE parameter")
+                guard let v = p.value, !v.isEmpty, v.utf8.allSatisfy(ASCII.isDigit) else {
+                    return .failure(Reply(501, "5.5.4", "Bad SIZE parameter"))
                 }
-                if v > settings.maxMessageSize {
-                    return Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size (\(settings.maxMessageSize) bytes)")
+                // Any number of digits: one too large for an Int is too large for us.
+                if ASCII.parseDecimal(v.utf8).map({ $0 > settings.maxMessageSize }) ?? true {
+                    return .failure(Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size (\(settings.maxMessageSize) bytes)"))
                 }
             case "BODY" where !sawBody:
                 sawBody = true
-                let v = p.value?.uppercasedASCII
-                guard v == "7BIT" || v == "8BITMIME" else { return Reply(501, "5.5.4", "Bad BODY parameter") }
+                switch p.value?.uppercasedASCII {
+                case "7BIT": eightBit = false
+                case "8BITMIME": eightBit = true
+                default: return .failure(Reply(501, "5.5.4", "Bad BODY parameter"))
+                }
             default:
-                return Reply(555, "5.5.4", "Unsupported option: \(p.keyword)")
+                return .failure(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)"))
             }
         }
         if !clientAllowed {
-            return Reply(550, "5.7.1", "Client host \(clientText) is not allowed to send mail here")
+            return .failure(Reply(550, "5.7.1", "Client host \(clientText) is not allowed to send mail here"))
         }
         if !spoolAcceptsMail {
-            return Reply(452, "4.3.1", "Error: insufficient system storage, try again later")
+            return .failure(Reply(452, "4.3.1", "Error: insufficient system storage, try again later"))
         }
-        return nil
+        return .success(Transaction(from: path.mailbox, eightBit: eightBit))
+    }
+
+    mutating func proceedMail(_ transaction: Transaction) -> [Action] {
+        state = .gotMail(transaction)
+        return [.reply(Reply(250, "2.1.0", "Ok"))]
+    }
+
+    /// Why a RCPT is not taken.
+    enum RcptRefusal: Error, Equatable {
+        /// Refused for itself: syntax, parameters, policy, sequence.
+        case refused(Reply)
+        /// `maxRecipients` are accepted already (RFC 5321 §4.5.3.1.10).
+        case tooMany
     }
 
     /// RCPT TO (RFC 5321 §4.1.1.3).
     mutating func rcpt(_ arg: ArraySlice<UInt8>) -> [Action] {
-        if let refusal = checkRcpt(arg) {
-            if state == .gotMail || state == .gotRecipients { rejectedRecipients += 1 }
-            return refuse("RCPT", refusal)
+        switch checkRcpt(arg) {
+        case .success(let mailbox): return proceedRcpt(mailbox)
+        case .failure(.refused(let reply)):
+            updateTransaction { $0.refusedRecipients += 1 }
+            return refuse("RCPT", reply)
+        case .failure(.tooMany):
+            // RFC 5321 §4.5.3.1.8 and §4.5.3.1.10: 452, and the transaction goes
+            // on with the recipients already accepted; the client sends the rest
+            // in another. Only far beyond the limit does it count as an error.
+            var excess = 0
+            updateTransaction { $0.excessRecipients += 1; excess = $0.excessRecipients }
+            let reply = Reply(452, "4.5.3", "Error: too many recipients")
+            if excess > settings.recipientOvershootLimit { return refuse("RCPT", reply) }
+            return [.rejected(command: "RCPT", reply: reply), .reply(reply)]
         }
-        guard case .success(let path) = PathArgument.parse(arg, prefix: "TO:", allowNull: false) else { return [] }
-        let key = path.mailbox.canonical
-        if !recipientKeys.contains(key) {
-            recipientKeys.append(key)
-            recipients.append(path.mailbox)
-        }
-        state = .gotRecipients
-        return [.reply(Reply(250, "2.1.5", "Ok"))]
     }
 
-    func checkRcpt(_ arg: ArraySlice<UInt8>) -> Reply? {
+    /// Parses and validates RCPT; returns the mailbox to add.
+    func checkRcpt(_ arg: ArraySlice<UInt8>) -> Result<Mailbox, RcptRefusal> {
+        let transaction: Transaction
         switch state {
-        case .gotMail, .gotRecipients: break
-        default: return Reply(503, "5.5.1", "Error: need MAIL command")
+        case .gotMail(let t), .gotRecipients(let t): transaction = t
+        default: return .failure(.refused(Reply(503, "5.5.1", "Error: need MAIL command")))
         }
         let path: PathArgument
         switch PathArgument.parse(arg, prefix: "TO:", allowNull: false) {
-        case .failure(.missingPrefix): return Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
-        case .failure(.badPath): return Reply(501, "5.1.3", "Bad recipient address syntax")
-        case .failure(.badParameter): return Reply(501, "5.5.4", "Syntax error in parameters")
+        case .failure(.missingPrefix): return .failure(.refused(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")))
+        case .failure(.badPath): return .failure(.refused(Reply(501, "5.1.3", "Bad recipient address syntax")))
+        case .failure(.badParameter): return .failure(.refused(Reply(501, "5.5.4", "Syntax error in parameters")))
         case .success(let p): path = p
         }
-        if let p = path.parameters.first { return Reply(555, "5.5.4", "Unsupported option: \(p.keyword)") }
-        if recipients.count >= settings.maxRecipients && !recipientKeys.contains(path.mailbox.canonical) {
-            // RFC 5321 §4.5.3.1.10: 452 for too many recipients, so the client
-            // sends the rest in another transaction.
-            return Reply(452, "4.5.3", "Error: too many recipients")
+        if let p = path.parameters.first {
+            return .failure(.refused(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)")))
         }
         // RFC 5321 §4.5.1: mail to the domain-less <Postmaster> must be accepted,
         // whatever allow_recipients says.
         if !settings.recipients.allows(path.mailbox) && path.mailbox.atIndex != nil {
-            return Reply(550, "5.7.1", "\(path.mailbox): Recipient address rejected: relay access denied")
+            return .failure(.refused(Reply(550, "5.7.1", "\(path.mailbox): Recipient address rejected: relay access denied")))
         }
-        return nil
+        if transaction.recipients.count >= settings.maxRecipients
+            && !transaction.recipientKeys.contains(path.mailbox.canonical) {
+            return .failure(.tooMany)
+        }
+        return .success(path.mailbox)
+    }
+
+    mutating func proceedRcpt(_ mailbox: Mailbox) -> [Action] {
+        updateTransaction { t in
+            if t.recipientKeys.insert(mailbox.canonical).inserted { t.recipients.append(mailbox) }
+        }
+        return [.reply(Reply(250, "2.1.5", "Ok"))]
+    }
+
+    /// Changes the open transaction in place (and moves `gotMail` to
+    /// `gotRecipients` once it has one). The state is emptied while the closure
+    /// runs so the recipient arrays are not copied on every RCPT.
+    mutating func updateTransaction(_ change: (inout Transaction) -> Void) {
+        let current = state
+        state = .closed
+        switch current {
+        case .gotMail(var t), .gotRecipients(var t):
+            change(&t)
+            state = t.recipients.isEmpty ? .gotMail(t) : .gotRecipients(t)
+        default:
+            state = current
+        }
     }
 
     /// DATA (RFC 5321 §4.1.1.4).
     mutating func data(_ arg: ArraySlice<UInt8>) -> [Action] {
-        if let refusal = checkData(arg) { return refuse("DATA", refusal) }
-        messageSize = 0
-        oversize = false
-        state = .receivingData
-        let envelope = Envelope(heloName: heloName, esmtp: esmtp, from: from, recipients: recipients, eightBit: eightBit)
+        switch checkData(arg) {
+        case .failure(let refusal): return refuse("DATA", refusal)
+        case .success(let envelope): return proceedData(envelope)
+        }
+    }
+
+    /// Validates DATA; returns the envelope of the message it starts.
+    func checkData(_ arg: ArraySlice<UInt8>) -> Result<Envelope, Reply> {
+        let transaction: Transaction
+        switch state {
+        case .gotRecipients(let t): transaction = t
+        case .gotMail(let t):
+            // RFC 5321 §3.3 / RFC 2920 §3.1: every RCPT was refused.
+            return .failure(t.refusedRecipients > 0
+                ? Reply(554, "5.5.1", "Error: no valid recipients")
+                : Reply(503, "5.5.1", "Error: need RCPT command"))
+        case .connected: return .failure(Reply(503, "5.5.1", "Error: send HELO/EHLO first"))
+        default: return .failure(Reply(503, "5.5.1", "Error: need MAIL command"))
+        }
+        if !ASCII.trimmed(arg).isEmpty { return .failure(Reply(501, "5.5.4", "Syntax: DATA")) }
+        return .success(Envelope(heloName: heloName, esmtp: esmtp, from: transaction.from,
+                                 recipients: transaction.recipients, eightBit: transaction.eightBit))
+    }
+
+    mutating func proceedData(_ envelope: Envelope) -> [Action] {
+        state = .receivingData(envelope, size: 0, oversize: false)
         // 354 is an intermediate reply and carries no enhanced code (RFC 3463 has
         // no class 3).
         return [.startData(envelope), .reply(Reply(354, nil, "End data with <CR><LF>.<CR><LF>"))]
     }
 
-    func checkData(_ arg: ArraySlice<UInt8>) -> Reply? {
-        switch state {
-        case .gotRecipients: break
-        case .gotMail:
-            // RFC 5321 §3.3 / RFC 2920 §3.1: every RCPT was refused.
-            return rejectedRecipients > 0 ? Reply(554, "5.5.1", "Error: no valid recipients")
-                                          : Reply(503, "5.5.1", "Error: need RCPT command")
-        case .connected: return Reply(503, "5.5.1", "Error: send HELO/EHLO first")
-        default: return Reply(503, "5.5.1", "Error: need MAIL command")
-        }
-        if !ASCII.trimmed(arg).isEmpty { return Reply(501, "5.5.4", "Syntax: DATA") }
-        return nil
-    }
-
     /// RSET (RFC 5321 §4.1.1.5).
     mutating func rset(_ arg: ArraySlice<UInt8>) -> [Action] {
         if !ASCII.trimmed(arg).isEmpty { return refuse("RSET", Reply(501, "5.5.4", "Syntax: RSET")) }
-        resetTransaction()
-        if state != .connected { state = .greeted }
+        if phase != .connected { state = .greeted }
         return [.reply(Reply(250, "2.0.0", "Ok"))]
     }
 
@@ -400,31 +517,19 @@ public struct SMTPReceiver: Sendable {
     private mutating func countError(_ note: Action, _ reply: Reply) -> [Action] {
         errors += 1
         if errors >= settings.maxErrors {
-            let wasStoring = state == .receivingData
-            var actions: [Action] = [note, .reply(reply)]
-            if wasStoring { actions.append(.abortMessage) }
-            return actions + closeWith(Reply(421, "4.7.0", "\(settings.hostname) Error: too many errors"))
+            return [note, .reply(reply)] + closeWith(Reply(421, "4.7.0", "\(settings.hostname) Error: too many errors"))
         }
         return [note, .reply(reply)]
     }
 
     private mutating func closeWith(_ reply: Reply) -> [Action] {
-        let wasStoring = state == .receivingData && !oversize
-        resetTransaction()
+        let actions: [Action] = isStoring ? [.abortMessage] : []
         state = .closed
-        return (wasStoring ? [.abortMessage] : []) + [.reply(reply), .close]
-    }
-
-    private mutating func resetTransaction() {
-        from = .null
-        eightBit = false
-        recipients = []
-        recipientKeys = []
-        rejectedRecipients = 0
-        messageSize = 0
-        oversize = false
+        return actions + [.reply(reply), .close]
     }
 }
+
+extension Reply: Error {}
 
 extension String {
     /// ASCII upper case, without the Unicode tables.

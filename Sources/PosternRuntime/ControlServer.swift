@@ -37,6 +37,7 @@ public final class ControlServer {
     let spool: Spool
     let delivery: Delivery
     let log: Log
+    let kernel: any Kernel
     /// Kept current by the daemon.
     public var facts: DaemonFacts
     public private(set) var listenFD: Int32 = -1
@@ -45,8 +46,10 @@ public final class ControlServer {
 
     static let requestTimeout: Int64 = 10_000_000_000
 
-    public init(path: String, spool: Spool, delivery: Delivery, log: Log, facts: DaemonFacts) {
+    public init(path: String, spool: Spool, delivery: Delivery, log: Log, facts: DaemonFacts,
+                kernel: any Kernel = PosixKernel()) {
         self.path = path
+        self.kernel = kernel
         self.spool = spool
         self.delivery = delivery
         self.log = log
@@ -76,7 +79,7 @@ public final class ControlServer {
     public func close() {
         for c in connections where c.fd >= 0 { drop(c) }
         if listenFD >= 0 {
-            Sys.close(listenFD)
+            kernel.close(listenFD)
             listenFD = -1
             _ = Sys.unlink(path)
         }
@@ -116,12 +119,11 @@ public final class ControlServer {
 
     func accept(now: Int64) {
         while true {
-            let fd = cl_accept_plain(listenFD)
-            if fd < 0 { return }
+            guard case .success(let accepted) = kernel.acceptLocal(listenFD), let fd = accepted else { return }
             guard let c = connections.first(where: { $0.fd < 0 }) else {
                 let busy = Array("ERROR busy: too many control connections\n".utf8)
-                _ = busy.withUnsafeBytes { Sys.send(fd, $0) }
-                Sys.close(fd)
+                _ = busy.withUnsafeBytes { kernel.send(fd, $0) }
+                kernel.close(fd)
                 continue
             }
             c.fd = fd
@@ -136,7 +138,7 @@ public final class ControlServer {
 
     func read(_ c: Connection, now: Int64) {
         c.input.compact()
-        switch Sys.read(c.fd, c.input.writable) {
+        switch kernel.read(c.fd, c.input.writable) {
         case .success(.done(let n)): c.input.didWrite(n)
         case .success(.wouldBlock): return
         case .success(.eof), .failure:
@@ -209,7 +211,7 @@ public final class ControlServer {
                 if c.closeWhenFlushed { drop(c) }
                 return
             }
-            switch Sys.send(c.fd, c.output.readable) {
+            switch kernel.send(c.fd, c.output.readable) {
             case .success(.done(let n)):
                 c.output.consume(n)
                 c.deadline = now + Self.requestTimeout
@@ -271,9 +273,9 @@ public final class ControlServer {
             // with unread input resets it, and the client would lose our answer.
             var scratch = [UInt8](repeating: 0, count: 4096)
             for _ in 0..<16 {
-                guard case .success(.done) = scratch.withUnsafeMutableBytes({ Sys.read(c.fd, $0) }) else { break }
+                guard case .success(.done) = scratch.withUnsafeMutableBytes({ kernel.read(c.fd, $0) }) else { break }
             }
-            Sys.close(c.fd)
+            kernel.close(c.fd)
         }
         c.fd = -1
         c.job = .none

@@ -20,18 +20,16 @@ public final class Daemon {
     var control: ControlServer
     let service: ServiceManager
     let started = Clock.monotonic()
+    /// Every socket call of the loop goes through it (`Kernel`).
+    let kernel: any Kernel
     var context: ReceiverContext? = nil
-    var receivers: [ReceiverConnection] = []
-    /// Connections accepted at once (`max_connections`; may shrink on reload
-    /// below the number of slots allocated).
-    var maxActive = 0
+    var pool: ReceiverPool? = nil
     var listeners: [(fd: Int32, endpoint: Endpoint?)] = []
     /// The listeners came from systemd (LISTEN_FDS): `[receiver] listen` is unused.
     var socketActivated = false
     var signalFD: Int32 = -1
     var stopping = false
     var stopDeadline: Int64 = 0
-    var connectionCounter: UInt64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
     enum Owner { case signals, listener(Int), receiver(Int), delivery, control(Int) }
@@ -41,8 +39,9 @@ public final class Daemon {
     /// has finished sending, to avoid sending it twice after the restart.
     static let stopGraceNanoseconds: Int64 = 5_000_000_000
 
-    public init(config: Config, configPath: String, log: Log) {
+    public init(config: Config, configPath: String, log: Log, kernel: any Kernel = PosixKernel()) {
         self.config = config
+        self.kernel = kernel
         self.configPath = configPath
         self.log = log
         service = ServiceManager(log: log, now: Clock.monotonic())
@@ -50,10 +49,12 @@ public final class Daemon {
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log,
                       expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstream: config.upstreams[0], heloName: hostname, policy: RetryPolicy(config.retry),
-                            expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log)
+                            expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log,
+                            kernel: kernel)
         control = ControlServer(path: config.control.socket, spool: spool, delivery: delivery, log: log,
                                 facts: DaemonFacts(startedMonotonic: started, activeConnections: 0,
-                                                   maxConnections: config.receiver.maxConnections))
+                                                   maxConnections: config.receiver.maxConnections),
+                                kernel: kernel)
     }
 
     /// Starts everything; returns an error message when the daemon cannot run.
@@ -91,13 +92,10 @@ public final class Daemon {
 
         let context = ReceiverContext(
             settings: receiverSettings(config), allowClients: config.receiver.allowClients,
-            timeoutSeconds: config.receiver.timeout, spool: spool, log: log)
+            timeoutSeconds: config.receiver.timeout, spool: spool, log: log, kernel: kernel)
         self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
-        for _ in 0..<config.receiver.maxConnections {
-            receivers.append(ReceiverConnection(context: context))
-        }
-        maxActive = config.receiver.maxConnections
+        pool = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
         log.notice("postern started", [("hostname", hostname), ("upstream", config.upstreams[0].name),
                                        ("queued", "\(spool.queue.count)")], id: MessageIDs.started)
         // READY=1 only now: the spool is recovered and every listener is open.
@@ -183,7 +181,7 @@ public final class Daemon {
             if stopping && shutdownComplete(now: now) { break }
             buildPollSet()
             let timeout = pollTimeout(now: now)
-            if case .failure(let e) = Sys.poll(&pollFDs, timeoutMilliseconds: timeout) {
+            if case .failure(let e) = kernel.poll(&pollFDs, timeoutMilliseconds: timeout) {
                 log.error("poll failed", [("error", e.description)])
                 return 1
             }
@@ -215,15 +213,15 @@ public final class Daemon {
                 owners.append(.listener(i))
             }
         }
-        for (i, r) in receivers.enumerated() where r.isActive {
-            pollFDs.append(pollfd(fd: r.fd, events: r.pollEvents, revents: 0))
-            owners.append(.receiver(i))
+        for entry in pool?.pollEntries() ?? [] {
+            pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
+            owners.append(.receiver(entry.index))
         }
         if delivery.fd >= 0 {
             pollFDs.append(pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0))
             owners.append(.delivery)
         }
-        control.facts.activeConnections = receivers.reduce(0) { $0 + ($1.isActive ? 1 : 0) }
+        control.facts.activeConnections = pool?.activeCount ?? 0
         for entry in control.pollSet() {
             pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
             owners.append(.control(entry.index))
@@ -236,7 +234,7 @@ public final class Daemon {
         if spool.groupCommitDue { return 0 }
         var next: Int64? = nil
         func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
-        for r in receivers where r.isActive { earliest(r.deadline) }
+        if let t = pool?.nextDeadline() { earliest(t) }
         if let t = delivery.nextWakeup(now: now) { earliest(t) }
         if let t = control.nextDeadline() { earliest(t) }
         if let t = service.nextWakeup() { earliest(t) }
@@ -255,11 +253,9 @@ public final class Daemon {
             case .signals:
                 handleSignals(now: now)
             case .listener(let i):
-                acceptConnections(listeners[i].fd, now: now)
+                pool?.accept(from: listeners[i].fd, now: now)
             case .receiver(let i):
-                let r = receivers[i]
-                if writable && r.isActive { r.writable(now: now) }
-                if readable && r.isActive { r.readable(now: now) }
+                pool?.ready(index: i, revents: p.revents, now: now)
             case .control(let i):
                 control.ready(index: i, revents: p.revents, now: now)
             case .delivery:
@@ -288,57 +284,14 @@ public final class Daemon {
         }
     }
 
-    func acceptConnections(_ listenFD: Int32, now: Int64) {
-        for _ in 0..<64 {
-            var peer = cl_ip_endpoint()
-            let fd = cl_accept(listenFD, &peer)
-            if fd < 0 {
-                let e = Errno.current("accept")
-                if !e.isWouldBlock && e.code != ECONNABORTED {
-                    log.warning("accept failed", [("error", e.description)])
-                }
-                return
-            }
-            let bytes = withUnsafeBytes(of: peer.bytes) { Array($0.prefix(peer.family == 6 ? 16 : 4)) }
-            let address = IPAddress(bytes: bytes) ?? IPAddress.loopbackV4
-            connectionCounter += 1
-            let id = ASCII.hexTrimmed(connectionCounter)
-            let active = receivers.reduce(0) { $0 + ($1.isActive ? 1 : 0) }
-            guard active < maxActive, let slot = receivers.first(where: { !$0.isActive }) else {
-                // RFC 5321 §3.1: 421 at connect when we cannot serve the client now.
-                let reply = Reply(421, "4.7.0", "\(hostname) Too many connections, try again later").encoded()
-                _ = reply.withUnsafeBytes { Sys.send(fd, $0) }
-                Sys.close(fd)
-                log.event(.rejected, .warning, "connection refused: max_connections reached", [
-                    ("client", address.unmapped.description), ("reply", "421 4.7.0"),
-                    ("max_connections", "\(config.receiver.maxConnections)"),
-                ])
-                continue
-            }
-            slot.attach(fd: fd, peer: address, id: id, now: now)
-        }
-    }
-
     /// One fdatasync for every commit written since the last one; then the 250s.
     func groupCommit(now: Int64) {
         guard spool.groupCommitDue else { return }
-        let result = spool.flush()
-        if result.committed.isEmpty && result.failed.isEmpty { return }
-        for r in receivers where r.isActive {
-            guard let id = r.transactionID else { continue }
-            if result.committed.contains(where: { $0.id == id }) {
-                r.committed(now: now)
-            } else if let e = result.error, result.failed.contains(id) {
-                r.commitFailed(e, now: now)
-            }
-            r.closeIfAbandoned()
-        }
+        pool?.commitDone(spool.flush(), now: now)
     }
 
     func timers(now: Int64) {
-        for r in receivers where r.isActive && now >= r.deadline {
-            r.timedOut(now: now)
-        }
+        pool?.timers(now: now)
         control.timers(now: now)
     }
 
@@ -358,7 +311,7 @@ public final class Daemon {
     /// short grace period for a reply to a fully sent message.
     func shutdownComplete(now: Int64) -> Bool {
         groupCommit(now: now)
-        for r in receivers where r.isActive && !r.awaitingCommit { r.shutdown(now: now) }
+        pool?.shutdown(now: now)
         let waiting = delivery.stop(now: now)
         return !waiting || now >= stopDeadline
     }
@@ -366,7 +319,7 @@ public final class Daemon {
     func finish() {
         _ = delivery.stop(now: Clock.monotonic() + Self.stopGraceNanoseconds * 2)
         if delivery.fd >= 0 { delivery.closeSocket() }
-        for r in receivers where r.isActive { r.shutdown(now: Clock.monotonic()) }
+        pool?.shutdown(now: Clock.monotonic())
         control.close()
         spool.close()
         log.notice("postern stopped", [("queued", "\(spool.queue.count)")], id: MessageIDs.stopped)

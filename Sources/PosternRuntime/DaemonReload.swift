@@ -46,7 +46,8 @@ extension Daemon {
         }
         var newControl: ControlServer? = nil
         if new.control.socket != config.control.socket {
-            let c = ControlServer(path: new.control.socket, spool: spool, delivery: delivery, log: log, facts: control.facts)
+            let c = ControlServer(path: new.control.socket, spool: spool, delivery: delivery, log: log, facts: control.facts,
+                                  kernel: kernel)
             if let problem = c.open() {
                 for o in opened { Sys.close(o.fd) }
                 return problem
@@ -73,11 +74,8 @@ extension Daemon {
             context.allowClients = new.receiver.allowClients
             context.timeoutNanoseconds = Int64(new.receiver.timeout) * 1_000_000_000
         }
-        if new.receiver.maxConnections > receivers.count, let context {
-            // More slots: their buffers are allocated now, once, as at start.
-            for _ in receivers.count..<new.receiver.maxConnections { receivers.append(ReceiverConnection(context: context)) }
-        }
-        maxActive = new.receiver.maxConnections
+        pool?.resize(maxConnections: new.receiver.maxConnections)
+        pool?.hostname = hostname
         control.facts.maxConnections = new.receiver.maxConnections
         spool.maxSize = new.spool.maxSize
         spool.segmentSize = new.spool.segmentSize

@@ -29,6 +29,7 @@ public final class Delivery {
     var expiryRecheckAt: Int64 = 0
     let spool: Spool
     let log: Log
+    let kernel: any Kernel
 
     let input = ByteBuffer(capacity: BufferSizes.senderInput)
     let output = ByteBuffer(capacity: BufferSizes.senderOutput)
@@ -63,7 +64,8 @@ public final class Delivery {
     static let connectTimeoutNanoseconds: Int64 = 30_000_000_000
 
     public init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
-                spool: Spool, log: Log) {
+                spool: Spool, log: Log, kernel: any Kernel = PosixKernel()) {
+        self.kernel = kernel
         self.upstream = upstream
         self.heloName = heloName
         self.policy = policy
@@ -317,7 +319,7 @@ public final class Delivery {
 
     public func readable(now: Int64) {
         input.compact()
-        switch Sys.read(fd, input.writable) {
+        switch kernel.read(fd, input.writable) {
         case .success(.done(let n)):
             input.didWrite(n)
         case .success(.eof):
@@ -517,7 +519,7 @@ public final class Delivery {
             if output.isEmpty {
                 if streaming { pumpText(now: now); if output.isEmpty { return } } else { return }
             }
-            switch Sys.send(fd, output.readable) {
+            switch kernel.send(fd, output.readable) {
             case .success(.done(let n)):
                 output.consume(n)
                 deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
@@ -532,7 +534,7 @@ public final class Delivery {
 
     func closeSocket() {
         if fd >= 0 {
-            Sys.close(fd)
+            kernel.close(fd)
             fd = -1
         }
         phase = .idle

@@ -6,25 +6,49 @@ public final class ReceiverContext {
     /// Replaced on reload; a connection keeps the settings it started with.
     public var settings: ReceiverSettings
     public var allowClients: [CIDR]
+    /// How long a client may take over one command line, or over one block of
+    /// message text (`ReceiverConnection.dataBlock`).
     public var timeoutNanoseconds: Int64
     public let spool: Spool
     public let log: Log
+    public let kernel: any Kernel
 
-    public init(settings: ReceiverSettings, allowClients: [CIDR], timeoutSeconds: Int, spool: Spool, log: Log) {
+    public init(settings: ReceiverSettings, allowClients: [CIDR], timeoutSeconds: Int, spool: Spool, log: Log,
+                kernel: any Kernel) {
         self.settings = settings
         self.allowClients = allowClients
         self.timeoutNanoseconds = Int64(timeoutSeconds) * 1_000_000_000
         self.spool = spool
         self.log = log
+        self.kernel = kernel
     }
 }
 
 /// One client connection: a socket, three fixed buffers from the pool, the pure
 /// `SMTPReceiver` and the spool transaction it opens. The connection frames bytes
-/// into lines (`LineFramer`) or message text (`DataDecoder`), feeds the machine
-/// and performs its actions. Slots are allocated once at start and reused.
+/// into command lines (`LineFramer`) or message text (`DataDecoder`), as the
+/// machine says it expects, feeds the machine and performs its actions. Slots are
+/// allocated once at start and reused.
+///
+/// Flow control, after OpenSMTPD's smtp_io(): commands are taken from the input
+/// only while the output has room for their replies. When a pipelining client's
+/// replies fill the output, processing pauses, and it resumes as soon as the
+/// output drains — from the write event, since the client may have nothing more
+/// to send (RFC 2920 §3.1: it may send every command before reading a reply).
+/// A client that never reads holds one input and one output buffer, stops being
+/// read, and is cut off when its deadline passes.
+///
+/// Deadlines (RFC 5321 §4.5.3.2): a command line must be complete within
+/// `[receiver] timeout` of the previous one (§4.5.3.2.7), and every block of
+/// `dataBlock` bytes of message text within `timeout` of the previous block
+/// (§4.5.3.2.5). Bytes trickling in do not move a deadline, so a client sending
+/// one byte a second cannot hold a slot.
 public final class ReceiverConnection {
-    enum Mode { case commands, text }
+    /// Bytes of message text that must arrive within one `timeout`.
+    public static let dataBlock = 16 * 1024
+    /// Room the output must have before another command is taken: more than the
+    /// longest reply (the EHLO reply, or a refusal echoing 200 bytes).
+    public static let outputReserve = 1024
 
     let context: ReceiverContext
     public let input = ByteBuffer(capacity: BufferSizes.receiverInput)
@@ -32,22 +56,22 @@ public final class ReceiverConnection {
     public let output = ByteBuffer(capacity: BufferSizes.receiverOutput)
 
     public private(set) var fd: Int32 = -1
-    var machine: SMTPReceiver
+    public private(set) var machine: SMTPReceiver
     var framer = LineFramer()
     var decoder = DataDecoder()
-    var mode = Mode.commands
     var peer = IPAddress.loopbackV4
     var connectionID = ""
-    var envelope: Envelope? = nil
+    /// The spool transaction of the message being received; kept until the
+    /// group commit has answered for it.
     var transaction: SpoolTransaction? = nil
-    /// Text is being written to the spool (false after an abort or a failed write).
-    var storing = false
-    /// The commit record is written; waiting for the loop's fdatasync.
-    public private(set) var awaitingCommit = false
-    /// Close once the output is written.
-    var closing = false
-    var peerClosed = false
+    /// The client shut down its sending side (read gave end of file): what it
+    /// sent is still answered, then the connection closes.
+    var inputEnded = false
+    /// The connection broke (reset, failed send): nothing more can be sent.
+    var peerGone = false
     public private(set) var deadline: Int64 = 0
+    /// Bytes of message text since the deadline last moved.
+    var textSinceDeadline = 0
 
     public init(context: ReceiverContext) {
         self.context = context
@@ -55,15 +79,22 @@ public final class ReceiverConnection {
     }
 
     public var isActive: Bool { fd >= 0 }
+    /// The message's commit record is written and waits for the group commit.
+    public var isAwaitingCommit: Bool { machine.isAwaitingCommit }
+    /// The id of the transaction waiting for the group commit.
+    public var transactionID: UInt64? { machine.isAwaitingCommit ? transaction?.id : nil }
 
-    /// Poll events wanted: reading only while the previous replies are not piling
-    /// up and no commit is pending (replies must stay in order, RFC 2920 §3.1).
+    var outputRoom: Int { output.capacity - output.count }
+
+    /// Poll events wanted: input only while replies have room and no commit is
+    /// pending (replies stay in order, RFC 2920 §3.1); output while any waits.
     public var pollEvents: Int16 {
         var e: Int16 = 0
-        if !closing && !awaitingCommit && !peerClosed && input.freeSpace > 0 && output.count < output.capacity / 2 {
+        if !inputEnded && !peerGone && !machine.isClosed && !machine.isAwaitingCommit
+            && input.count < input.capacity && outputRoom >= Self.outputReserve {
             e |= Int16(POLLIN)
         }
-        if !output.isEmpty { e |= Int16(POLLOUT) }
+        if !output.isEmpty && !peerGone { e |= Int16(POLLOUT) }
         return e
     }
 
@@ -75,144 +106,198 @@ public final class ReceiverConnection {
         input.clear(); text.clear(); output.clear()
         machine = SMTPReceiver(settings: context.settings)
         framer = LineFramer()
-        mode = .commands
-        envelope = nil
+        decoder = DataDecoder()
         transaction = nil
-        storing = false
-        awaitingCommit = false
-        closing = false
-        peerClosed = false
-        deadline = now + context.timeoutNanoseconds
+        inputEnded = false
+        peerGone = false
+        restartDeadline(now)
         let allowed = context.allowClients.contains { $0.contains(self.peer) }
         context.log.debug("client connected", [("conn", id), ("client", self.peer.description), ("allowed", allowed ? "yes" : "no")])
         perform(machine.start(clientAllowed: allowed, clientText: self.peer.literal), now: now)
-        flushOutput()
+        sendOutput(now: now)
     }
 
     // MARK: events from the loop
 
     public func readable(now: Int64) {
+        guard isActive, !inputEnded, !peerGone else { return }
         input.compact()
-        switch Sys.read(fd, input.writable) {
+        guard input.freeSpace > 0 else { return }
+        switch context.kernel.read(fd, input.writable) {
         case .success(.done(let n)):
             input.didWrite(n)
-            deadline = now + context.timeoutNanoseconds
-            process(now: now)
         case .success(.eof):
-            peerClosed = true
-            process(now: now)
-            disconnect(reason: "client closed the connection", now: now)
+            inputEnded = true
         case .success(.wouldBlock):
-            break
+            return
         case .failure(let e):
-            disconnect(reason: e.description, now: now)
+            connectionBroke(e.description, now: now)
+            return
         }
+        pump(now: now)
     }
 
     public func writable(now: Int64) {
-        flushOutput()
+        guard isActive else { return }
+        pump(now: now)
     }
 
     public func timedOut(now: Int64) {
-        if awaitingCommit { deadline = now + context.timeoutNanoseconds; return }
-        context.log.info("client timed out", [("conn", connectionID), ("client", peer.description)])
-        perform(machine.timedOut(), now: now)
-        flushOutput()
-        if isActive { close() }
+        guard isActive else { return }
+        if machine.isAwaitingCommit {
+            // The group commit runs in this same loop iteration; never cut off a
+            // client whose message is about to be promised.
+            restartDeadline(now)
+            return
+        }
+        if !machine.isClosed {
+            context.log.info("client timed out", [("conn", connectionID), ("client", peer.description),
+                                                   ("state", machine.phase.description)])
+            perform(machine.timedOut(), now: now)
+            sendOutput(now: now)
+        }
+        close()
     }
 
-    /// The daemon is stopping: 421 and close (RFC 5321 §3.8).
+    /// The daemon is stopping: 421 and close (RFC 5321 §3.8). Not while a commit
+    /// is pending: the daemon answers those first.
     public func shutdown(now: Int64) {
-        perform(machine.shutdown(), now: now)
-        flushOutput()
-        if isActive { close() }
+        guard isActive, !machine.isAwaitingCommit else { return }
+        if !machine.isClosed {
+            perform(machine.shutdown(), now: now)
+            sendOutput(now: now)
+        }
+        close()
     }
 
     /// The loop's fdatasync covered this connection's commit.
     public func committed(now: Int64) {
-        guard awaitingCommit, let t = transaction, let env = envelope else { return }
-        awaitingCommit = false
+        guard machine.isAwaitingCommit, let t = transaction, let env = machine.envelope else { return }
         context.log.event(.received, .info, "message received", [
             ("queue_id", t.queueID), ("from", env.from.description),
             ("rcpt", env.recipients.map { $0.description }.joined(separator: ",")),
             ("size", "\(t.size)"), ("client", peer.description), ("conn", connectionID),
         ])
         transaction = nil
-        envelope = nil
         perform(machine.committed(queueID: t.queueID), now: now)
-        process(now: now)
-        flushOutput()
+        afterCommit(now: now)
     }
 
     /// The loop's fdatasync failed: the message cannot be promised.
     public func commitFailed(_ e: Errno, now: Int64) {
-        guard awaitingCommit else { return }
-        awaitingCommit = false
-        context.log.error("spool sync failed; message refused with 4xx", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
+        guard machine.isAwaitingCommit else { return }
+        context.log.error("spool sync failed; message refused with 4xx", [("conn", connectionID), ("error", e.description)],
+                          id: MessageIDs.spoolError)
         transaction = nil
-        envelope = nil
         perform(machine.commitFailed(), now: now)
-        process(now: now)
-        flushOutput()
+        afterCommit(now: now)
     }
 
-    public var transactionID: UInt64? { awaitingCommit ? transaction?.id : nil }
+    func afterCommit(now: Int64) {
+        restartDeadline(now)
+        if peerGone {
+            // The client left while its message was being made durable: it is
+            // queued all the same (at-least-once), and nobody is left to tell.
+            close()
+            return
+        }
+        pump(now: now)
+    }
 
     // MARK: input
 
-    func process(now: Int64) {
-        while isActive && !closing && !awaitingCommit && output.count < output.capacity / 2 {
-            if mode == .text {
-                if !decodeText(now: now) { break }
-                continue
-            }
-            let (frame, consumed) = framer.next(in: input.readable)
-            switch frame {
-            case .needMore:
-                input.consume(consumed)
-                return
-            case .line(let range):
-                let line = Array(input.readable[range])
-                input.consume(consumed)
-                machine.spoolAcceptsMail = context.spool.acceptsMail(now: now)
-                let before = machine.state
-                let actions = machine.receive(line: line[...])
-                if machine.state != before {
-                    context.log.debug("receiver \(before) -> \(machine.state)", [("conn", connectionID)])
-                }
-                perform(actions, now: now)
-            case .tooLong:
-                input.consume(consumed)
-                perform(machine.receiveLineTooLong(), now: now)
-            case .bareLineEnding:
-                input.consume(consumed)
-                perform(machine.receiveBareLineEnding(), now: now)
-            }
+    enum Stop { case needInput, outputFull, waiting }
+
+    /// Processes buffered input and sends replies, for as long as the output
+    /// drains: a pipelined batch bigger than the output buffer is answered in
+    /// rounds without waiting for more input.
+    func pump(now: Int64) {
+        while isActive {
+            let stop = process(now: now)
+            sendOutput(now: now)
+            guard stop == .outputFull, isActive, outputRoom >= Self.outputReserve else { break }
         }
     }
 
-    /// Decodes buffered input as message text. Returns false when more input is
-    /// needed.
+    /// Feeds buffered input to the machine: command lines, or message text while
+    /// it expects text. Returns why it stopped.
+    func process(now: Int64) -> Stop {
+        var stop = Stop.waiting
+        while isActive && !peerGone && !machine.isClosed && !machine.isAwaitingCommit {
+            if outputRoom < Self.outputReserve { stop = .outputFull; break }
+            let progressed = machine.expectsText ? decodeText(now: now) : nextCommand(now: now)
+            if !progressed { stop = .needInput; break }
+        }
+        if stop == .needInput && inputEnded {
+            // The client half-closed and everything it sent is answered. A message
+            // it did not finish is thrown away (RFC 5321 §3.3: no end of data).
+            if machine.expectsText {
+                context.log.info("client closed the connection during DATA; message discarded",
+                                 [("conn", connectionID), ("client", peer.description)])
+            }
+            perform(machine.disconnected(), now: now)
+        }
+        return stop
+    }
+
+    /// Frames and handles one command line. Returns false when more input is needed.
+    func nextCommand(now: Int64) -> Bool {
+        let (frame, consumed) = framer.next(in: input.readable)
+        switch frame {
+        case .needMore:
+            input.consume(consumed)
+            return false
+        case .line(let range):
+            let line = Array(input.readable[range])
+            input.consume(consumed)
+            restartDeadline(now)
+            machine.spoolAcceptsMail = context.spool.acceptsMail(now: now)
+            let before = machine.phase
+            perform(machine.receive(line: line[...]), now: now)
+            if machine.phase != before {
+                context.log.debug("receiver \(before) -> \(machine.phase)", [("conn", connectionID)])
+            }
+        case .tooLong:
+            input.consume(consumed)
+            restartDeadline(now)
+            perform(machine.receiveLineTooLong(), now: now)
+        case .bareLineEnding:
+            input.consume(consumed)
+            restartDeadline(now)
+            perform(machine.receiveBareLineEnding(), now: now)
+        }
+        return true
+    }
+
+    /// Decodes buffered input as message text into the staging buffer, which
+    /// goes to the spool as one text record when full or at the end of data.
+    /// Returns false when more input is needed.
     func decodeText(now: Int64) -> Bool {
         if input.isEmpty { return false }
         text.compact()
         let step = decoder.decode(input.readable, into: text.writable)
         input.consume(step.consumed)
         text.didWrite(step.produced)
+        textSinceDeadline += step.consumed
+        if textSinceDeadline >= Self.dataBlock { restartDeadline(now) }
         if step.produced > 0 { perform(machine.receiveText(count: step.produced), now: now) }
-        if step.ended || text.freeSpace < 64 || input.isEmpty { storeText(now: now) }
+        if step.ended || text.freeSpace < 64 { storeText(now: now) }
         if step.ended {
-            mode = .commands
+            restartDeadline(now)
             perform(machine.receiveEndOfData(), now: now)
-            return true
         }
-        return !input.isEmpty
+        return true
+    }
+
+    func restartDeadline(_ now: Int64) {
+        deadline = now + context.timeoutNanoseconds
+        textSinceDeadline = 0
     }
 
     /// Appends the staged text to the spool as one text record.
     func storeText(now: Int64) {
         defer { text.clear() }
-        guard storing, var t = transaction, !text.isEmpty else { return }
+        guard var t = transaction, !text.isEmpty, machine.expectsText else { return }
         if case .failure(let e) = context.spool.appendText(&t, text.readable, now: now) {
             storeFailed(e, now: now)
             return
@@ -220,10 +305,12 @@ public final class ReceiverConnection {
         transaction = t
     }
 
+    /// The spool could not take the text: the transaction is dropped, the rest of
+    /// the text is read and thrown away, and the end of data gets 452 4.3.1.
     func storeFailed(_ e: Errno, now: Int64) {
         context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
         if let t = transaction { context.spool.abort(t, now: now) }
-        storing = false
+        transaction = nil
     }
 
     // MARK: actions
@@ -232,17 +319,20 @@ public final class ReceiverConnection {
         for action in actions {
             switch action {
             case .reply(let r):
+                if peerGone { continue }
                 if !output.append(r.encoded()) {
-                    // Cannot happen while `process` keeps half the buffer free; if it
-                    // did, the client is not reading its replies.
-                    closing = true
+                    // `process` keeps `outputReserve` free for each command, so
+                    // only a client out of step with its replies gets here.
+                    context.log.warning("reply does not fit the output buffer; closing", [("conn", connectionID)])
+                    connectionBroke("output overflow", now: now)
+                    return
                 }
             case .startData(let env):
                 startData(env, now: now)
             case .abortMessage:
-                if storing, let t = transaction { context.spool.abort(t, now: now) }
-                storing = false
+                if let t = transaction { context.spool.abort(t, now: now) }
                 transaction = nil
+                text.clear()
             case .commitMessage:
                 commit(now: now)
             case .rejected(let command, let reply):
@@ -250,43 +340,37 @@ public final class ReceiverConnection {
                     ("client", peer.description), ("command", command), ("reply", reply.description), ("conn", connectionID),
                 ])
             case .close:
-                closing = true
+                // The machine is closed now; the connection closes once the
+                // reply is sent (`sendOutput`).
+                break
             }
         }
     }
 
     func startData(_ env: Envelope, now: Int64) {
-        envelope = env
-        mode = .text
         decoder = DataDecoder()
         text.clear()
         switch context.spool.begin(env, arrival: Clock.wall(), arrivalSynchronised: Clock.synchronised(), now: now) {
         case .success(let t):
             transaction = t
-            storing = true
             // RFC 5321 §4.4: the trace header goes first.
             let header = TraceHeader.received(TraceHeader.Info(
                 heloName: env.heloName, clientAddress: peer, hostname: context.settings.hostname,
                 protocolName: env.esmtp ? "ESMTP" : "SMTP", queueID: t.queueID,
-                recipient: env.recipients.count == 1 ? env.recipients[0] : nil, date: Clock.rfc5322Date()))
+                recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: Clock.rfc5322Date()))
             text.append(header)
         case .failure(let e):
             storeFailed(e, now: now)
         }
     }
 
+    /// Writes the commit record (the text was stored with the end of data).
     func commit(now: Int64) {
-        storeText(now: now)
-        guard storing, let t = transaction else {
+        guard let t = transaction else {
             perform(machine.commitFailed(), now: now)
             return
         }
-        switch context.spool.commit(t, now: now) {
-        case .success:
-            storing = false
-            awaitingCommit = true
-        case .failure(let e):
-            storing = false
+        if case .failure(let e) = context.spool.commit(t, now: now) {
             transaction = nil
             context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
             perform(machine.commitFailed(), now: now)
@@ -295,46 +379,54 @@ public final class ReceiverConnection {
 
     // MARK: output and closing
 
-    func flushOutput() {
+    /// Sends what the output holds, as far as the socket takes it; closes once
+    /// the machine is closed and its last reply is out.
+    func sendOutput(now: Int64) {
         guard isActive else { return }
-        while !output.isEmpty {
-            switch Sys.send(fd, output.readable) {
-            case .success(.done(let n)): output.consume(n)
-            case .success(.wouldBlock), .success(.eof): return
-            case .failure:
-                output.clear()
-                closing = true
+        while !output.isEmpty && !peerGone {
+            switch context.kernel.send(fd, output.readable) {
+            case .success(.done(let n)) where n > 0:
+                output.consume(n)
+            case .success:
+                return
+            case .failure(let e):
+                connectionBroke(e.description, now: now)
+                return
             }
         }
-        if closing && !awaitingCommit { close() }
+        if machine.isClosed && output.isEmpty { close() }
     }
 
-    func disconnect(reason: String, now: Int64) {
+    /// The connection is gone: a message still arriving is dropped; one awaiting
+    /// its commit is kept and the connection closes after the commit.
+    func connectionBroke(_ reason: String, now: Int64) {
         guard isActive else { return }
-        perform(machine.disconnected(), now: now)
         context.log.debug("client disconnected", [("conn", connectionID), ("reason", reason)])
-        if awaitingCommit {
-            // The commit is written; the flush will make it durable and queue it
-            // even though nobody is left to hear the 250 (at-least-once).
-            closing = true
-            peerClosed = true
-            output.clear()
-            return
-        }
-        close()
+        peerGone = true
+        output.clear()
+        perform(machine.disconnected(), now: now)
+        if !machine.isAwaitingCommit { close() }
     }
 
     func close() {
         guard fd >= 0 else { return }
-        if let t = transaction, storing { context.spool.abort(t, now: Clock.monotonic()) }
-        transaction = nil
-        storing = false
-        Sys.close(fd)
+        if !machine.isClosed && !machine.isAwaitingCommit {
+            perform(machine.disconnected(), now: Clock.monotonic())
+        }
+        if !inputEnded && !peerGone { drainInput() }
+        context.kernel.close(fd)
         fd = -1
+        transaction = nil
+        input.clear(); text.clear(); output.clear()
     }
 
-    /// After a flush, a connection whose client left during the commit closes.
-    public func closeIfAbandoned() {
-        if isActive && peerClosed && !awaitingCommit { close() }
+    /// Reads (a bounded amount of) what the client sent and nobody will read:
+    /// closing a socket with unread input resets it, and the client could lose
+    /// the last reply (a 221, or the 421 of a timeout).
+    func drainInput() {
+        for _ in 0..<4 {
+            input.clear()
+            guard case .success(.done) = context.kernel.read(fd, input.writable) else { return }
+        }
     }
 }

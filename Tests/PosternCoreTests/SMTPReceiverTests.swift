@@ -38,7 +38,7 @@ struct ReceiverSession {
 
     var reply: Reply? { replies.last }
 
-    var state: SMTPReceiver.State { machine.state }
+    var state: SMTPReceiver.Phase { machine.phase }
 
     mutating func send(_ line: String, sourceLocation: SourceLocation = #_sourceLocation) {
         actions = machine.receive(line: Array(line.utf8)[...])
@@ -147,6 +147,17 @@ struct ReceiverGreetingTests {
         s.send(line)
         s.expect(501, "5.5.4")
         #expect(s.state == .connected)
+    }
+
+    @Test("An EHLO name with 8-bit or control bytes is refused: it would go into the Received: header (RFC 5321 §4.1.2)",
+          arguments: [[0x45, 0x48, 0x4c, 0x4f, 0x20, 0xff, 0xfe], Array("HELO café.example".utf8), [0x45, 0x48, 0x4c, 0x4f, 0x20, 0x61, 0x7f]])
+    func helloWithBadBytes(line: [UInt8]) {
+        var s = ReceiverSession()
+        s.actions = s.machine.receive(line: line[...])
+        s.expect(501, "5.5.4")
+        #expect(s.state == .connected)
+        s.send("EHLO ESP32_cam-01")
+        s.expect(250)
     }
 
     @Test("A second EHLO resets the transaction (RFC 5321 §4.1.4)")
@@ -407,8 +418,8 @@ struct ReceiverRefusalTests {
         (["EHLO c", "MAIL FROM:<a@example.org>"], "MAIL FROM:<a@example.org>", .gotMail),
         (["EHLO c", "MAIL FROM:<a@example.org>"], "DATA", .gotMail),
         (["EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.com>"], "MAIL FROM:<x@example.org>", .gotRecipients),
-    ] as [([String], String, SMTPReceiver.State)])
-    func outOfSequence(before: [String], line: String, state: SMTPReceiver.State) {
+    ] as [([String], String, SMTPReceiver.Phase)])
+    func outOfSequence(before: [String], line: String, state: SMTPReceiver.Phase) {
         var s = ReceiverSession()
         for l in before { s.send(l) }
         #expect(s.state == state)
@@ -569,6 +580,77 @@ struct ReceiverLimitTests {
             return
         }
         #expect(e.recipients.count == 3)
+    }
+
+    @Test("Excess recipients keep the transaction: 452 4.5.3 each, not errors, until the overshoot limit (RFC 5321 §4.5.3.1.8, §4.5.3.1.10)")
+    func excessRecipientsAreNotErrors() {
+        // Issue 7: RCPT 121 used to get 421 and lose the 100 accepted recipients.
+        var s = ReceiverSession(ReceiverSession.settings(maxRecipients: 100))
+        s.send("EHLO c")
+        s.send("MAIL FROM:<a@example.org>")
+        for i in 1...100 { s.send("RCPT TO:<r\(i)@example.com>") }
+        for i in 101...150 {
+            s.send("RCPT TO:<r\(i)@example.com>")
+            s.expect(452, "4.5.3")
+        }
+        #expect(s.state == .gotRecipients)
+        s.send("DATA")
+        guard case .startData(let e) = s.actions.first else {
+            Issue.record("expected startData, got \(s.actions)")
+            return
+        }
+        #expect(e.recipients.count == 100)
+        #expect(e.recipients.first == mb("r1@example.com") && e.recipients.last == mb("r100@example.com"))
+    }
+
+    @Test("Beyond the overshoot limit each excess RCPT counts as an error, so a flood of RCPTs ends with 421")
+    func recipientFloodEnds() {
+        var settings = ReceiverSession.settings(maxRecipients: 2, maxErrors: 5)
+        settings.recipientOvershootLimit = 10
+        var s = ReceiverSession(settings)
+        s.send("EHLO c")
+        s.send("MAIL FROM:<a@example.org>")
+        var codes: [Int] = []
+        for i in 1...40 where s.state != .closed {
+            s.send("RCPT TO:<r\(i)@example.com>")
+            codes += s.replies.map { $0.code }
+        }
+        // 2 accepted, 10 excess free of charge, then 5 errors: the fifth closes.
+        #expect(codes == [250, 250] + Array(repeating: 452, count: 15) + [421])
+        #expect(s.state == .closed)
+    }
+
+    @Test("A SIZE too large for any integer is 552 5.3.4, never a trap (RFC 1870 §6.1)", arguments: [
+        "99999999999", "2147483648", "18446744073709551616", String(repeating: "9", count: 200),
+    ])
+    func hugeSize(size: String) {
+        var s = ReceiverSession(ReceiverSession.settings(maxSize: 1000))
+        s.send("EHLO c")
+        s.send("MAIL FROM:<a@example.org> SIZE=\(size)")
+        s.expect(552, "5.3.4")
+        #expect(s.state == .greeted)
+        s.send("MAIL FROM:<a@example.org> SIZE=1000")
+        s.expect(250, "2.1.0")
+    }
+
+    @Test("A message of exactly the limit is taken; one byte more is 552 5.3.4 (RFC 1870 §6.3)")
+    func sizeBoundary() {
+        var s = ReceiverSession(ReceiverSession.settings(maxSize: 1000))
+        s.openData()
+        s.event(s.machine.receiveText(count: 600))
+        s.event(s.machine.receiveText(count: 400))
+        #expect(s.actions.isEmpty)
+        s.event(s.machine.receiveEndOfData())
+        #expect(s.actions == [.commitMessage])
+        var t = ReceiverSession(ReceiverSession.settings(maxSize: 1000))
+        t.openData()
+        t.event(t.machine.receiveText(count: 1000))
+        t.event(t.machine.receiveText(count: 1))
+        #expect(t.actions == [.abortMessage])
+        t.event(t.machine.receiveText(count: Int.max))
+        #expect(t.actions.isEmpty)
+        t.event(t.machine.receiveEndOfData())
+        #expect(t.replies.map { $0.code } == [552])
     }
 
     @Test("RFC 5321 §4.5.3.1.8: 100 recipients are accepted with the default limit")
@@ -745,7 +827,7 @@ struct ReceiverEndingTests {
 
     @Test("State names for logs")
     func stateNames() {
-        let states: [SMTPReceiver.State] = [.connected, .greeted, .gotMail, .gotRecipients, .receivingData, .awaitingCommit, .closed]
+        let states: [SMTPReceiver.Phase] = [.connected, .greeted, .gotMail, .gotRecipients, .receivingData, .awaitingCommit, .closed]
         #expect(states.map { $0.description } == ["connected", "greeted", "gotMail", "gotRecipients", "receivingData", "awaitingCommit", "closed"])
     }
 }

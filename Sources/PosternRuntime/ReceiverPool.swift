@@ -1,0 +1,121 @@
+import CLibc
+import PosternCore
+
+/// The fixed pool of receiver connections (DESIGN.md principle 2): the slots are
+/// allocated at start, sized by `max_connections`, and reused. The pool admits
+/// new clients (`ConnectionSlots`: a share kept for loopback clients), feeds
+/// poll events and deadlines to its connections, and hands them the outcome of
+/// each group commit. It reaches sockets only through the `Kernel`, so unit tests
+/// drive it below the socket.
+public final class ReceiverPool {
+    let context: ReceiverContext
+    public private(set) var connections: [ReceiverConnection] = []
+    public private(set) var slots: ConnectionSlots
+    var connectionCounter: UInt64 = 0
+    /// The host name in the 421 of a refused connection.
+    public var hostname: String
+
+    public init(context: ReceiverContext, maxConnections: Int, hostname: String) {
+        self.context = context
+        self.hostname = hostname
+        slots = ConnectionSlots(total: maxConnections)
+        for _ in 0..<maxConnections { connections.append(ReceiverConnection(context: context)) }
+    }
+
+    public var activeCount: Int { connections.reduce(0) { $0 + ($1.isActive ? 1 : 0) } }
+
+    /// On reload: more slots are allocated now, once, as at start; fewer only
+    /// lowers how many may be active (open connections finish).
+    public func resize(maxConnections: Int) {
+        while connections.count < maxConnections { connections.append(ReceiverConnection(context: context)) }
+        slots = ConnectionSlots(total: maxConnections)
+    }
+
+    // MARK: accepting
+
+    /// Takes the connections waiting on a listening socket (at most 64 per call,
+    /// so one busy listener cannot starve the loop).
+    public func accept(from listenFD: Int32, now: Int64) {
+        for _ in 0..<64 {
+            switch context.kernel.accept(listenFD) {
+            case .success(let accepted?):
+                admit(accepted, now: now)
+            case .success(nil):
+                return
+            case .failure(let e):
+                context.log.warning("accept failed", [("error", e.description)])
+                return
+            }
+        }
+    }
+
+    func admit(_ accepted: AcceptedConnection, now: Int64) {
+        connectionCounter += 1
+        let peer = accepted.peer.unmapped
+        let loopback = peer.isLoopback
+        guard slots.admits(loopback: loopback, active: activeCount),
+              let slot = connections.first(where: { !$0.isActive }) else {
+            // RFC 5321 §3.1: 421 at connect when we cannot serve the client now.
+            let reply = Reply(421, "4.7.0", "\(hostname) Too many connections, try again later").encoded()
+            _ = reply.withUnsafeBytes { context.kernel.send(accepted.fd, $0) }
+            context.kernel.close(accepted.fd)
+            context.log.event(.rejected, .warning, "connection refused: max_connections reached", [
+                ("client", peer.description), ("reply", "421 4.7.0"),
+                ("max_connections", "\(slots.total)"),
+                ("reserved_for_loopback", loopback ? "0" : "\(slots.reservedForLoopback)"),
+            ])
+            return
+        }
+        slot.attach(fd: accepted.fd, peer: peer, id: ASCII.hexTrimmed(connectionCounter), now: now)
+    }
+
+    // MARK: the loop
+
+    /// The poll entries of the active connections: (slot index, fd, events).
+    public func pollEntries() -> [(index: Int, fd: Int32, events: Int16)] {
+        var out: [(index: Int, fd: Int32, events: Int16)] = []
+        for (i, c) in connections.enumerated() where c.isActive { out.append((i, c.fd, c.pollEvents)) }
+        return out
+    }
+
+    /// Poll reported `revents` for the connection in `index`.
+    public func ready(index: Int, revents: Int16, now: Int64) {
+        guard index >= 0 && index < connections.count else { return }
+        let c = connections[index]
+        if revents & Int16(POLLOUT | POLLERR | POLLHUP) != 0 && c.isActive { c.writable(now: now) }
+        if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 && c.isActive { c.readable(now: now) }
+    }
+
+    public func nextDeadline() -> Int64? {
+        var next: Int64? = nil
+        for c in connections where c.isActive {
+            if next.map({ c.deadline < $0 }) ?? true { next = c.deadline }
+        }
+        return next
+    }
+
+    public func timers(now: Int64) {
+        for c in connections where c.isActive && now >= c.deadline { c.timedOut(now: now) }
+    }
+
+    /// Tells each connection whose commit the group commit covered: 250 for the
+    /// durable ones, 452 for those it could not make durable.
+    public func commitDone(_ result: Spool.FlushResult, now: Int64) {
+        if result.committed.isEmpty && result.failed.isEmpty { return }
+        for c in connections where c.isActive {
+            guard let id = c.transactionID else { continue }
+            if result.committed.contains(where: { $0.id == id }) {
+                c.committed(now: now)
+            } else if let e = result.error, result.failed.contains(id) {
+                c.commitFailed(e, now: now)
+            }
+        }
+    }
+
+    /// 421 to every client without a commit pending (RFC 5321 §3.8).
+    public func shutdown(now: Int64) {
+        for c in connections where c.isActive { c.shutdown(now: now) }
+    }
+
+    public var awaitingCommit: Bool { connections.contains { $0.isActive && $0.isAwaitingCommit } }
+}

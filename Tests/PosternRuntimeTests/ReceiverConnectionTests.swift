@@ -1,0 +1,303 @@
+import Glibc
+import Testing
+@testable import PosternCore
+@testable import PosternRuntime
+
+/// Receiver connections driven below the socket (ScriptedKernel): partial reads,
+/// short writes, EAGAIN, resets, half-closes and slow clients, with the group
+/// commit of a spool on a simulated disk.
+
+let transaction = "EHLO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+let messageText = "Subject: test\r\n\r\nline one\r\n..dot\r\nline three\r\n"
+
+@Suite("Receiver connection: pipelining and flow control (RFC 2920 §3.1)")
+struct ReceiverPipeliningTests {
+    @Test("400 pipelined NOOPs in one read get 400 replies without more input (issue 7: stalled at 147)")
+    func pipelinedBatchDoesNotStall() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes("EHLO c\r\n" + String(repeating: "NOOP\r\n", count: 400)))]
+        h.run { s.replyCodes.filter { $0 == 250 }.count == 401 }
+        #expect(s.replyCodes == [220, 250] + Array(repeating: 250, count: 400))
+    }
+
+    @Test("A client that reads its replies late gets every one, in order, as it reads")
+    func lateReader() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.window = 0
+        s.incoming = [.bytes(bytes("EHLO c\r\n" + String(repeating: "NOOP\r\n", count: 400) + "QUIT\r\n"))]
+        h.run(limit: 20) { false }
+        #expect(s.replyCodes == [220], "only the greeting, sent before the window closed")
+        // The client reads 100 bytes at a time, between loop iterations.
+        h.run(limit: 10_000) {
+            if s.window == 0 { s.window = 100 }
+            return s.closed
+        }
+        #expect(s.replyCodes == [220, 250] + Array(repeating: 250, count: 400) + [221])
+    }
+
+    @Test("Short writes and EAGAIN between them lose and reorder nothing")
+    func shortWritesAndEAGAIN() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        var script: [ScriptedKernel.SendStep] = []
+        for i in 0..<400 { script.append(i % 3 == 0 ? .wouldBlock : .take(1 + i % 7)) }
+        s.sendScript = script
+        s.incoming = [.bytes(bytes("EHLO c\r\n" + String(repeating: "RSET\r\nNOOP\r\n", count: 50)))]
+        h.run(limit: 2000) { s.replyCodes.count == 102 }
+        #expect(s.replyCodes == [220, 250] + Array(repeating: 250, count: 100))
+        #expect(s.sentText.hasPrefix("220 mx.test ESMTP Postern\r\n250-mx.test\r\n"))
+    }
+
+    @Test("A long pipelined group: 150 RCPTs over a limit of 100 get 100 × 250 and 50 × 452 4.5.3, then DATA goes on (RFC 5321 §4.5.3.1.10)")
+    func recipientOvershootPipelined() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        var cmds = "EHLO c\r\nMAIL FROM:<a@example.org>\r\n"
+        for i in 1...150 { cmds += "RCPT TO:<r\(i)@example.com>\r\n" }
+        cmds += "DATA\r\n" + messageText + ".\r\nQUIT\r\n"
+        s.incoming = [.bytes(bytes(cmds))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250] + Array(repeating: 250, count: 100) + Array(repeating: 452, count: 50)
+                + [354, 250, 221])
+        #expect(s.sentText.contains("452 4.5.3 "))
+        #expect(h.queuedTexts().map { $0.recipients } == [100])
+    }
+
+    @Test("Commands pipelined after the end of data wait for the commit: the 250 comes first (RFC 2920 §3.1, RFC 5321 §6.1)")
+    func repliesStayInOrderAcrossTheCommit() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction + messageText + ".\r\nNOOP\r\nQUIT\r\n"))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 354, 250, 250, 221])
+        let lines = s.sentText.split(separator: "\r\n")
+        #expect(lines.count >= 3 && lines[lines.count - 3].hasPrefix("250 2.0.0 Ok: queued as "))
+        #expect(h.queuedTexts().count == 1)
+    }
+
+    @Test("A client that never reads is no longer read once its replies fill the output, and is cut off at the deadline")
+    func neverReads() {
+        let h = ReceiverHarness(timeoutSeconds: 3)
+        let s = h.connect()
+        s.window = 0
+        let flood = bytes("EHLO c\r\n" + String(repeating: "NOOP\r\n", count: 5000))
+        for k in stride(from: 0, to: flood.count, by: 1000) {
+            s.incoming.append(.bytes(Array(flood[k..<min(k + 1000, flood.count)])))
+        }
+        h.run(limit: 500) { false }
+        let readsWhileBlocked = s.reads
+        #expect(!s.incoming.isEmpty, "it stopped reading")
+        h.run(limit: 500) { false }
+        #expect(s.reads == readsWhileBlocked, "and does not poll for input")
+        #expect(!s.closed)
+        h.advance(seconds: 3.1)
+        h.step()
+        #expect(s.closed)
+    }
+}
+
+@Suite("Receiver connection: partial reads, resets and half-closes")
+struct ReceiverConnectionEndingTests {
+    @Test("A transaction split into one-byte reads is received whole")
+    func oneByteReads() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        for b in bytes(transaction + messageText + ".\r\nQUIT\r\n") { s.incoming.append(.bytes([b])) }
+        h.run(limit: 5000) { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 354, 250, 221])
+        let q = h.queuedTexts()
+        #expect(q.count == 1)
+        let text = String(decoding: q.first?.text ?? [], as: UTF8.self)
+        #expect(text.hasPrefix("Received: "))
+        #expect(text.hasSuffix("Subject: test\r\n\r\nline one\r\n.dot\r\nline three\r\n"))
+    }
+
+    @Test("A reset in the middle of the text: nothing is queued, the slot is free again")
+    func resetMidData() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction + "Subject: half\r\n")), .error(ECONNRESET)]
+        h.run { s.closed }
+        #expect(h.spool.queue.isEmpty)
+        #expect(h.pool.activeCount == 0)
+        h.step()
+        #expect(h.spool.queue.isEmpty)
+    }
+
+    @Test("A reset right after the final dot: the message is still queued (at-least-once), nobody hears the 250")
+    func resetAfterDot() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction + messageText + ".\r\n")), .error(ECONNRESET)]
+        s.sendScript = [.take(1000), .wouldBlock, .wouldBlock, .wouldBlock]
+        h.run { s.closed }
+        #expect(h.spool.queue.count == 1)
+    }
+
+    @Test("A half-close after QUIT: every reply is still sent, then the connection closes")
+    func halfCloseAfterQuit() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction + messageText + ".\r\nQUIT\r\n")), .eof]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 354, 250, 221])
+        #expect(h.spool.queue.count == 1)
+    }
+
+    @Test("A half-close without QUIT: the replies are sent and the connection closes")
+    func halfCloseWithoutQuit() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction + messageText + ".\r\n")), .eof]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 354, 250])
+        #expect(h.spool.queue.count == 1)
+    }
+
+    @Test("A half-close in the middle of the text: the message is discarded (RFC 5321 §3.3: no end of data)")
+    func halfCloseMidData() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction + "Subject: cut\r\n")), .eof]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 354])
+        #expect(h.spool.queue.isEmpty)
+    }
+
+    @Test("A send that fails drops the connection (and the message being received)")
+    func sendFails() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.sendScript = [.error(EPIPE)]
+        s.incoming = [.bytes(bytes(transaction + "Subject: x\r\n"))]
+        h.run { s.closed }
+        #expect(h.pool.activeCount == 0)
+    }
+
+    @Test("The socket is never read after it is closed")
+    func noReadAfterClose() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes("QUIT\r\nNOOP\r\n"))]
+        h.run { s.closed }
+        h.run(limit: 10) { false }
+        #expect(s.readsAfterClose == 0)
+        #expect(s.replyCodes == [220, 221])
+    }
+}
+
+@Suite("Receiver connection: deadlines for slow clients (RFC 5321 §4.5.3.2)")
+struct ReceiverDeadlineTests {
+    @Test("A command trickled at one byte a second is cut off at the timeout, however many bytes arrive (§4.5.3.2.7)")
+    func tricklingCommand() {
+        let h = ReceiverHarness(timeoutSeconds: 3)
+        let s = h.connect()
+        var seconds = 0
+        for b in bytes("EHLO client.example.with.a.long.name\r\n") {
+            s.incoming.append(.bytes([b]))
+            h.step()
+            if s.closed { break }
+            h.advance(seconds: 1)
+            seconds += 1
+        }
+        h.step()
+        #expect(s.closed)
+        #expect(seconds <= 4)
+        #expect(s.replyCodes == [220, 421])
+        #expect(s.sentText.contains("421 4.4.2 "))
+    }
+
+    @Test("Message text trickled at one byte a second is cut off, and nothing is queued (§4.5.3.2.5)")
+    func tricklingText() {
+        let h = ReceiverHarness(timeoutSeconds: 3)
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction))]
+        h.run { s.replyCodes.last == 354 }
+        var seconds = 0
+        while !s.closed && seconds < 100 {
+            s.incoming.append(.bytes(bytes("x")))
+            h.step()
+            h.advance(seconds: 1)
+            seconds += 1
+        }
+        h.step()
+        #expect(s.closed)
+        #expect(seconds <= 5)
+        #expect(h.spool.queue.isEmpty)
+    }
+
+    @Test("A steady client is not cut off: each command and each 16 KiB block of text restarts the deadline")
+    func steadyClientKeepsGoing() {
+        let h = ReceiverHarness(timeoutSeconds: 3)
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction))]
+        h.run { s.replyCodes.last == 354 }
+        // 200 KiB of text at 10 KiB a second: a 16 KiB block every 1.6 seconds.
+        let line = bytes(String(repeating: "x", count: 1022) + "\r\n")
+        for _ in 0..<200 {
+            s.incoming.append(.bytes(line))
+            h.step()
+            h.advance(seconds: 0.1)
+        }
+        s.incoming.append(.bytes(bytes(".\r\n")))
+        h.run { h.spool.queue.count == 1 }
+        #expect(!s.closed)
+        for _ in 0..<5 {
+            s.incoming.append(.bytes(bytes("NOOP\r\n")))
+            h.step()
+            h.advance(seconds: 2)
+        }
+        #expect(!s.closed)
+        #expect(h.queuedTexts().first.map { $0.text.count > 200 * 1024 } == true)
+    }
+}
+
+@Suite("Receiver pool: slots kept for loopback clients")
+struct ReceiverPoolTests {
+    @Test("The reserve is a quarter of the slots, at least one when there are two or more")
+    func reserveSize() {
+        #expect(ConnectionSlots(total: 1).reservedForLoopback == 0)
+        #expect(ConnectionSlots(total: 2).reservedForLoopback == 1)
+        #expect(ConnectionSlots(total: 16).reservedForLoopback == 4)
+        #expect(ConnectionSlots(total: 1024).reservedForLoopback == 256)
+    }
+
+    @Test("LAN clients cannot take the last slots: a loopback client still gets in, then 421 for everyone (RFC 5321 §3.1)")
+    func lanCannotLockOutLocalAlerts() {
+        let h = ReceiverHarness(maxConnections: 4)
+        let lan = (1...4).map { h.connect(from: "192.0.2.\($0)") }
+        #expect(lan.map { $0.replyCodes } == [[220], [220], [220], [421]])
+        #expect(lan[3].closed)
+        let local = h.connect(from: "127.0.0.1")
+        #expect(local.replyCodes == [220])
+        let extra = h.connect(from: "::1")
+        #expect(extra.replyCodes == [421])
+        #expect(extra.sentText.hasPrefix("421 4.7.0 "))
+    }
+
+    @Test("Loopback and IPv4-mapped loopback addresses count as local; others do not")
+    func loopbackAddresses() {
+        #expect(IPAddress("127.0.0.1")!.isLoopback)
+        #expect(IPAddress("127.255.0.9")!.isLoopback)
+        #expect(IPAddress("::1")!.isLoopback)
+        #expect(IPAddress("::ffff:127.0.0.1")!.isLoopback)
+        #expect(!IPAddress("192.168.1.5")!.isLoopback)
+        #expect(!IPAddress("::")!.isLoopback)
+        #expect(!IPAddress("::ffff:10.0.0.1")!.isLoopback)
+        #expect(!IPAddress.unspecifiedV4.isLoopback)
+    }
+
+    @Test("A slot freed by a timeout is taken by the next client")
+    func slotReused() {
+        let h = ReceiverHarness(maxConnections: 2, timeoutSeconds: 3)
+        let idle = h.connect(from: "192.0.2.1")
+        #expect(h.connect(from: "192.0.2.2").replyCodes == [421])
+        h.advance(seconds: 4)
+        h.step()
+        #expect(idle.closed)
+        #expect(h.connect(from: "192.0.2.3").replyCodes == [220])
+    }
+}
+
