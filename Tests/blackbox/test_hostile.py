@@ -962,6 +962,29 @@ def test_half_closed_client_gets_every_reply(shared, quit):
     assert_survived(shared, f"a half-closed client ({'with' if quit else 'without'} QUIT)")
 
 
+def test_half_closed_client_with_400_pipelined_noops_gets_every_reply(shared):
+    """The same with a batch bigger than the daemon's output buffer: EHLO, 400
+    NOOPs and QUIT, then shutdown(SHUT_WR). The end of the client's stream arrives
+    while replies are still queued; it must not discard them (RFC 2920 §1: input
+    and its replies are not lost): 220, 250, 400 x 250, 221, then the close."""
+    c = Conn(shared)
+    try:
+        c.sock.sendall(b"EHLO half.example\r\n" + b"NOOP\r\n" * 400 + b"QUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        replies = []
+        while True:
+            r = c.reply_within(5.0)
+            if r is None or r == "timeout":
+                break
+            replies.append(r)
+    finally:
+        c.close()
+    codes = [r[0] for r in replies]
+    assert codes == [220, 250] + [250] * 400 + [221], \
+        f"{len(codes)} replies to a half-closed client of 402 commands; last ones: {replies[-3:]}"
+    assert_survived(shared, "a half-closed client with 400 pipelined NOOPs")
+
+
 # ================================================================================
 # 9. resets
 
