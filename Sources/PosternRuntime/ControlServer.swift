@@ -40,7 +40,7 @@ public final class ControlServer {
     let kernel: any Kernel
     /// Kept current by the daemon.
     public var facts: DaemonFacts
-    public private(set) var listenFD: Int32 = -1
+    public internal(set) var listenFD: Int32 = -1
     let connections: [Connection]
     let reader = MessageReader(capacity: 4096)
 

@@ -233,22 +233,20 @@ public final class Delivery {
                 return
             }
         }
-        var ep = addresses[addressIndex]
-        var inProgress: Int32 = 0
-        let s = cl_connect_tcp(&ep, &inProgress)
-        if s < 0 {
-            connectFailed(Errno.current("connect").text, now: now)
+        switch kernel.connect(addresses[addressIndex]) {
+        case .failure(let e):
+            connectFailed(e.text, now: now)
             return
+        case .success(let (s, inProgress)):
+            fd = s
+            phase = inProgress ? .connecting : .connected
         }
-        fd = s
-        _ = cl_set_nodelay(fd)
         input.clear(); output.clear()
         framer = LineFramer(maxLineLength: BufferSizes.senderInput, strict: false)
         replies = ReplyParser()
         machine = SMTPSender(heloName: heloName)
         streaming = false
         deadline = now + Self.connectTimeoutNanoseconds
-        phase = inProgress != 0 ? .connecting : .connected
         if phase == .connected { deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000 }
         log.debug("connecting to upstream", [("upstream", upstream.name)])
     }
@@ -303,7 +301,7 @@ public final class Delivery {
 
     public func writable(now: Int64) {
         if phase == .connecting {
-            let err = cl_socket_error(fd)
+            let err = kernel.connectResult(fd)
             if err != 0 {
                 connectFailed(Errno(err, "connect").text, now: now)
                 return

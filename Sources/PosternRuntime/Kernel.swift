@@ -28,6 +28,12 @@ public protocol Kernel: AnyObject {
     func accept(_ listenFD: Int32) -> Result<AcceptedConnection?, Errno>
     /// accept4(2) of a local (AF_UNIX) connection; nil when none is waiting.
     func acceptLocal(_ listenFD: Int32) -> Result<Int32?, Errno>
+    /// A non-blocking connect(2) to a TCP endpoint, with TCP_NODELAY: the
+    /// descriptor, and whether the connection is still in progress (poll for
+    /// writability, then ask `connectResult`).
+    func connect(_ endpoint: cl_ip_endpoint) -> Result<(fd: Int32, inProgress: Bool), Errno>
+    /// The outcome of a non-blocking connect (getsockopt SO_ERROR): 0 or an errno.
+    func connectResult(_ fd: Int32) -> Int32
     /// close(2).
     func close(_ fd: Int32)
     /// poll(2); an interrupted poll reports no descriptor ready.
@@ -66,6 +72,18 @@ public final class PosixKernel: Kernel {
         let e = Errno.current("accept")
         return e.isWouldBlock || e.code == ECONNABORTED ? .success(nil) : .failure(e)
     }
+
+    public func connect(_ endpoint: cl_ip_endpoint) -> Result<(fd: Int32, inProgress: Bool), Errno> {
+        var ep = endpoint
+        var inProgress: Int32 = 0
+        let fd = cl_connect_tcp(&ep, &inProgress)
+        if fd < 0 { return .failure(Errno.current("connect")) }
+        // The final dot goes out with the last text, not after a delayed ACK.
+        _ = cl_set_nodelay(fd)
+        return .success((fd, inProgress != 0))
+    }
+
+    public func connectResult(_ fd: Int32) -> Int32 { cl_socket_error(fd) }
 
     public func close(_ fd: Int32) { Sys.close(fd) }
 

@@ -1,3 +1,4 @@
+import CLibc
 import Glibc
 @testable import PosternCore
 @testable import PosternRuntime
@@ -124,6 +125,20 @@ final class ScriptedKernel: Kernel {
         case .failure(let e): return .failure(e)
         }
     }
+
+    /// Outgoing connections, in order; `refuseConnect` makes the next ones fail.
+    var outgoing: [(endpoint: cl_ip_endpoint, fd: Int32)] = []
+    var refuseConnect: Int32? = nil
+
+    func connect(_ endpoint: cl_ip_endpoint) -> Result<(fd: Int32, inProgress: Bool), Errno> {
+        if let e = refuseConnect { return .failure(Errno(e, "connect")) }
+        nextFD += 1
+        sockets[nextFD] = Socket()
+        outgoing.append((endpoint, nextFD))
+        return .success((nextFD, false))
+    }
+
+    func connectResult(_ fd: Int32) -> Int32 { 0 }
 
     func close(_ fd: Int32) { sockets[fd]?.closed = true }
 

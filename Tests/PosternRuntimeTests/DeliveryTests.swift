@@ -1,0 +1,180 @@
+import Glibc
+import Testing
+@testable import PosternCore
+@testable import PosternRuntime
+
+/// The sender's connection driven below the socket: the upstream is a script
+/// that answers each command line Postern writes (the black-box suite runs the
+/// real thing against aiosmtpd); its replies arrive split as the test likes.
+final class DeliveryHarness {
+    let kernel = ScriptedKernel()
+    let disk = SimulatedDisk()
+    let spool: Spool
+    let delivery: Delivery
+    var now: Int64 = 1_000_000_000_000
+    /// How the upstream's replies are cut into reads.
+    var replyChunk = Int.max
+    /// Reply to the end of data; nil: 250.
+    var finalReply: String? = nil
+    /// Upstream bytes of each connection already answered.
+    var answered: [Int32: Int] = [:]
+    /// Message text the upstream received, per transaction (dot-stuffing undone).
+    var received: [[UInt8]] = []
+    var inText: [Int32: [UInt8]] = [:]
+
+    init() {
+        spool = Spool(dir: "/spool", segmentSize: 1 << 20, maxSize: 64 << 20, log: Log(quiet: true), storage: disk)
+        _ = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true))
+        var upstream = UpstreamConfig()
+        upstream.host = "127.0.0.1"
+        delivery = Delivery(upstream: upstream, heloName: "board.test", policy: RetryPolicy(initialSeconds: 60, maxSeconds: 600),
+                            expiry: ExpiryPolicy(maxAge: 86400), spool: spool, log: Log(quiet: true), kernel: kernel)
+    }
+
+    /// Queues a message as the receiver would, durably.
+    func queue(_ text: String, to recipients: [String] = ["b@example.com"]) {
+        let env = Envelope(heloName: "c", esmtp: true, from: Mailbox.parse(Array("a@example.org".utf8)[...], allowNull: true)!,
+                           recipients: recipients.map { Mailbox.parse(Array($0.utf8)[...], allowNull: false)! }, eightBit: false)
+        var t = try! spool.begin(env, arrival: 1_700_000_000, now: now).get()
+        _ = Array(text.utf8).withUnsafeBytes { spool.appendText(&t, $0, now: now) }
+        _ = spool.commit(t, now: now)
+        _ = spool.flush()
+    }
+
+    var connection: ScriptedKernel.Socket? { kernel.outgoing.last.flatMap { kernel.sockets[$0.fd] } }
+
+    /// The upstream: greets a new connection and answers each complete line.
+    func upstreamTurn() {
+        for (_, fd) in kernel.outgoing {
+            guard let s = kernel.sockets[fd], !s.closed else { continue }
+            var replies = ""
+            if answered[fd] == nil {
+                answered[fd] = 0
+                replies += "220 upstream.test ESMTP\r\n"
+            }
+            var at = answered[fd] ?? 0
+            while let lf = s.sent[at...].firstIndex(of: 10) {
+                let line = Array(s.sent[at..<(lf + 1)])
+                at = lf + 1
+                if var text = inText[fd] {
+                    if line == Array(".\r\n".utf8) {
+                        received.append(text)
+                        inText[fd] = nil
+                        replies += (finalReply ?? "250 2.0.0 queued") + "\r\n"
+                    } else {
+                        text += line.first == 46 ? Array(line.dropFirst()) : line
+                        inText[fd] = text
+                    }
+                    continue
+                }
+                let verb = String(decoding: line.prefix(4), as: UTF8.self).uppercased()
+                switch verb {
+                case "EHLO": replies += "250-upstream.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+                case "DATA": replies += "354 go ahead\r\n"; inText[fd] = []
+                case "QUIT": replies += "221 bye\r\n"
+                default: replies += "250 2.0.0 ok\r\n"
+                }
+            }
+            answered[fd] = at
+            let b = Array(replies.utf8)
+            var k = 0
+            while k < b.count {
+                s.incoming.append(.bytes(Array(b[k..<min(b.count, k + replyChunk)])))
+                k += replyChunk
+            }
+        }
+    }
+
+    /// One loop iteration for the sender, as `Daemon.run` does it.
+    func step() {
+        delivery.tick(now: now, stopping: false)
+        upstreamTurn()
+        if delivery.fd >= 0 {
+            var fds = [pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0)]
+            _ = kernel.poll(&fds, timeoutMilliseconds: 0)
+            if fds[0].revents & Int16(POLLOUT) != 0 { delivery.writable(now: now) }
+            if delivery.fd >= 0 && fds[0].revents & Int16(POLLIN) != 0 { delivery.readable(now: now) }
+        }
+        if spool.groupCommitDue { _ = spool.flush() }
+    }
+
+    @discardableResult
+    func run(limit: Int = 2000, until done: () -> Bool) -> Bool {
+        for _ in 0..<limit {
+            if done() { return true }
+            step()
+        }
+        return done()
+    }
+}
+
+@Suite("Delivery below the socket: split replies, short writes, resets")
+struct DeliveryTests {
+    /// 60 KB in lines of 100 octets, one with a leading dot (stuffed on the wire).
+    static let text = "Subject: t\r\n\r\n.leading dot\r\n" + String(repeating: String(repeating: "0123456789", count: 10) + "\r\n", count: 600) + "end\r\n"
+    static let textBytes = Array(text.utf8)
+
+    /// The upstream got exactly these texts (compared without printing 60 KB).
+    func got(_ h: DeliveryHarness, _ texts: [[UInt8]]) -> Bool { h.received == texts }
+
+    @Test("Replies split into one-byte reads: delivered once, byte for byte, and finished in the spool")
+    func oneByteReplies() {
+        let h = DeliveryHarness()
+        h.replyChunk = 1
+        h.queue(Self.text)
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.spool.queue.isEmpty)
+        #expect(got(h, [Self.textBytes]))
+    }
+
+    @Test("Short writes and EAGAIN while the text streams: the upstream gets it intact")
+    func shortWrites() {
+        let h = DeliveryHarness()
+        h.queue(Self.text)
+        h.run(limit: 10) { h.connection != nil }
+        var script: [ScriptedKernel.SendStep] = []
+        for i in 0..<3000 { script.append(i % 2 == 0 ? .wouldBlock : .take(97 + i % 13)) }
+        h.connection?.sendScript = script
+        h.run(limit: 20_000) { h.spool.queue.isEmpty }
+        #expect(got(h, [Self.textBytes]))
+    }
+
+    @Test("A reset while the text is sent: the message stays queued, untouched, and goes on the next try")
+    func resetMidText() {
+        let h = DeliveryHarness()
+        h.queue(Self.text)
+        h.run(limit: 10) { h.connection != nil }
+        // The upstream reads slowly: 20 KB, then the connection is reset.
+        h.connection?.window = 20_000
+        h.run(limit: 50) { false }
+        #expect(h.received.isEmpty && h.inText.values.contains { !$0.isEmpty })
+        h.connection?.incoming = [.error(ECONNRESET)]
+        h.run(limit: 20) { h.delivery.fd < 0 }
+        #expect(h.delivery.fd < 0)
+        #expect(h.spool.queue.count == 1)
+        #expect(h.spool.queue.messages.first?.pendingRecipients == [0])
+        #expect(h.received.isEmpty)
+        #expect(h.connection?.closed == true)
+        // The retry waits for its backoff (on the monotonic clock), then delivers.
+        h.now += 700 * 1_000_000_000
+        h.run { h.spool.queue.isEmpty }
+        #expect(got(h, [Self.textBytes]))
+        #expect(h.kernel.outgoing.count == 2)
+    }
+
+    @Test("A 4xx to the end of data defers; a 5xx fails the recipient for good (RFC 5321 §4.2.1)")
+    func finalReplies() {
+        let h = DeliveryHarness()
+        h.finalReply = "451 4.3.0 try later"
+        h.queue("Subject: x\r\n\r\nbody\r\n")
+        h.run { h.spool.queue.messages.first.map { $0.attempts == 1 && !$0.inFlight } ?? false }
+        #expect(h.spool.queue.count == 1)
+        // The idle connection is given up with QUIT after the hold time.
+        h.now += 3 * 1_000_000_000
+        h.run { h.delivery.fd < 0 }
+        h.finalReply = "554 5.7.1 no"
+        h.now += 700 * 1_000_000_000
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.spool.queue.isEmpty)
+    }
+}
