@@ -25,9 +25,11 @@ public struct ReceiverConfig: Sendable {
     public var maxMessageSize = 10 * 1024 * 1024
     /// Recipients per transaction; RFC 5321 §4.5.3.1.8 requires accepting 100.
     public var maxRecipients = 100
-    /// Simultaneous client connections; each takes one fixed buffer set.
+    /// Simultaneous client connections; each takes one fixed buffer set, and a
+    /// quarter of them is kept for loopback clients (`ConnectionSlots`).
     public var maxConnections = 16
-    /// Seconds a client may stay silent; RFC 5321 §4.5.3.2.7 suggests 5 minutes.
+    /// Seconds a client has for each command line (RFC 5321 §4.5.3.2.7 suggests
+    /// 5 minutes) and for each 16 KiB block of message text (§4.5.3.2.5).
     public var timeout = 300
 
     public init() {}

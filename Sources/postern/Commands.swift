@@ -246,7 +246,8 @@ func effectiveSettings(_ c: Config) -> [String] {
         "allow_recipients = " + r.allowRecipients.patterns.map(pattern).joined(separator: ", "),
         "max_message_size = " + size(r.maxMessageSize),
         "max_recipients = \(r.maxRecipients)",
-        "max_connections = \(r.maxConnections)",
+        "max_connections = \(r.maxConnections)"
+            + "   # \(ConnectionSlots(total: r.maxConnections).reservedForLoopback) kept for loopback clients",
         "timeout = " + duration(r.timeout),
         "",
         "[spool]",
