@@ -6,7 +6,7 @@ import Testing
 
 /// The control socket served below the socket: requests in pieces, oversized
 /// requests, a long listing read slowly, too many clients.
-final class ControlHarness {
+final class ControlHarness: LoopHarness {
     static let listenFD: Int32 = 7
     let kernel = ScriptedKernel()
     let receiver = ReceiverHarness()
@@ -38,14 +38,6 @@ final class ControlHarness {
         server.timers(now: now)
     }
 
-    @discardableResult
-    func run(limit: Int = 5000, until done: () -> Bool) -> Bool {
-        for _ in 0..<limit {
-            if done() { return true }
-            step()
-        }
-        return done()
-    }
 }
 
 @Suite("Control server below the socket")

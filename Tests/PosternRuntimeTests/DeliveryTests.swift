@@ -6,7 +6,7 @@ import Testing
 /// The sender's connection driven below the socket: the upstream is a script
 /// that answers each command line Postern writes (the black-box suite runs the
 /// real thing against aiosmtpd); its replies arrive split as the test likes.
-final class DeliveryHarness {
+final class DeliveryHarness: LoopHarness {
     let kernel = ScriptedKernel()
     let disk = SimulatedDisk()
     let spool: Spool
@@ -98,14 +98,6 @@ final class DeliveryHarness {
         if spool.groupCommitDue { _ = spool.flush() }
     }
 
-    @discardableResult
-    func run(limit: Int = 2000, until done: () -> Bool) -> Bool {
-        for _ in 0..<limit {
-            if done() { return true }
-            step()
-        }
-        return done()
-    }
 }
 
 @Suite("Delivery below the socket: split replies, short writes, resets")

@@ -160,7 +160,7 @@ final class ScriptedKernel: Kernel {
 /// The receiver side of the daemon's loop over a scripted kernel and a spool on
 /// a simulated disk: each `step()` is one iteration (poll, dispatch, group
 /// commit, timers), with the clock under the test's control.
-final class ReceiverHarness {
+final class ReceiverHarness: LoopHarness {
     static let listenFD: Int32 = 3
 
     let kernel = ScriptedKernel()
@@ -200,16 +200,6 @@ final class ReceiverHarness {
         pool.timers(now: now)
     }
 
-    /// Steps until `done` holds (at most `limit` iterations); returns whether it did.
-    @discardableResult
-    func run(limit: Int = 200, until done: () -> Bool) -> Bool {
-        for _ in 0..<limit {
-            if done() { return true }
-            step()
-        }
-        return done()
-    }
-
     func advance(seconds: Double) { now += Int64(seconds * 1e9) }
 
     /// The text of every queued message, in order.
@@ -232,3 +222,20 @@ final class ReceiverHarness {
 }
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+/// A test's stand-in for the daemon's loop: `step()` is one iteration.
+protocol LoopHarness: AnyObject {
+    func step()
+}
+
+extension LoopHarness {
+    /// Steps until `done` holds (at most `limit` iterations); returns whether it did.
+    @discardableResult
+    func run(limit: Int = 2000, until done: () -> Bool) -> Bool {
+        for _ in 0..<limit {
+            if done() { return true }
+            step()
+        }
+        return done()
+    }
+}
