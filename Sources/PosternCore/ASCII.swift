@@ -67,15 +67,35 @@ public enum ASCII {
         return s
     }
 
-    /// A non-negative decimal number, or nil when empty, not all digits, or too large.
-    public static func parseDecimal<A: Collection>(_ bytes: A) -> Int? where A.Element == UInt8 {
-        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
-        var v = 0
+    /// A non-negative decimal number, or nil when empty or not all digits.
+    ///
+    /// A number too large for `T` gives `T.max`: it is a number (RFC 1870 §3 lets
+    /// `SIZE=` carry 20 digits, more than even a UInt64 holds), and it is above
+    /// every limit it is compared with, so the caller refuses it as too large.
+    /// Every step is checked: on a 32-bit board `Int` is `Int32`, and an unchecked
+    /// `v * 10` of 10 digits would trap there (issue 7 item 7).
+    public static func parseDecimal<A: Collection, T: FixedWidthInteger>(_ bytes: A, as type: T.Type) -> T?
+    where A.Element == UInt8 {
+        guard !bytes.isEmpty else { return nil }
+        var v: T = 0
+        var saturated = false
         for b in bytes {
             guard isDigit(b) else { return nil }
-            v = v * 10 + Int(b - 48)
+            if saturated { continue }
+            let times10 = v.multipliedReportingOverflow(by: 10)
+            let sum = times10.partialValue.addingReportingOverflow(T(b - 48))
+            if times10.overflow || sum.overflow {
+                saturated = true
+            } else {
+                v = sum.partialValue
+            }
         }
-        return v
+        return saturated ? T.max : v
+    }
+
+    /// `parseDecimal(_:as:)` for the platform's `Int`.
+    public static func parseDecimal<A: Collection>(_ bytes: A) -> Int? where A.Element == UInt8 {
+        parseDecimal(bytes, as: Int.self)
     }
 
     /// Text of bytes known to be ASCII/UTF-8, with control characters made visible,

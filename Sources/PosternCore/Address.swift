@@ -39,11 +39,20 @@ public struct Mailbox: Equatable, Hashable, Sendable, CustomStringConvertible {
     public static func parse(_ raw: ArraySlice<UInt8>, allowNull: Bool) -> Mailbox? {
         var s = raw
         if s.isEmpty { return allowNull ? .null : nil }
+        // RFC 5321 §4.5.3.1.3: 256 octets for the whole path, route and brackets included.
+        guard raw.count + 2 <= maxPath else { return nil }
         if s.first == ASCII.at {
+            // RFC 5321 §4.1.2: Path = "<" [ A-d-l ":" ] Mailbox ">", where
+            // A-d-l = At-domain *( "," At-domain ) and At-domain = "@" Domain. The
+            // route is accepted and ignored, but a mailbox must follow the colon:
+            // `<@a:>` once indexed the empty rest and killed the daemon (issue 7).
             guard let colon = s.firstIndex(of: ASCII.colon) else { return nil }
+            for hop in s[..<colon].split(separator: ASCII.comma, omittingEmptySubsequences: false) {
+                guard hop.first == ASCII.at, isDomain(hop.dropFirst()) else { return nil }
+            }
             s = s[(colon + 1)...]
+            if s.isEmpty { return nil }
         }
-        guard s.count + 2 <= maxPath else { return nil }
         // Local part: dot-string or quoted-string.
         var i = s.startIndex
         if s[i] == ASCII.quote {

@@ -1,6 +1,14 @@
 /// Every setting Postern reads from `postern.conf`, with its default. The limits
 /// live here, in one place; each comment gives the unit and where the number
 /// comes from. `ConfigParser` fills this from a file.
+///
+/// A few defaults depend on another setting, so that a default never conflicts
+/// with what the user wrote (issue 7 item 5). When only one key of a pair is
+/// written, the other follows it by the rule of the `…(for…:)` function next to
+/// it; when both are written and conflict, the parser reports both lines:
+/// - `segment_size` follows `max_size`, `max_size` follows `segment_size`;
+/// - `max_message_size` is at most `max_size`;
+/// - `[retry] initial` is at most `max`, `max` at least `initial`.
 public struct Config: Sendable {
     public var receiver = ReceiverConfig()
     public var spool = SpoolConfig()
@@ -8,6 +16,9 @@ public struct Config: Sendable {
     public var upstreams: [UpstreamConfig] = []
     public var retry = RetryConfig()
     public var control = ControlConfig()
+    /// "section.key" of each setting not written but derived from another one, for
+    /// `postern check-config` to say so.
+    public var derived: [String] = []
 
     public init() {}
 }
@@ -21,7 +32,8 @@ public struct ReceiverConfig: Sendable {
     public var allowClients: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
     /// Recipients accepted (the others get 550 5.7.1): no open relay.
     public var allowRecipients: RecipientPolicy = .anyone
-    /// Bytes of message text, advertised as SIZE (RFC 1870). 10 MiB as DESIGN.md.
+    /// Bytes of message text, advertised as SIZE (RFC 1870). 10 MiB as DESIGN.md,
+    /// or the spool's `max_size` if that is smaller.
     public var maxMessageSize = 10 * 1024 * 1024
     /// Recipients per transaction; RFC 5321 §4.5.3.1.8 requires accepting 100.
     public var maxRecipients = 100
@@ -33,15 +45,42 @@ public struct ReceiverConfig: Sendable {
     public var timeout = 300
 
     public init() {}
+
+    /// The default `max_message_size` for a spool of `spoolSize` bytes: a message
+    /// larger than the whole spool could never be queued, so none is invited.
+    public static func maxMessageSize(forSpoolSize spoolSize: Int) -> Int {
+        Swift.min(ReceiverConfig().maxMessageSize, spoolSize)
+    }
 }
 
 public struct SpoolConfig: Sendable {
     public var dir = "/var/spool/postern"
-    /// Bytes of segment files beyond which new mail gets 452 4.3.1.
+    /// Bytes of segment files beyond which new mail gets 452 4.3.1. 64 MiB, or
+    /// the written `segment_size` if that is larger.
     public var maxSize = 64 * 1024 * 1024
     /// Bytes after which a new segment file is started. Smaller segments give space
-    /// back sooner; larger ones mean fewer file creations on flash.
+    /// back sooner; larger ones mean fewer file creations on flash. The default
+    /// is derived from `max_size`: see `segmentSize(forMaxSize:)`.
     public var segmentSize = 4 * 1024 * 1024
+
+    /// Smallest segment size the configuration accepts.
+    public static let minSegmentSize = 64 * 1024
+
+    /// The default segment size for a spool of `maxSize` bytes: a quarter of it,
+    /// between 64 KiB and 4 MiB. Space comes back a whole segment at a time, so a
+    /// segment of a quarter of the spool lets the oldest be freed while three
+    /// others are in use; 4 MiB (the default for the default 64 MiB spool) keeps
+    /// files few on flash; 64 KiB is the smallest accepted and is never larger
+    /// than `max_size`, whose minimum is the same.
+    public static func segmentSize(forMaxSize maxSize: Int) -> Int {
+        Swift.max(minSegmentSize, Swift.min(SpoolConfig().segmentSize, maxSize / 4))
+    }
+
+    /// The default `max_size` when only `segment_size` is written: 64 MiB, or one
+    /// segment if that is larger.
+    public static func maxSize(forSegmentSize segmentSize: Int) -> Int {
+        Swift.max(SpoolConfig().maxSize, segmentSize)
+    }
     /// Seconds a message may stay queued before it is given up (Postfix's
     /// maximal_queue_lifetime is also 5 days). See `ExpiryPolicy`.
     public var maxAge = 5 * 86400
@@ -71,12 +110,18 @@ public struct UpstreamConfig: Sendable {
 }
 
 public struct RetryConfig: Sendable {
-    /// Seconds before the first retry of a deferred message.
+    /// Seconds before the first retry of a deferred message: 1 minute, or `max`
+    /// if only that is written and it is shorter.
     public var initial = 60
-    /// Seconds between retries at most; the delay doubles from `initial` up to this.
+    /// Seconds between retries at most; the delay doubles from `initial` up to
+    /// this. 1 hour, or `initial` if only that is written and it is longer.
     public var max = 3600
 
     public init() {}
+
+    public static func initial(forMax max: Int) -> Int { Swift.min(RetryConfig().initial, max) }
+
+    public static func max(forInitial initial: Int) -> Int { Swift.max(RetryConfig().max, initial) }
 }
 
 public struct ControlConfig: Sendable {

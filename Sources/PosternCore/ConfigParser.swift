@@ -25,11 +25,20 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
 public struct ConfigParser {
     public let file: String
     public let baseDirectory: String
+    /// `Int.max` of the board the daemon runs on. Tests set `Int32.max` to check a
+    /// 32-bit board's limits on a 64-bit host.
+    var platformIntMax = Int64(Int.max)
 
     public init(file: String, baseDirectory: String) {
         self.file = file
         self.baseDirectory = baseDirectory
     }
+
+    /// Sizes above this are refused as too large for the platform: half its
+    /// `Int.max` (1G on a 32-bit board), so a size plus the bytes in flight — a
+    /// message's count plus a chunk, the spool's total plus a record — can never
+    /// overflow (issue 7 item 7).
+    var sizeCeiling: Int64 { platformIntMax / 2 + 1 }
 
     /// Keys that belong to features this version does not have yet: a clear error is
     /// better than a setting that silently does nothing.
@@ -65,6 +74,9 @@ public struct ConfigParser {
         var seenKeys: [String] = []
         var upstreamHostSeen = false
         var lineNumber = 0
+        /// "section.key" -> (line, value) of every key written, for defaults that
+        /// depend on other keys and for errors that name two lines.
+        var written: [String: (line: Int, value: String)] = [:]
 
         func finishSection() throws(ConfigError) {
             if section == "upstream" && !upstreamHostSeen {
@@ -109,6 +121,7 @@ public struct ConfigParser {
             guard !section.isEmpty else { throw error(lineNumber, "'\(key)' comes before any [section]") }
             if seenKeys.contains(key) { throw error(lineNumber, "'\(key)' is set twice in [\(section)]") }
             seenKeys.append(key)
+            written[section + "." + key] = (lineNumber, value)
             if let feature = Self.notYetSupported[section + "." + key] {
                 throw error(lineNumber, "'\(key)' in [\(section)] is not supported by this version of Postern (\(feature) is not implemented yet)")
             }
@@ -129,13 +142,58 @@ public struct ConfigParser {
         if config.upstreams.count > 1 {
             throw error(config.upstreams[1].line, "only one [upstream] is supported by this version of Postern (fallback upstreams are not implemented yet)")
         }
-        if config.retry.initial > config.retry.max {
-            throw error(0, "[retry] initial (\(config.retry.initial)s) is longer than max (\(config.retry.max)s)")
-        }
-        if config.spool.segmentSize > config.spool.maxSize {
-            throw error(0, "[spool] segment_size is larger than max_size")
-        }
+        try fillDependentDefaults(&config, written)
         return config
+    }
+
+    /// Defaults that depend on another key are taken from that key's value when
+    /// only one of the two is written (the rules are in Config.swift); two written
+    /// values that conflict are an error that names both keys and both lines. A
+    /// default never causes an error about a key the user did not write (issue 7
+    /// item 5: `max_size = 2M` alone was refused over the default segment_size).
+    func fillDependentDefaults(_ config: inout Config,
+                               _ written: [String: (line: Int, value: String)]) throws(ConfigError) {
+        let maxSize = written["spool.max_size"], segment = written["spool.segment_size"]
+        switch (maxSize, segment) {
+        case (let m?, let s?):
+            if config.spool.segmentSize > config.spool.maxSize {
+                throw error(s.line, "[spool] segment_size = \(s.value) (line \(s.line)) is larger than max_size = \(m.value) (line \(m.line))")
+            }
+        case (nil, _?):
+            let size = SpoolConfig.maxSize(forSegmentSize: config.spool.segmentSize)
+            derive(&config.spool.maxSize, size, "spool.max_size", &config.derived)
+        case (_?, nil):
+            let size = SpoolConfig.segmentSize(forMaxSize: config.spool.maxSize)
+            derive(&config.spool.segmentSize, size, "spool.segment_size", &config.derived)
+        case (nil, nil): break
+        }
+        if written["receiver.max_message_size"] == nil {
+            let size = ReceiverConfig.maxMessageSize(forSpoolSize: config.spool.maxSize)
+            derive(&config.receiver.maxMessageSize, size, "receiver.max_message_size", &config.derived)
+        }
+        let initial = written["retry.initial"], maximum = written["retry.max"]
+        switch (initial, maximum) {
+        case (let i?, let m?):
+            if config.retry.initial > config.retry.max {
+                throw error(i.line, "[retry] initial = \(i.value) (line \(i.line)) is longer than max = \(m.value) (line \(m.line))")
+            }
+        case (nil, _?):
+            let seconds = RetryConfig.initial(forMax: config.retry.max)
+            derive(&config.retry.initial, seconds, "retry.initial", &config.derived)
+        case (_?, nil):
+            let seconds = RetryConfig.max(forInitial: config.retry.initial)
+            derive(&config.retry.max, seconds, "retry.max", &config.derived)
+        case (nil, nil): break
+        }
+    }
+
+    /// Sets a default that follows another setting, and notes it when it differs
+    /// from the plain default.
+    func derive(_ field: inout Int, _ value: Int, _ name: String, _ derived: inout [String]) {
+        if field != value {
+            field = value
+            derived.append(name)
+        }
     }
 
     /// Drops a comment: a '#' at the start of the line or after whitespace.
@@ -196,7 +254,7 @@ public struct ConfigParser {
     func spoolKey(_ key: String, _ value: String, _ n: Int, _ s: inout SpoolConfig) throws(ConfigError) {
         switch key {
         case "dir": s.dir = path(value)
-        case "max_size": s.maxSize = try size(value, n, key, min: 64 * 1024, max: Int(Int64(1) << 40))
+        case "max_size": s.maxSize = try size(value, n, key, min: 64 * 1024, max: 1 << 40)
         case "segment_size": s.segmentSize = try size(value, n, key, min: 64 * 1024, max: 1 << 30)
         case "max_age": s.maxAge = try duration(value, n, key, min: 60)
         default: throw unknown(key, "spool", n)
@@ -261,42 +319,63 @@ public struct ConfigParser {
 
     func number(_ value: String, _ n: Int, _ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
         guard let v = ASCII.parseDecimal(value.utf8) else { throw error(n, "\(key): '\(value)' is not a number") }
-        guard v >= min && v <= max else { throw error(n, "\(key): \(v) is out of range (\(min)–\(max))") }
+        guard v >= min && v <= max else { throw error(n, "\(key): \(value) is out of range (\(min)–\(max))") }
         return v
     }
 
-    /// "10M", "512K", "1G" or a bare number of bytes.
-    func size(_ value: String, _ n: Int, _ key: String, min: Int, max: Int) throws(ConfigError) -> Int {
-        let what = "\(key): '\(value)' is not a size (a number with K, M or G)"
-        guard let v = scaled(value, [(107, 1024), (109, 1024 * 1024), (103, 1024 * 1024 * 1024)], limit: max) else {
-            throw error(n, what)
+    /// "10M", "512K", "1G" or a bare number of bytes, within `min`...`max` and small
+    /// enough for the platform. The range is in Int64 so that the limits and the
+    /// comparison are the same on a 32-bit board, where `Int(1) << 40` would trap;
+    /// the value is narrowed to `Int` only once it is known to fit.
+    func size(_ value: String, _ n: Int, _ key: String, min: Int64, max: Int64) throws(ConfigError) -> Int {
+        guard let v = scaled(value, [(107, 1 << 10), (109, 1 << 20), (103, 1 << 30)]) else {
+            throw error(n, "\(key): '\(value)' is not a size (a number with K, M or G)")
         }
-        guard v >= min, v <= max else { throw error(n, "\(key): \(value) is out of range (\(min) bytes to \(max) bytes)") }
-        return v
+        guard v >= UInt64(min), v <= UInt64(max) else {
+            throw error(n, "\(key): \(value) is out of range (\(Self.sizeText(min)) to \(Self.sizeText(max)))")
+        }
+        let ceiling = Swift.min(sizeCeiling, platformIntMax)
+        guard v <= UInt64(ceiling), let bytes = Int(exactly: v) else {
+            throw error(n, "\(key): \(value) is too large for this \(platformIntMax == Int64(Int32.max) ? "32" : "64")-bit system (at most \(Self.sizeText(ceiling)))")
+        }
+        return bytes
     }
 
-    /// "30s", "5m", "1h", "2d" or a bare number of seconds.
+    /// "30s", "5m", "1h", "2d" or a bare number of seconds, at least `min`, at
+    /// most a year (which fits a 32-bit `Int`).
     func duration(_ value: String, _ n: Int, _ key: String, min: Int) throws(ConfigError) -> Int {
-        let what = "\(key): '\(value)' is not a duration (a number with s, m, h or d)"
-        guard let v = scaled(value, [(115, 1), (109, 60), (104, 3600), (100, 86400)], limit: 365 * 86400) else {
-            throw error(n, what)
+        guard let v = scaled(value, [(115, 1), (109, 60), (104, 3600), (100, 86400)]) else {
+            throw error(n, "\(key): '\(value)' is not a duration (a number with s, m, h or d)")
         }
-        guard v >= min else { throw error(n, "\(key): \(value) is too short (at least \(min)s)") }
-        return v
+        let year: UInt64 = 365 * 86400
+        guard v <= year, let seconds = Int(exactly: v) else {
+            throw error(n, "\(key): \(value) is too long (at most 365d)")
+        }
+        guard seconds >= min else { throw error(n, "\(key): \(value) is too short (at least \(min)s)") }
+        return seconds
     }
 
     /// A decimal number with an optional one-letter unit suffix (case-insensitive),
-    /// multiplied out; nil when malformed or above `limit`.
-    func scaled(_ value: String, _ units: [(UInt8, Int)], limit: Int) -> Int? {
+    /// multiplied out in UInt64, saturating: a number too large for any limit stays
+    /// too large instead of wrapping. Nil when malformed.
+    func scaled(_ value: String, _ units: [(UInt8, UInt64)]) -> UInt64? {
         var digits = Array(value.utf8)[...]
-        var unit = 1
+        var unit: UInt64 = 1
         if let last = digits.last, !ASCII.isDigit(last) {
             guard let u = units.first(where: { $0.0 == ASCII.lower(last) }) else { return nil }
             unit = u.1
             digits = digits.dropLast()
         }
-        guard let v = ASCII.parseDecimal(digits) else { return nil }
+        guard let v = ASCII.parseDecimal(digits, as: UInt64.self) else { return nil }
         let total = v.multipliedReportingOverflow(by: unit)
-        return total.overflow || total.partialValue > limit ? nil : total.partialValue
+        return total.overflow ? UInt64.max : total.partialValue
+    }
+
+    /// 1073741824 -> "1G", 65536 -> "64K", in the units the file takes.
+    static func sizeText(_ v: Int64) -> String {
+        if v > 0 && v % (1 << 30) == 0 { return "\(v >> 30)G" }
+        if v > 0 && v % (1 << 20) == 0 { return "\(v >> 20)M" }
+        if v > 0 && v % (1 << 10) == 0 { return "\(v >> 10)K" }
+        return "\(v) bytes"
     }
 }

@@ -35,8 +35,17 @@ public struct ExpiryPolicy: Equatable, Sendable {
     public init(maxAge: Int) { self.maxAge = Int64(maxAge) }
 
     /// The monotonic second at which a message loaded `now` expires.
+    ///
+    /// The arrival comes from the spool, where a damaged record (with a valid
+    /// CRC) can hold any value: an arrival before 1970 cannot come from a
+    /// synchronised clock and gives no age, and the subtraction is checked, so no
+    /// arrival time can trap (issue 7; the recovery fuzzer found `Int64.min`).
     public func deadline(arrival: Int64, arrivalSynchronised: Bool, loadedAt now: ClockReading) -> Int64 {
-        let accrued = arrivalSynchronised && now.synchronised ? max(0, now.wall - arrival) : 0
+        var accrued: Int64 = 0
+        if arrivalSynchronised && now.synchronised && arrival >= 0 {
+            let age = now.wall.subtractingReportingOverflow(arrival)
+            if !age.overflow { accrued = max(0, age.partialValue) }
+        }
         return now.monotonicSeconds + max(0, maxAge - accrued)
     }
 

@@ -9,12 +9,15 @@ public struct IPAddress: Equatable, Hashable, Sendable, CustomStringConvertible 
         self.bytes = bytes
     }
 
+    /// The four octets of an IPv4 address; no check left to fail.
+    init(v4 a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) { bytes = [a, b, c, d] }
+
     public var isV4: Bool { bytes.count == 4 }
 
     /// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it carries.
     public var unmapped: IPAddress {
         if bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
-            return IPAddress(bytes: Array(bytes[12..<16]))!
+            return IPAddress(v4: bytes[12], bytes[13], bytes[14], bytes[15])
         }
         return self
     }

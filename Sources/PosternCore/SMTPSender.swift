@@ -220,7 +220,13 @@ public struct SMTPSender: Sendable {
         case .sentEnvelope(var t):
             return envelopeReply(reply, &t)
         case .sentDot(let t):
-            let outcome: RecipientOutcome = reply.isPositive ? .delivered : (reply.isPermanent ? .failed : .deferred)
+            // RFC 5321 §4.3.2: the end of data is answered 250 or an error. A 3xx
+            // (the fuzzer sent 354) is no delivery: the upstream is out of step and
+            // may or may not hold the message, so defer it (at-least-once) and close.
+            if reply.code / 100 == 3 {
+                return abandon(.protocolError("unexpected reply \(reply) to the end of data"))
+            }
+            let outcome: RecipientOutcome = reply.code / 100 == 2 ? .delivered : (reply.isPermanent ? .failed : .deferred)
             var actions: [Action] = t.accepted.map { .recipient(index: $0, outcome: outcome, reply: reply) }
             actions.append(.messageDone)
             state = .ready
@@ -293,6 +299,11 @@ public struct SMTPSender: Sendable {
 
     mutating func envelopeReply(_ reply: Reply, _ t: inout Transaction) -> [Action] {
         guard let step = t.awaiting.first else { return abandon(.protocolError("unexpected reply \(reply)")) }
+        if reply.code / 100 == 3 && step != .data {
+            // RFC 5321 §4.3.2: MAIL and RCPT are answered 2xx or an error; a 3xx
+            // is not an acceptance, and the upstream is out of step.
+            return abandon(.protocolError("unexpected reply \(reply) to \(step == .mail ? "MAIL" : "RCPT")"))
+        }
         t.awaiting.removeFirst()
         var actions: [Action] = []
         switch step {

@@ -237,6 +237,18 @@ func effectiveSettings(_ c: Config) -> [String] {
         case .mailbox(let m): return ASCII.string(m)
         }
     }
+    /// A note after a default that follows another setting (Config.swift).
+    func note(_ key: String) -> String {
+        guard c.derived.contains(key) else { return "" }
+        switch key {
+        case "spool.segment_size": return "   # from max_size"
+        case "spool.max_size": return "   # from segment_size"
+        case "receiver.max_message_size": return "   # at most max_size"
+        case "retry.initial": return "   # at most max"
+        case "retry.max": return "   # at least initial"
+        default: return ""
+        }
+    }
     let r = c.receiver
     var lines = [
         "[receiver]",
@@ -244,7 +256,7 @@ func effectiveSettings(_ c: Config) -> [String] {
         "hostname = " + (r.hostname ?? Sys.hostname()) + (r.hostname == nil ? "   # from gethostname" : ""),
         "allow_clients = " + r.allowClients.map { $0.description }.joined(separator: ", "),
         "allow_recipients = " + r.allowRecipients.patterns.map(pattern).joined(separator: ", "),
-        "max_message_size = " + size(r.maxMessageSize),
+        "max_message_size = " + size(r.maxMessageSize) + note("receiver.max_message_size"),
         "max_recipients = \(r.maxRecipients)",
         "max_connections = \(r.maxConnections)"
             + "   # \(ConnectionSlots(total: r.maxConnections).reservedForLoopback) kept for loopback clients",
@@ -252,15 +264,16 @@ func effectiveSettings(_ c: Config) -> [String] {
         "",
         "[spool]",
         "dir = " + c.spool.dir,
-        "max_size = " + size(c.spool.maxSize),
-        "segment_size = " + size(c.spool.segmentSize),
+        "max_size = " + size(c.spool.maxSize) + note("spool.max_size"),
+        "segment_size = " + size(c.spool.segmentSize) + note("spool.segment_size"),
         "max_age = " + duration(c.spool.maxAge),
     ]
     for u in c.upstreams {
         lines += ["", "[upstream]", "host = " + u.host, "port = \(u.port)", "tls = none"]
         if let f = u.envelopeFrom { lines.append("envelope_from = " + f.text) }
     }
-    lines += ["", "[retry]", "initial = " + duration(c.retry.initial), "max = " + duration(c.retry.max),
+    lines += ["", "[retry]", "initial = " + duration(c.retry.initial) + note("retry.initial"),
+              "max = " + duration(c.retry.max) + note("retry.max"),
               "", "[control]", "socket = " + c.control.socket]
     return lines
 }

@@ -100,6 +100,31 @@ struct MailboxParseTests {
         #expect(mailbox("@relay.example,user@example.com") == nil)
     }
 
+    @Test("A source route with nothing after it is refused, not a trap (RFC 5321 §4.1.2)", arguments: [
+        "@a:", "@a.example,@b.example:", "@:", "@",
+    ])
+    func sourceRouteWithoutMailbox(text: String) {
+        #expect(mailbox(text) == nil)
+        #expect(mailbox(text, allowNull: true) == nil)
+        #expect(path("FROM:<\(text)>") == .failure(.badPath))
+        #expect(path("TO:<\(text)>", prefix: "TO:", allowNull: false) == .failure(.badPath))
+    }
+
+    @Test("Each hop of a source route is an At-domain, \"@\" Domain (RFC 5321 §4.1.2)", arguments: [
+        "@:user@example.com", "relay:user@example.com", "@relay..example:user@example.com",
+        "@a.example,:user@example.com", "@a.example,b.example:user@example.com", "@a b:user@example.com",
+    ])
+    func sourceRouteHops(text: String) {
+        #expect(mailbox(text) == nil)
+    }
+
+    @Test("The 256-octet path limit counts the source route (RFC 5321 §4.5.3.1.3)")
+    func pathLimitWithRoute() {
+        let route = "@" + Self.domain(length: 240) + ":"
+        #expect(mailbox(route + "user@example.com") == nil)
+        #expect(mailbox("@r.example:user@example.com")?.text == "user@example.com")
+    }
+
     @Test("The local part is at most 64 octets (RFC 5321 §4.5.3.1.1)")
     func localPartLimit() {
         let ok = String(repeating: "a", count: 64) + "@example.com"

@@ -227,6 +227,134 @@ struct ConfigParserValueTests {
     }
 }
 
+@Suite("Defaults that follow another setting (issue 7 item 5)")
+struct ConfigParserDependentDefaultTests {
+    @Test("max_size alone: segment_size is a quarter of it, between 64K and 4M", arguments: [
+        ("64K", 65_536), ("256K", 65_536), ("1M", 262_144), ("2M", 524_288), ("16M", 4_194_304),
+        ("64M", 4_194_304), ("1G", 4_194_304), ("1024G", 4_194_304),
+    ] as [(String, Int)])
+    func segmentFromMaxSize(maxSize: String, segment: Int) throws {
+        let c = try parseConfig("[spool]\nmax_size = \(maxSize)\n" + upstream).get()
+        #expect(c.spool.segmentSize == segment)
+        #expect(c.spool.segmentSize <= c.spool.maxSize)
+        #expect(c.spool.segmentSize >= SpoolConfig.minSegmentSize)
+        #expect(c.derived.contains("spool.segment_size") == (segment != SpoolConfig().segmentSize))
+    }
+
+    @Test("max_size = 2M alone is valid: no error about the unwritten segment_size")
+    func smallSpoolAlone() throws {
+        let c = try parseConfig("[spool]\nmax_size = 2M\n" + upstream).get()
+        #expect(c.spool.maxSize == 2 << 20)
+        #expect(c.spool.segmentSize == 512 << 10)
+        // A message larger than the whole spool could never be queued.
+        #expect(c.receiver.maxMessageSize == 2 << 20)
+        #expect(c.derived == ["spool.segment_size", "receiver.max_message_size"])
+    }
+
+    @Test("segment_size alone, larger than the default max_size: max_size follows it")
+    func maxSizeFromSegment() throws {
+        let c = try parseConfig("[spool]\nsegment_size = 128M\n" + upstream).get()
+        #expect(c.spool.maxSize == 128 << 20)
+        #expect(c.spool.segmentSize == 128 << 20)
+        #expect(c.derived == ["spool.max_size"])
+        let d = try parseConfig("[spool]\nsegment_size = 1M\n" + upstream).get()
+        #expect(d.spool.maxSize == SpoolConfig().maxSize)
+        #expect(d.derived.isEmpty)
+    }
+
+    @Test("A written max_message_size is kept even when max_size is smaller")
+    func writtenMessageSizeKept() throws {
+        let c = try parseConfig("[receiver]\nmax_message_size = 20M\n[spool]\nmax_size = 2M\n" + upstream).get()
+        #expect(c.receiver.maxMessageSize == 20 << 20)
+    }
+
+    @Test("[retry] max alone, shorter than the default initial: initial follows it")
+    func initialFromMax() throws {
+        let c = try parseConfig("[retry]\nmax = 30s\n" + upstream).get()
+        #expect(c.retry.initial == 30)
+        #expect(c.retry.max == 30)
+        #expect(c.derived == ["retry.initial"])
+    }
+
+    @Test("[retry] initial alone, longer than the default max: max follows it")
+    func maxFromInitial() throws {
+        let c = try parseConfig("[retry]\ninitial = 2h\n" + upstream).get()
+        #expect(c.retry.initial == 7200)
+        #expect(c.retry.max == 7200)
+        #expect(c.derived == ["retry.max"])
+    }
+
+    @Test("No key written: the plain defaults, nothing derived")
+    func plainDefaults() throws {
+        let c = try parseConfig(upstream).get()
+        #expect(c.derived.isEmpty)
+        #expect(c.spool.segmentSize == SpoolConfig.segmentSize(forMaxSize: c.spool.maxSize))
+    }
+}
+
+@Suite("Configuration sizes on a 32-bit board (issue 7 item 7)")
+struct ConfigParser32BitTests {
+    /// The parser as it runs on armv7, where `Int` is `Int32`.
+    func parse32(_ text: String) -> Result<Config, ConfigError> {
+        var p = ConfigParser(file: configFile, baseDirectory: "/etc/postern")
+        p.platformIntMax = Int64(Int32.max)
+        return p.parse(Array(text.utf8))
+    }
+
+    @Test("Sizes beyond 1G are a configuration error naming file, line and key", arguments: [
+        ("spool", "max_size", "3G"), ("spool", "max_size", "2048M"), ("spool", "max_size", "1024G"),
+        ("spool", "max_size", "1025M"), ("spool", "max_size", "2147483648"), ("receiver", "max_message_size", "2G"),
+        ("receiver", "max_message_size", "1048577K"),
+    ])
+    func tooLarge(section: String, key: String, value: String) {
+        guard case .failure(let e) = parse32("# board\n[\(section)]\n\(key) = \(value)\n" + upstream) else {
+            Issue.record("\(key) = \(value) was accepted on a 32-bit board")
+            return
+        }
+        #expect(e.file == configFile)
+        #expect(e.line == 3)
+        #expect(e.message == "\(key): \(value) is too large for this 32-bit system (at most 1G)")
+    }
+
+    @Test("Up to 1G is accepted", arguments: ["1G", "1024M", "1073741824", "64M"])
+    func fits(value: String) throws {
+        let c = try parse32("[spool]\nmax_size = \(value)\n[receiver]\nmax_message_size = \(value)\n" + upstream).get()
+        #expect(Int64(c.spool.maxSize) <= Int64(Int32.max))
+        #expect(Int64(c.receiver.maxMessageSize) <= Int64(Int32.max))
+    }
+
+    @Test("The same values on a 64-bit board", arguments: [("3G", true), ("1024G", true), ("1025G", false)])
+    func on64Bit(value: String, ok: Bool) {
+        let r = parseConfig("[spool]\nmax_size = \(value)\n" + upstream)
+        if case .success = r { #expect(ok) } else { #expect(!ok) }
+    }
+
+    @Test("Numbers beyond every integer width are out of range, not a trap", arguments: [
+        "max_size = 99999999999999999999999G", "max_size = 18446744073709551616", "max_size = 18446744073709551615K",
+        "segment_size = 9223372036854775808", "max_age = 99999999999999999999d", "max_age = 9223372036854775807",
+    ])
+    func huge(line: String) {
+        for result in [parse32("[spool]\n\(line)\n" + upstream), parseConfig("[spool]\n\(line)\n" + upstream)] {
+            guard case .failure(let e) = result else {
+                Issue.record("\(line) was accepted")
+                continue
+            }
+            #expect(e.line == 2)
+            #expect(e.message.hasPrefix(String(line.split(separator: " ")[0]) + ":"))
+        }
+    }
+
+    @Test("Counts and ports with many digits are out of range", arguments: [
+        "[receiver]\nmax_recipients = 99999999999", "[receiver]\nmax_connections = 4294967297",
+        "[upstream]\nhost = a.example\nport = 99999999999999999999",
+    ])
+    func hugeNumbers(text: String) {
+        let r = parse32(text + (text.hasPrefix("[upstream]") ? "" : upstream))
+        guard case .failure(let e) = r else { Issue.record("accepted"); return }
+        #expect(e.message.contains("out of range"))
+    }
+}
+
 @Suite("Configuration errors name the file and line")
 struct ConfigParserErrorTests {
     @Test("An unknown key in each section", arguments: ["receiver", "spool", "upstream", "retry", "control"])
@@ -392,16 +520,18 @@ struct ConfigParserErrorTests {
         #expect(e?.message.contains("no value") == true)
     }
 
-    @Test("[retry] initial longer than max")
+    @Test("[retry] initial longer than max, both written: both keys and lines are named")
     func retryOrder() {
         let e = configError("[retry]\ninitial = 2h\nmax = 1h\n" + upstream)
-        #expect(e?.message.contains("initial") == true)
+        #expect(e?.line == 2)
+        #expect(e?.message == "[retry] initial = 2h (line 2) is longer than max = 1h (line 3)")
     }
 
-    @Test("[spool] segment_size larger than max_size")
+    @Test("[spool] segment_size larger than max_size, both written: both keys and lines are named")
     func segmentLargerThanSpool() {
-        let e = configError("[spool]\nmax_size = 1M\nsegment_size = 2M\n" + upstream)
-        #expect(e?.message.contains("segment_size") == true)
+        let e = configError("[spool]\nmax_size = 1M\n\nsegment_size = 2M\n" + upstream)
+        #expect(e?.line == 4)
+        #expect(e?.message == "[spool] segment_size = 2M (line 4) is larger than max_size = 1M (line 2)")
     }
 
     @Test("An empty list is a bad value, not an empty setting", arguments: [

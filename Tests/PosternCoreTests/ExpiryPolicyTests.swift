@@ -46,6 +46,16 @@ struct ExpiryPolicyTests {
         #expect(d == 5000 + 5 * 86400, "56 years of bogus age are ignored")
     }
 
+    @Test("an arrival time no synchronised clock gives (a damaged spool record) gives no age, and no trap",
+          arguments: [Int64.min, Int64.min + 0x6553_f100, -1, Int64.max])
+    func impossibleArrival(arrival: Int64) {
+        for wall in [today, Int64.max, Int64.min, 0] {
+            let load = reading(wall: wall, monotonicSeconds: 100)
+            let d = policy.deadline(arrival: arrival, arrivalSynchronised: true, loadedAt: load)
+            #expect(d == 100 + 5 * 86400)
+        }
+    }
+
     @Test("a clock that went backwards gives no negative age and no early expiry")
     func backwards() {
         let load = reading(wall: today - 86400, monotonicSeconds: 10)

@@ -525,6 +525,17 @@ struct ReceiverLimitTests {
         s.expect(250, "2.1.0")
     }
 
+    @Test("A SIZE too large for any integer is refused as too large, 552 5.3.4, not a trap (RFC 1870 §3, §6.1)",
+          arguments: ["2147483648", "99999999999", "9223372036854775808", "99999999999999999999"])
+    func hugeSizeAtMail(size: String) {
+        // RFC 1870 §3 allows 20 digits; on a 32-bit board even 11 overflow Int.
+        var s = ReceiverSession(ReceiverSession.settings(maxSize: 1000))
+        s.send("EHLO c")
+        s.send("MAIL FROM:<a@example.org> SIZE=\(size)")
+        s.expect(552, "5.3.4")
+        #expect(s.state == .greeted)
+    }
+
     @Test("Text beyond the limit aborts the spool transaction once, and end of data gets 552 5.3.4")
     func sizeAtEndOfData() {
         var s = ReceiverSession(ReceiverSession.settings(maxSize: 1000))

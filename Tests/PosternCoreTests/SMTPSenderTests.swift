@@ -128,6 +128,13 @@ struct SenderGreetingTests {
         #expect(c.maxSize == maxSize)
     }
 
+    @Test("An upstream SIZE too large for Int is no practical limit, not a trap (RFC 1870 §3 size-param)",
+          arguments: ["SIZE 99999999999999999999", "SIZE 9223372036854775808"])
+    func hugeSize(line: String) {
+        let c = Capabilities(ehloLines: ["upstream.test Hello", line])
+        #expect(c.maxSize == Int.max)
+    }
+
     @Test("The first EHLO line is the host name, not a keyword")
     func firstLineIgnored() {
         let c = Capabilities(ehloLines: ["PIPELINING"])
@@ -229,6 +236,36 @@ struct SenderPipeliningTests {
         #expect(s.outcomes.map { $0.index } == [0, 1])
         #expect(s.outcomes.allSatisfy { $0.outcome == outcome })
         #expect(Array(s.actions.suffix(2)) == [.messageDone, .ready], "no RSET is needed after the final reply")
+    }
+
+    @Test("A 3xx to the end of data is no delivery: the recipients are deferred and the connection closed (RFC 5321 §4.3.2)",
+          arguments: ["354 go on", "334 what"])
+    func thirdClassAfterDot(line: String) {
+        var s = SenderSession()
+        s.connect()
+        s.start(message())
+        s.upstream("250 ok"); s.upstream("250 ok"); s.upstream("250 ok"); s.upstream("354 go")
+        _ = s.machine.textSent()
+        s.upstream(line)
+        #expect(s.outcomes.map { $0.index } == [0, 1])
+        #expect(s.outcomes.allSatisfy { $0.outcome == .deferred })
+        #expect(s.done)
+        #expect(s.closed)
+        #expect(s.machine.isClosed)
+    }
+
+    @Test("A 3xx to MAIL or RCPT is not an acceptance: everything unreported is deferred (RFC 5321 §4.3.2)",
+          arguments: [0, 1, 2])
+    func thirdClassInEnvelope(position: Int) {
+        var s = SenderSession()
+        s.connect()
+        s.start(message())
+        for _ in 0..<position { s.upstream("250 ok") }
+        s.upstream("354 go on")
+        #expect(s.outcomes.count == 2)
+        #expect(s.outcomes.allSatisfy { $0.outcome == .deferred })
+        #expect(s.done)
+        #expect(s.closed)
     }
 
     @Test("MAIL refused: every recipient gets MAIL's reply; no RSET (RFC 5321 §4.1.1.2)", arguments: [
