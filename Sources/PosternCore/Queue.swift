@@ -5,6 +5,13 @@
 /// Packed to 64 bytes (`MemoryLayout<QueuedMessage>.stride`) for a message with
 /// up to 32 recipients: the recipient states are two bits each in one word, with
 /// a heap array only for larger messages. 100,000 queued messages take 6.4 MB.
+///
+/// The packing narrows: segment sequences, the envelope's offset and the text
+/// size are kept in 32 bits, the recipient count in 16. The initialiser checks
+/// each value and fails when one does not fit, so a spool file with values
+/// beyond these widths is refused as damage instead of trapping or wrapping
+/// (the spool format keeps writers well inside them: `SpoolCodec.maxSequence`,
+/// `maxSegmentLength`, and the u16 recipient count).
 public struct QueuedMessage: Equatable, Sendable {
     public let id: UInt64
     /// Two bits per recipient (0 pending, else `SpoolCodec.Outcome`), recipients
@@ -20,7 +27,7 @@ public struct QueuedMessage: Equatable, Sendable {
     var last32: UInt32
     /// The monotonic second at which the message expires (`ExpiryPolicy`).
     var expires32: UInt32 = .max
-    public let recipientCount: Int16
+    public let recipientCount: UInt16
     var attempts16: UInt16 = 0
     /// Handed to the sender and not yet answered.
     public var inFlight = false
@@ -29,15 +36,21 @@ public struct QueuedMessage: Equatable, Sendable {
     /// bookkeeping never touches the disk.
     public var lastReply: UInt8 = 0
 
-    public init(id: UInt64, arrival: Int64, size: Int, firstSegment: UInt64, firstOffset: Int,
-                lastSegment: UInt64, recipientStates: [UInt8]) {
+    /// Nil when a value does not fit the packed entry (see above).
+    public init?(id: UInt64, arrival: Int64, size: Int, firstSegment: UInt64, firstOffset: Int,
+                 lastSegment: UInt64, recipientStates: [UInt8]) {
+        guard let size32 = UInt32(exactly: size), let first32 = UInt32(exactly: firstSegment),
+              let firstOffset32 = UInt32(exactly: firstOffset), let last32 = UInt32(exactly: lastSegment),
+              let count = UInt16(exactly: recipientStates.count) else { return nil }
         self.id = id
+        // The arrival is only shown (age, logs), never computed with: a time
+        // before 1970 or after 2106 is shown as the nearest one that fits.
         arrivalSeconds = UInt32(clamping: arrival)
-        size32 = UInt32(clamping: size)
-        first32 = UInt32(firstSegment)
-        firstOffset32 = UInt32(firstOffset)
-        last32 = UInt32(lastSegment)
-        recipientCount = Int16(recipientStates.count)
+        self.size32 = size32
+        self.first32 = first32
+        self.firstOffset32 = firstOffset32
+        self.last32 = last32
+        recipientCount = count
         if recipientStates.count > 32 { overflow = [UInt8](repeating: 0, count: recipientStates.count - 32) }
         for (i, s) in recipientStates.enumerated() where s != 0 { setState(i, s) }
     }
@@ -51,10 +64,7 @@ public struct QueuedMessage: Equatable, Sendable {
     public var firstOffset: Int { Int(firstOffset32) }
     /// The newest segment holding a record of this message; every segment from
     /// `firstSegment` to here is kept while the message is queued.
-    public var lastSegment: UInt64 {
-        get { UInt64(last32) }
-        set { last32 = UInt32(newValue) }
-    }
+    public var lastSegment: UInt64 { UInt64(last32) }
     /// The monotonic second at which the message is given up (`ExpiryPolicy`).
     public var expiresAt: Int64 {
         get { Int64(expires32) }
@@ -66,11 +76,15 @@ public struct QueuedMessage: Equatable, Sendable {
         set { attempts16 = UInt16(clamping: newValue) }
     }
 
+    /// Recipient `i`'s state; 0 for an index the message does not have.
     public func state(_ i: Int) -> UInt8 {
-        i < 32 ? UInt8((stateBits >> UInt64(2 * i)) & 3) : overflow[i - 32]
+        guard i >= 0, i < Int(recipientCount) else { return 0 }
+        return i < 32 ? UInt8((stateBits >> UInt64(2 * i)) & 3) : overflow[i - 32]
     }
 
+    /// Sets recipient `i`'s state; an index the message does not have is ignored.
     public mutating func setState(_ i: Int, _ value: UInt8) {
+        guard i >= 0, i < Int(recipientCount) else { return }
         if i < 32 {
             stateBits = stateBits & ~(3 << UInt64(2 * i)) | UInt64(value & 3) << UInt64(2 * i)
         } else {
@@ -88,10 +102,23 @@ public struct QueuedMessage: Equatable, Sendable {
         return true
     }
 
-    public mutating func move(firstSegment: UInt64, firstOffset: Int, lastSegment: UInt64) {
-        first32 = UInt32(firstSegment)
-        firstOffset32 = UInt32(firstOffset)
-        last32 = UInt32(lastSegment)
+    /// Moves the entry to a new place; false (and unchanged) when the place does
+    /// not fit the packed entry.
+    @discardableResult
+    public mutating func move(firstSegment: UInt64, firstOffset: Int, lastSegment: UInt64) -> Bool {
+        guard let f = UInt32(exactly: firstSegment), let o = UInt32(exactly: firstOffset),
+              let l = UInt32(exactly: lastSegment) else { return false }
+        first32 = f
+        firstOffset32 = o
+        last32 = l
+        return true
+    }
+
+    /// Extends the span to `segment`; false when it does not fit.
+    mutating func extend(to segment: UInt64) -> Bool {
+        guard let l = UInt32(exactly: segment) else { return false }
+        last32 = l
+        return true
     }
 }
 
@@ -155,8 +182,9 @@ public struct Queue: Sendable {
     /// A record of message `id` was written to segment `segment`: keep it.
     public mutating func noteRecord(of id: UInt64, inSegment segment: UInt64) {
         guard let i = index(of: id), segment > messages[i].lastSegment else { return }
-        retain(messages[i].lastSegment + 1, through: segment)
-        messages[i].lastSegment = segment
+        let from = messages[i].lastSegment + 1
+        guard messages[i].extend(to: segment) else { return }
+        retain(from, through: segment)
     }
 
     /// The message now lives at a new place (compaction copied it forward and the
@@ -165,16 +193,16 @@ public struct Queue: Sendable {
         guard let i = index(of: id) else { return }
         let old = messages[i]
         let last = max(lastSegment, old.lastSegment)
+        guard messages[i].move(firstSegment: firstSegment, firstOffset: firstOffset, lastSegment: last) else { return }
         retain(firstSegment, through: last)
         release(old.firstSegment, through: old.lastSegment)
-        messages[i].move(firstSegment: firstSegment, firstOffset: firstOffset, lastSegment: last)
     }
 
     /// Records an outcome for a recipient. Returns true when that finished the
     /// message, which is then removed and its segments released.
     @discardableResult
     public mutating func setOutcome(_ id: UInt64, recipient: Int, _ outcome: SpoolCodec.Outcome) -> Bool {
-        guard let i = index(of: id), recipient < Int(messages[i].recipientCount) else { return false }
+        guard let i = index(of: id), recipient >= 0, recipient < Int(messages[i].recipientCount) else { return false }
         messages[i].setState(recipient, outcome.rawValue)
         guard messages[i].isFinished else { return false }
         let m = messages.remove(at: i)

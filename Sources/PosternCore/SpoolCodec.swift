@@ -17,7 +17,7 @@
 //     8  8  segment sequence number
 //
 // ## Record (20 bytes + payload, little-endian)
-//     0  4  payload length N (at most `maxPayload`)
+//     0  4  payload length N (at most `maxPayload`; for text at most `maxTextPayload`)
 //     4  1  kind (below)
 //     5  3  zero
 //     8  8  message id
@@ -25,7 +25,9 @@
 //  16+N  4  CRC-32C (Castagnoli) of bytes 0 ..< 16+N
 //
 // Records of concurrent transactions interleave; the message id ties them
-// together. Ids increase in order of arrival and are never reused.
+// together. Ids increase in order of arrival and are never reused; they start
+// from the arrival time in seconds shifted left by 20 bits, so every id a
+// writer makes is far below `maxID` (2^62), and a larger one is damage.
 //
 // ## Kinds
 //  1 envelope   i64 arrival (wall-clock seconds), u8 flags (bit 0: 8BITMIME;
@@ -36,26 +38,54 @@
 //               accepted.
 //  2 text       a chunk of message text: unstuffed, CRLF line endings, the
 //               `Received:` header first. Chunks of a message follow its envelope
-//               in order, possibly in later segments.
+//               in order, possibly in later segments. A chunk is at most
+//               `maxTextPayload` (65,516) bytes, so a text record fits a 64 KiB
+//               read buffer whole and a message of any size streams through it.
+//               (Every version-1 writer kept to this: the receiver writes 16 KiB
+//               chunks and compaction copies records it read whole into 64 KiB;
+//               stating it changed no file, so the version stays 1.)
 //  3 commit     u64 total text bytes. The message is acknowledged once this record
 //               is covered by a completed fdatasync; only then is 250 sent.
 //  4 abort      empty. The transaction was abandoned (client gone, over-size).
 //  5 recipient  u16 recipient index, u8 outcome (1 delivered, 2 failed). Written
 //               when the upstream answers for that recipient for good.
 //
+// ## Limits a reader enforces
+// Segment files are at most `maxSegmentLength` (2^31 - 1) bytes, so every offset
+// fits a 32-bit `Int` (armv7 boards) and the queue's 32-bit index; the writer
+// starts a new segment before a record would cross it. Sequence numbers go up to
+// `maxSequence` (2^32 - 1), the index's width: a file named beyond it is not
+// read. No writer comes near either limit (a segment is at most 1 GiB plus one
+// record, and 2^32 segments of 4 MiB are 16 PiB), so a value beyond one is
+// damage, or a file someone else put there.
+//
 // ## Recovery
 // At start every segment is scanned in sequence order. A record that is short or
 // fails its CRC ends the scan of its file: in the newest segment that is the torn
-// tail of a write the crash interrupted, which was never acknowledged. A message is
-// queued when its envelope and commit were read, its text records add up to the
-// size in the commit, and it has a recipient with no recipient record; envelopes
-// without a commit are dropped.
+// tail of a write the crash interrupted, which was never acknowledged. A record
+// whose CRC is right but whose contents are impossible (a payload that does not
+// parse, an id beyond `maxID`, a recipient index beyond the envelope's count, a
+// message spanning segments that are not there) is skipped and logged, and the
+// scan goes on: anyone who can write the spool directory can write a valid CRC,
+// so the checksum guards against torn writes and decay, not against crafted
+// files. A message is queued when its envelope and commit were read, its text
+// records add up to the size in the commit, and it has a recipient with no
+// recipient record; envelopes without a commit are dropped. Sending a message
+// reads the same records by the same rules (one reader, `SegmentCursor`), and
+// the text must add up to the commit's size again.
 //
 // ## Deletion
-// Only the oldest segment is ever deleted — when it is not the active one, no
-// queued message or open transaction has a record in it — and each deletion is
-// made durable (directory fsync) before the next: a newer segment may hold the
-// recipient records that finished the messages of older ones.
+// Only the oldest segment is ever deleted — when no queued message or open
+// transaction has a record in it — and each deletion is made durable (directory
+// fsync) before the next: a newer segment may hold the recipient records that
+// finished the messages of older ones. The active segment (the one being
+// written) goes the same way once the spool is short of space (a write failed
+// with ENOSPC, or `max_size` is reached) and nothing in any segment is live: a
+// new segment is started first and the old ones deleted oldest first; when the
+// disk is so full that even the new segment's header cannot be written, the
+// active segment, by then the only one, is deleted first and the new one created
+// after it. A crash in between leaves finished segments, a new empty one, or
+// none: nothing live was in any of them.
 //
 // ## Compaction
 // A message stuck in an old segment would keep every newer segment too. When the
@@ -76,6 +106,22 @@ public enum SpoolCodec {
     /// Larger payloads are treated as corruption (an envelope of 10,000 recipients
     /// of 256 bytes is well under this).
     public static let maxPayload = 4 * 1024 * 1024
+    /// The largest text chunk: a text record then fits a 64 KiB read buffer whole
+    /// (`BufferSizes.spoolRead`), so reading a message back needs no more memory
+    /// than that whatever its size. Longer text is written as several records.
+    public static let maxTextPayload = 64 * 1024 - recordOverhead
+    /// Ids at or above this are damage (see "Record" above).
+    public static let maxID: UInt64 = 1 << 62
+    /// The largest segment sequence number the spool uses: the queue's index keeps
+    /// sequences in 32 bits.
+    public static let maxSequence = UInt64(UInt32.max)
+    /// The longest a segment file may be: offsets fit a 32-bit `Int`.
+    public static let maxSegmentLength = Int(Int32.max)
+
+    /// The largest payload a record of `kind` may have.
+    public static func payloadLimit(_ kind: Kind) -> Int {
+        kind == .text ? maxTextPayload : maxPayload
+    }
 
     public enum Kind: UInt8, Sendable {
         case envelope = 1
@@ -149,7 +195,23 @@ public enum SpoolCodec {
         return header + payload + tail
     }
 
+    /// Whether `e` can be written: every length and the count fit their u16
+    /// fields, and the payload fits `maxPayload`. Writers check this first.
+    public static func canEncode(_ e: EnvelopeRecord) -> Bool {
+        guard e.from.count <= 0xFFFF, e.recipients.count <= 0xFFFF else { return false }
+        var total = 8 + 1 + 2 + e.from.count + 2
+        for r in e.recipients {
+            guard r.count <= 0xFFFF else { return false }
+            total += 2 + r.count
+            if total > maxPayload { return false }
+        }
+        return total <= maxPayload
+    }
+
+    /// The envelope payload. `canEncode(e)` must hold: a length that does not fit
+    /// its field would be written wrapped.
     public static func envelopePayload(_ e: EnvelopeRecord) -> [UInt8] {
+        precondition(canEncode(e), "envelope does not fit the record format")
         var out: [UInt8] = []
         putLE(&out, UInt64(bitPattern: e.arrival), 8)
         out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0) | (e.arrivalSynchronised ? 4 : 0))
@@ -182,7 +244,10 @@ public enum SpoolCodec {
 
     // MARK: decoding
 
-    public static func getLE(_ b: UnsafeRawBufferPointer, _ at: Int, _ bytes: Int) -> UInt64 {
+    /// The little-endian number of `bytes` (at most 8) bytes at `at`; nil when
+    /// they are not all inside `b`.
+    public static func getLE(_ b: UnsafeRawBufferPointer, _ at: Int, _ bytes: Int) -> UInt64? {
+        guard at >= 0, bytes >= 0, bytes <= 8, at <= b.count, bytes <= b.count - at else { return nil }
         var v: UInt64 = 0
         for i in 0..<bytes { v |= UInt64(b[at + i]) << (8 * UInt64(i)) }
         return v
@@ -223,44 +288,56 @@ public enum SpoolCodec {
         case corrupt(String)
     }
 
-    /// Parses the record starting at `b[0]`, verifying its CRC.
+    /// Parses the record starting at `b[0]`, verifying its CRC. The header alone
+    /// decides `needMore` (so a reader learns a record's size from its first 16
+    /// bytes); nothing is returned as a record before its CRC matched.
     public static func parseRecord(_ b: UnsafeRawBufferPointer) -> Parse {
-        guard b.count >= recordHeaderLength else { return .needMore(total: recordHeaderLength) }
-        let n = Int(getLE(b, 0, 4))
-        guard n <= maxPayload else { return .corrupt("payload length \(n)") }
+        guard b.count >= recordHeaderLength, let n64 = getLE(b, 0, 4), let id = getLE(b, 8, 8) else {
+            return .needMore(total: recordHeaderLength)
+        }
         guard let kind = Kind(rawValue: b[4]), b[5] == 0, b[6] == 0, b[7] == 0 else {
             return .corrupt("bad record kind \(b[4])")
         }
+        // Compared as u64 before any conversion: on a 32-bit board `Int` of a
+        // length of 2^31 or more would trap.
+        guard n64 <= UInt64(payloadLimit(kind)) else { return .corrupt("payload length \(n64)") }
+        let n = Int(n64)
         let total = recordOverhead + n
         guard b.count >= total else { return .needMore(total: total) }
         var crc = CRC32C()
         crc.update(UnsafeRawBufferPointer(rebasing: b[0..<(recordHeaderLength + n)]))
-        guard UInt32(getLE(b, recordHeaderLength + n, 4)) == crc.value else { return .corrupt("CRC mismatch") }
-        return .record(RecordFrame(kind: kind, id: getLE(b, 8, 8), payloadOffset: recordHeaderLength,
+        guard let stored = getLE(b, recordHeaderLength + n, 4), stored == UInt64(crc.value) else {
+            return .corrupt("CRC mismatch")
+        }
+        return .record(RecordFrame(kind: kind, id: id, payloadOffset: recordHeaderLength,
                                    payloadLength: n, length: total))
     }
 
     public static func parseEnvelope(_ p: UnsafeRawBufferPointer) -> EnvelopeRecord? {
         var at = 0
+        /// The position of the next `n` bytes, if there are that many left.
         func take(_ n: Int) -> Int? {
-            guard at + n <= p.count else { return nil }
+            guard n >= 0, n <= p.count - at else { return nil }
             defer { at += n }
             return at
         }
-        guard let a = take(8), let f = take(1), let fl = take(2) else { return nil }
-        let arrival = Int64(bitPattern: getLE(p, a, 8))
+        /// The next u16, as an `Int` (it fits on any platform).
+        func u16() -> Int? {
+            guard let i = take(2), let v = getLE(p, i, 2) else { return nil }
+            return Int(v)
+        }
+        guard let a = take(8), let arrivalBits = getLE(p, a, 8), let f = take(1),
+              let fromLength = u16(), let fp = take(fromLength) else { return nil }
+        let arrival = Int64(bitPattern: arrivalBits)
         let flags = p[f]
-        let fromLength = Int(getLE(p, fl, 2))
-        guard let fp = take(fromLength) else { return nil }
         let from = Array(p[fp..<(fp + fromLength)])
-        guard let c = take(2) else { return nil }
-        let count = Int(getLE(p, c, 2))
+        guard let count = u16() else { return nil }
         var rcpts: [[UInt8]] = []
-        rcpts.reserveCapacity(count)
+        // Each recipient takes at least its two length bytes: a count the payload
+        // cannot hold reserves no more than the payload could.
+        rcpts.reserveCapacity(min(count, (p.count - at) / 2))
         for _ in 0..<count {
-            guard let l = take(2) else { return nil }
-            let len = Int(getLE(p, l, 2))
-            guard let rp = take(len) else { return nil }
+            guard let len = u16(), let rp = take(len) else { return nil }
             rcpts.append(Array(p[rp..<(rp + len)]))
         }
         guard at == p.count else { return nil }
@@ -268,13 +345,16 @@ public enum SpoolCodec {
                               arrivalSynchronised: flags & 4 != 0, from: from, recipients: rcpts)
     }
 
+    /// The committed text size; nil when the payload is not 8 bytes or the size
+    /// does not fit an `Int` (2^31 - 1 on a 32-bit board).
     public static func parseCommit(_ p: UnsafeRawBufferPointer) -> Int? {
-        p.count == 8 ? Int(getLE(p, 0, 8)) : nil
+        guard p.count == 8, let v = getLE(p, 0, 8) else { return nil }
+        return Int(exactly: v)
     }
 
     public static func parseRecipient(_ p: UnsafeRawBufferPointer) -> (index: Int, outcome: Outcome)? {
-        guard p.count == 3, let o = Outcome(rawValue: p[2]) else { return nil }
-        return (Int(getLE(p, 0, 2)), o)
+        guard p.count == 3, let o = Outcome(rawValue: p[2]), let i = getLE(p, 0, 2) else { return nil }
+        return (Int(i), o)
     }
 
     /// "0000000000000001.seg"

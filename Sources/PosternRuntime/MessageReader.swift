@@ -1,9 +1,19 @@
 import CLibc
 import PosternCore
 
-/// Reads one queued message back from the spool for the sender: its envelope,
-/// then its text chunks in order, skipping the records of other messages that
-/// were interleaved with it. Uses one fixed buffer for any message size.
+/// Reads one queued message back from the spool for the sender (and for
+/// compaction and `postern queue`): its envelope, then its text chunks in
+/// order, skipping the records of other messages that were interleaved with it
+/// and going on into later segments. Every record comes through a
+/// `SegmentCursor`, so every byte handed out has had its CRC checked; one fixed
+/// buffer serves any message size.
+///
+/// It walks the records the recovery scan walked, by the same rule: a segment
+/// is read up to its end or its first damage, then the next segment. And it
+/// ends the message only when the text it handed out adds up to the size in the
+/// commit record and in the index, so damage that appeared after the scan (a
+/// record gone bad on the card while the message was queued) fails the message
+/// instead of sending it with a piece missing.
 public final class MessageReader {
     public enum Failure: Error, Equatable, CustomStringConvertible {
         case io(Errno)
@@ -24,174 +34,118 @@ public final class MessageReader {
         case end
     }
 
-    let buffer: ByteBuffer
-    /// The storage of the spool being read, set by `open`.
-    var storage: (any SpoolStorage)? = nil
-    var fd: Int32 = -1
-    var segment: UInt64 = 0
-    /// File offset of `buffer.start`.
-    var fileOffset = 0
+    let cursor: SegmentCursor
     var id: UInt64 = 0
-    /// Remaining payload of the current text record, inside the buffer.
-    var textRemaining = 0
-    /// Bytes after the text payload (the CRC) to skip once the text is used.
-    var trailerRemaining = 0
+    /// The text size in the queue's index.
+    var expectedSize = 0
+    /// Text bytes of the message passed so far (handed out or not).
+    var textSeen = 0
+    /// The current text record's payload length, and how much of it was used.
+    var textLength = 0
+    var textUsed = 0
+    /// The first damage the walk stepped over, for the failure message.
+    var damage: String? = nil
 
     public init(capacity: Int = BufferSizes.spoolRead) {
-        buffer = ByteBuffer(capacity: capacity)
-    }
-
-    deinit { closeFile() }
-
-    func closeFile() {
-        if fd >= 0 { storage?.close(fd); fd = -1 }
+        cursor = SegmentCursor(capacity: capacity)
     }
 
     /// Positions the reader on `message` and returns its envelope.
     public func open(_ message: QueuedMessage, spool: Spool) -> Result<SpoolCodec.EnvelopeRecord, Failure> {
-        closeFile()
-        storage = spool.storage
-        buffer.clear()
-        textRemaining = 0
-        trailerRemaining = 0
         id = message.id
-        segment = message.firstSegment
-        fileOffset = message.firstOffset
-        switch spool.storage.openForReading(spool.segmentPath(segment)) {
-        case .success(let f): fd = f
-        case .failure(let e): return .failure(.io(e))
-        }
-        while true {
-            switch frame(spool: spool) {
-            case .failure(let f): return .failure(f)
-            case .success(let fr):
-                guard fr.id == id, fr.kind == .envelope else {
-                    return .failure(.corrupt("message \(Spool.queueID(id)) does not start with its envelope"))
-                }
-                if fr.length > buffer.capacity {
-                    return readBigEnvelope(fr)
-                }
-                let p = payload(fr)
-                guard let e = SpoolCodec.parseEnvelope(p) else { return .failure(.corrupt("bad envelope")) }
-                buffer.consume(fr.length)
-                fileOffset += fr.length
-                return .success(e)
+        expectedSize = message.size
+        textSeen = 0
+        textLength = 0
+        textUsed = 0
+        damage = nil
+        let started = cursor.start(storage: spool.storage, path: spool.segmentPath(message.firstSegment),
+                                   sequence: message.firstSegment, at: message.firstOffset)
+        if case .failure(let p) = started { return .failure(Self.failure(p)) }
+        switch cursor.next() {
+        case .failure(let p):
+            return .failure(Self.failure(p))
+        case .success(let r?) where r.id == id && r.kind == .envelope:
+            guard let e = SpoolCodec.parseEnvelope(cursor.payload) else {
+                return .failure(.corrupt("\(SpoolCodec.segmentName(message.firstSegment)):\(r.offset) bad envelope"))
             }
+            return .success(e)
+        case .success:
+            return .failure(.corrupt("message \(Spool.queueID(id)) does not start with its envelope"))
         }
-    }
-
-    func readBigEnvelope(_ fr: SpoolCodec.RecordFrame) -> Result<SpoolCodec.EnvelopeRecord, Failure> {
-        var big = [UInt8](repeating: 0, count: fr.length)
-        guard case .success(let got) = big.withUnsafeMutableBytes({ storage!.read(fd, $0, at: fileOffset) }),
-              got == fr.length else { return .failure(.corrupt("short envelope")) }
-        let e: SpoolCodec.EnvelopeRecord? = big.withUnsafeBytes {
-            SpoolCodec.parseEnvelope(UnsafeRawBufferPointer(rebasing: $0[fr.payloadOffset..<(fr.payloadOffset + fr.payloadLength)]))
-        }
-        guard let env = e else { return .failure(.corrupt("bad envelope")) }
-        buffer.clear()
-        fileOffset += fr.length
-        return .success(env)
     }
 
     /// The unsent part of the current text record.
     public var pendingText: UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: buffer.readable[0..<textRemaining])
+        guard textUsed < textLength else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(rebasing: cursor.payload[textUsed..<textLength])
     }
 
     /// Marks `n` bytes of `pendingText` as sent.
     public func advance(_ n: Int) {
-        precondition(n <= textRemaining)
-        buffer.consume(n)
-        fileOffset += n
-        textRemaining -= n
-        if textRemaining == 0 && trailerRemaining > 0 {
-            buffer.consume(trailerRemaining)
-            fileOffset += trailerRemaining
-            trailerRemaining = 0
-        }
+        precondition(n >= 0 && n <= textLength - textUsed)
+        textUsed += n
     }
 
     /// Moves to the next text record of the message, or reports its end.
     public func next(spool: Spool) -> Result<Next, Failure> {
-        precondition(textRemaining == 0)
+        textLength = 0
+        textUsed = 0
         while true {
-            switch frame(spool: spool) {
-            case .failure(let f): return .failure(f)
-            case .success(let fr):
-                if fr.id == id && fr.kind == .commit {
-                    closeFile()
+            switch cursor.next() {
+            case .failure(.io(let e)):
+                return .failure(.io(e))
+            case .failure(.damaged(let why)):
+                // As the recovery scan does: the rest of this file is not read.
+                if damage == nil { damage = why }
+                if let f = moveToNextSegment(spool) { return .failure(f) }
+            case .success(nil):
+                // The clean end of this segment: the message goes on in the next.
+                if let f = moveToNextSegment(spool) { return .failure(f) }
+            case .success(let r?):
+                guard r.id == id else { continue }       // another message's record
+                switch r.kind {
+                case .commit:
+                    guard SpoolCodec.parseCommit(cursor.payload) == textSeen, textSeen == expectedSize else {
+                        return .failure(.corrupt(damage ?? "message \(Spool.queueID(id)) has \(textSeen) bytes of text, "
+                                                 + "its commit and index say otherwise"))
+                    }
                     return .success(.end)
-                }
-                if fr.id == id && fr.kind == .text {
-                    buffer.consume(fr.payloadOffset)
-                    fileOffset += fr.payloadOffset
-                    textRemaining = fr.payloadLength
-                    trailerRemaining = fr.length - fr.payloadOffset - fr.payloadLength
-                    if textRemaining == 0 { advance(0); continue }
+                case .text where r.payloadLength > 0:
+                    // Bounded by the commit's size, so no sum can overflow.
+                    guard r.payloadLength <= expectedSize - textSeen else {
+                        return .failure(.corrupt("message \(Spool.queueID(id)) has more text than its size"))
+                    }
+                    textSeen += r.payloadLength
+                    textLength = r.payloadLength
                     return .success(.text)
+                default:
+                    continue                             // this message's outcome records
                 }
-                // Another message's record, or this one's outcome records.
-                skip(fr.length)
             }
         }
     }
 
-    func skip(_ n: Int) {
-        if n <= buffer.count {
-            buffer.consume(n)
-        } else {
-            buffer.clear()
-        }
-        fileOffset += n
-    }
-
-    func payload(_ fr: SpoolCodec.RecordFrame) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: buffer.readable[fr.payloadOffset..<(fr.payloadOffset + fr.payloadLength)])
-    }
-
-    /// The frame of the record at `fileOffset`, reading more of the file (and
-    /// moving to the next segment at a segment's end) as needed. A record larger
-    /// than the buffer is returned with only its header checked.
-    func frame(spool: Spool) -> Result<SpoolCodec.RecordFrame, Failure> {
+    /// Starts the segment after the current one; a failure when there is none.
+    /// A segment whose header is bad is passed over, as recovery does.
+    func moveToNextSegment(_ spool: Spool) -> Failure? {
         while true {
-            switch SpoolCodec.parseRecord(buffer.readable) {
-            case .record(let fr):
-                return .success(fr)
-            case .corrupt(let why):
-                return .failure(.corrupt("\(SpoolCodec.segmentName(segment)) at \(fileOffset): \(why)"))
-            case .needMore(let total):
-                if total > buffer.capacity && buffer.count >= SpoolCodec.recordHeaderLength {
-                    let b = buffer.readable
-                    let n = Int(SpoolCodec.getLE(b, 0, 4))
-                    guard let kind = SpoolCodec.Kind(rawValue: b[4]) else { return .failure(.corrupt("bad kind")) }
-                    return .success(SpoolCodec.RecordFrame(kind: kind, id: SpoolCodec.getLE(b, 8, 8),
-                                                           payloadOffset: SpoolCodec.recordHeaderLength,
-                                                           payloadLength: n, length: total))
-                }
-                buffer.compact()
-                switch spool.storage.read(fd, buffer.writable, at: fileOffset + buffer.count) {
-                case .failure(let e): return .failure(.io(e))
-                case .success(let got):
-                    if got > 0 {
-                        buffer.didWrite(got)
-                        continue
-                    }
-                    // End of this segment's data.
-                    if buffer.count > 0 {
-                        return .failure(.corrupt("\(SpoolCodec.segmentName(segment)) ends inside a record"))
-                    }
-                    guard let nextSegment = spool.segment(after: segment) else {
-                        return .failure(.corrupt("message \(Spool.queueID(id)) has no commit record"))
-                    }
-                    closeFile()
-                    switch spool.storage.openForReading(spool.segmentPath(nextSegment)) {
-                    case .success(let f): fd = f
-                    case .failure(let e): return .failure(.io(e))
-                    }
-                    segment = nextSegment
-                    fileOffset = SpoolCodec.segmentHeaderLength
-                }
+            guard let following = spool.segment(after: cursor.sequence) else {
+                return .corrupt(damage ?? "message \(Spool.queueID(id)) has no commit record")
             }
+            switch cursor.start(storage: spool.storage, path: spool.segmentPath(following),
+                                sequence: following, at: SpoolCodec.segmentHeaderLength) {
+            case .success: return nil
+            case .failure(.io(let e)): return .io(e)
+            case .failure(.damaged(let why)):
+                if damage == nil { damage = why }
+            }
+        }
+    }
+
+    static func failure(_ p: SegmentCursor.Problem) -> Failure {
+        switch p {
+        case .io(let e): return .io(e)
+        case .damaged(let why): return .corrupt(why)
         }
     }
 }

@@ -14,22 +14,10 @@ public struct SpoolTransaction: Sendable {
     public var queueID: String { Spool.queueID(id) }
 }
 
-/// What the recovery scan found, for the start-up log line.
-public struct RecoveryReport: Sendable {
-    public var segments = 0
-    public var records = 0
-    public var queued = 0
-    /// Transactions without a commit record: never acknowledged.
-    public var dropped = 0
-    /// Committed messages whose text records do not add up to the committed size
-    /// (a segment of theirs is missing or damaged): "queue_id reason" each.
-    public var incomplete: [String] = []
-    /// "segment:offset reason" of every place a scan stopped early.
-    public var tornTails: [String] = []
-}
-
-/// The spool's files: the append-only segments, group commit, the recovery scan and
-/// segment deletion. The record format is documented in `SpoolCodec.swift`.
+/// The spool's files: the append-only segments, group commit and compaction; the
+/// recovery scan is in `SpoolRecovery.swift`, segment deletion and the space
+/// checks in `SpoolSpace.swift`, and every read goes through `SegmentCursor`.
+/// The record format is documented in `SpoolCodec.swift`.
 ///
 /// Receivers call `begin`, `appendText` and `commit`; the loop calls `flush` once
 /// per iteration, which performs the one `fdatasync` covering every commit written
@@ -46,12 +34,12 @@ public final class Spool {
 
     var lockFD: Int32 = -1
     var activeFD: Int32 = -1
-    public private(set) var activeSequence: UInt64 = 0
+    public internal(set) var activeSequence: UInt64 = 0
     var activeOffset = 0
     /// A write to the active segment failed and could not be undone: start a new one.
     var activeBroken = false
     var segmentSizes: [UInt64: Int] = [:]
-    public private(set) var totalBytes = 0
+    public internal(set) var totalBytes = 0
     var nextID: UInt64 = 1
     /// Open transactions: id → the segment of their first record.
     var openTransactions: [UInt64: UInt64] = [:]
@@ -77,8 +65,13 @@ public final class Spool {
     /// An fdatasync of a segment being closed failed: the commits waiting for the
     /// next flush cannot be promised.
     var pendingSyncFailure: Errno? = nil
-    /// Monotonic time of the last ENOSPC; new mail is refused for a while after it.
-    var noSpaceAt: Int64? = nil
+    /// A write failed for lack of space (or of segment numbers) and the file
+    /// system has not been seen with room since: `acceptsMail` asks statvfs.
+    var spaceShort = false
+    /// When `acceptsMail` last tried to reclaim space (monotonic nanoseconds).
+    var lastReclaimAttempt: Int64? = nil
+    /// Times the active segment was reclaimed because the spool was short of space.
+    public internal(set) var reclaimedSegments = 0
 
     public var queue = Queue()
 
@@ -96,14 +89,6 @@ public final class Spool {
 
     func path(_ sequence: UInt64) -> String { dir + "/" + SpoolCodec.segmentName(sequence) }
 
-    /// Whether new mail can be promised: under `max_size`, and no ENOSPC in the last
-    /// ten seconds.
-    public func acceptsMail(now: Int64) -> Bool {
-        if totalBytes >= maxSize { return false }
-        if let t = noSpaceAt, now - t < 10_000_000_000 { return false }
-        return true
-    }
-
     // MARK: start-up
 
     /// Creates and locks the directory, scans every segment, rebuilds the queue,
@@ -120,12 +105,33 @@ public final class Spool {
         case .success(let r): (report, maxID) = r
         case .failure(let e): return .failure(e)
         }
-        nextID = max(maxID + 1, UInt64(max(clock.wall, 0)) << 20)
+        nextID = max(maxID + 1, Self.firstID(wall: clock.wall))
         activeSequence = segmentSizes.keys.max() ?? 0
-        if case .failure(let e) = roll() { return .failure(e) }
+        if case .failure(let e) = roll() {
+            // A full disk at start must not stop the daemon: the queue can still
+            // drain, finished segments are deleted, and the next write tries again.
+            guard Self.isShortOfSpace(e) else { return .failure(e) }
+            spaceShort = true
+            log.warning("no room for a new spool segment at start; new mail gets 452 until there is",
+                        [("error", e.description)], id: MessageIDs.spoolError)
+            collectGarbage()
+            reclaimIdleSpace()
+            return .success(report)
+        }
         collectGarbage()
         return .success(report)
     }
+
+    /// The first id after a start: the wall clock in seconds, shifted left by 20
+    /// bits (room for a million messages a second). Clamped, so a clock set to
+    /// the far future cannot shift bits out (ids stay below `SpoolCodec.maxID`).
+    static func firstID(wall: Int64) -> UInt64 {
+        UInt64(min(max(wall, 0), Int64(1) << 41)) << 20
+    }
+
+    /// ENOSPC/EDQUOT, or the segment numbers ran out: both are cured by
+    /// reclaiming finished segments, neither is a failing disk.
+    static func isShortOfSpace(_ e: Errno) -> Bool { e.isNoSpace || e.code == EOVERFLOW }
 
     /// Scans the spool and builds the queue without writing anything: for
     /// `postern queue` when no daemon runs. The spool must not be used to write
@@ -134,187 +140,26 @@ public final class Spool {
         scanAll(clock).map { $0.0 }
     }
 
-    /// The recovery scan of every segment, in sequence order. Returns the report
-    /// and the largest message id seen.
-    func scanAll(_ clock: ClockReading) -> Result<(RecoveryReport, UInt64), Errno> {
-        let names: [String]
-        switch storage.list(dir) {
-        case .success(let n): names = n
-        case .failure(let e): return .failure(e)
-        }
-        var sequences = names.compactMap { SpoolCodec.segmentSequence(fileName: $0) }
-        sequences.sort()
-        var report = RecoveryReport()
-        var scan = RecoveryScan(clock: clock)
-        let buffer = ByteBuffer(capacity: BufferSizes.spoolRead)
-        for seq in sequences {
-            report.segments += 1
-            if case .failure(let e) = scanSegment(seq, buffer, &scan, &report) { return .failure(e) }
-        }
-        report.queued = queue.count
-        report.dropped = scan.pending.count
-        report.incomplete = scan.incomplete
-        return .success((report, scan.maxID))
-    }
-
-    struct RecoveryScan {
-        struct Pending {
-            var segment: UInt64
-            var offset: Int
-            var arrival: Int64
-            var recipients: Int
-            var arrivalSynchronised: Bool
-            var textBytes = 0
-        }
-        /// When the scan runs: expiry deadlines are counted from here.
-        let clock: ClockReading
-        var pending: [UInt64: Pending] = [:]
-        var incomplete: [String] = []
-        var maxID: UInt64 = 0
-    }
-
-    func scanSegment(_ seq: UInt64, _ buffer: ByteBuffer, _ scan: inout RecoveryScan,
-                     _ report: inout RecoveryReport) -> Result<Void, Errno> {
-        let fd: Int32
-        switch storage.openForReading(path(seq)) {
-        case .success(let f): fd = f
-        case .failure(let e): return .failure(e)
-        }
-        defer { storage.close(fd) }
-        let fileSize: Int
-        switch storage.size(fd) {
-        case .success(let s): fileSize = s
-        case .failure(let e): return .failure(e)
-        }
-        segmentSizes[seq] = fileSize
-        totalBytes += fileSize
-        buffer.clear()
-        var header = [UInt8](repeating: 0, count: SpoolCodec.segmentHeaderLength)
-        let got = header.withUnsafeMutableBytes { storage.read(fd, $0, at: 0) }
-        guard case .success(let n) = got, n == header.count,
-              header.withUnsafeBytes({ SpoolCodec.parseSegmentHeader($0) }) == seq else {
-            report.tornTails.append("\(SpoolCodec.segmentName(seq)):0 bad segment header")
-            return .success(())
-        }
-        var fileOffset = SpoolCodec.segmentHeaderLength   // of buffer.start
-        while true {
-            let parse = SpoolCodec.parseRecord(buffer.readable)
-            switch parse {
-            case .record(let frame):
-                let payload = UnsafeRawBufferPointer(rebasing: buffer.readable[frame.payloadOffset..<(frame.payloadOffset + frame.payloadLength)])
-                apply(frame, payload, seq, fileOffset, &scan)
-                report.records += 1
-                buffer.consume(frame.length)
-                fileOffset += frame.length
-            case .needMore(let total):
-                if fileOffset + buffer.count >= fileSize {
-                    if buffer.count > 0 {
-                        report.tornTails.append("\(SpoolCodec.segmentName(seq)):\(fileOffset) incomplete record")
-                    }
-                    return .success(())
-                }
-                if total > buffer.capacity {
-                    // Only an envelope with very many recipients is this big.
-                    var big = [UInt8](repeating: 0, count: total)
-                    let r = big.withUnsafeMutableBytes { storage.read(fd, $0, at: fileOffset) }
-                    guard case .success(let got) = r, got == total else {
-                        report.tornTails.append("\(SpoolCodec.segmentName(seq)):\(fileOffset) incomplete record")
-                        return .success(())
-                    }
-                    let ok: Bool = big.withUnsafeBytes { b in
-                        guard case .record(let frame) = SpoolCodec.parseRecord(b) else { return false }
-                        apply(frame, UnsafeRawBufferPointer(rebasing: b[frame.payloadOffset..<(frame.payloadOffset + frame.payloadLength)]),
-                              seq, fileOffset, &scan)
-                        return true
-                    }
-                    guard ok else {
-                        report.tornTails.append("\(SpoolCodec.segmentName(seq)):\(fileOffset) corrupt record")
-                        return .success(())
-                    }
-                    report.records += 1
-                    fileOffset += total
-                    buffer.clear()
-                    continue
-                }
-                buffer.compact()
-                let r = storage.read(fd, buffer.writable, at: fileOffset + buffer.count)
-                switch r {
-                case .success(let got):
-                    if got == 0 {
-                        report.tornTails.append("\(SpoolCodec.segmentName(seq)):\(fileOffset) incomplete record")
-                        return .success(())
-                    }
-                    buffer.didWrite(min(got, buffer.freeSpace))
-                case .failure(let e): return .failure(e)
-                }
-            case .corrupt(let why):
-                report.tornTails.append("\(SpoolCodec.segmentName(seq)):\(fileOffset) \(why)")
-                return .success(())
-            }
-        }
-    }
-
-    func apply(_ frame: SpoolCodec.RecordFrame, _ payload: UnsafeRawBufferPointer, _ seq: UInt64,
-               _ offset: Int, _ scan: inout RecoveryScan) {
-        scan.maxID = max(scan.maxID, frame.id)
-        switch frame.kind {
-        case .envelope:
-            guard let e = SpoolCodec.parseEnvelope(payload) else { return }
-            scan.pending[frame.id] = RecoveryScan.Pending(segment: seq, offset: offset, arrival: e.arrival,
-                                                          recipients: e.recipients.count,
-                                                          arrivalSynchronised: e.arrivalSynchronised)
-        case .text:
-            scan.pending[frame.id]?.textBytes += frame.payloadLength
-        case .commit:
-            guard let p = scan.pending.removeValue(forKey: frame.id), let size = SpoolCodec.parseCommit(payload) else { return }
-            if p.textBytes != size {
-                // A segment in the middle of the message is gone or damaged: what is
-                // left cannot be sent as the message that was received. (For a
-                // relocated copy the original, if still there, stays in use.)
-                if queue.message(frame.id) == nil {
-                    scan.incomplete.append("\(Spool.queueID(frame.id)) has \(p.textBytes) of \(size) bytes of text")
-                }
-                return
-            }
-            if queue.message(frame.id) != nil {
-                // A compaction copy became durable: the message lives here now, with
-                // the outcomes already read for it.
-                queue.relocate(frame.id, firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq)
-                return
-            }
-            var m = QueuedMessage(id: frame.id, arrival: p.arrival, size: size,
-                                  firstSegment: p.segment, firstOffset: p.offset, lastSegment: seq,
-                                  recipientStates: [UInt8](repeating: 0, count: p.recipients))
-            m.expiresAt = expiry.deadline(arrival: p.arrival, arrivalSynchronised: p.arrivalSynchronised,
-                                          loadedAt: scan.clock)
-            // Straight into the queue (ids arrive nearly in order, so this is an
-            // append): a long queue loads in linear time and no second copy of
-            // the index is built. A message finished by later records leaves it.
-            queue.insert(m)
-        case .abort:
-            scan.pending[frame.id] = nil
-        case .recipient:
-            guard let r = SpoolCodec.parseRecipient(payload), let m = queue.message(frame.id),
-                  r.index < Int(m.recipientCount) else { return }
-            queue.noteRecord(of: frame.id, inSegment: seq)
-            queue.setOutcome(frame.id, recipient: r.index, r.outcome)
-        }
-    }
-
     // MARK: writing
 
     /// Closes the active segment (synced if it holds unsynced records) and starts
     /// the next. The new file's header is synced, and the directory, by the next
     /// `flush` before anything in it is acknowledged (issue 3 item 2).
-    func roll() -> Result<Void, Errno> {
+    ///
+    /// `syncingOld: false` is for a segment about to be deleted with nothing live
+    /// in it (`reclaimIdleSpace`): syncing it would only wear the flash.
+    func roll(syncingOld: Bool = true) -> Result<Void, Errno> {
         if activeFD >= 0 {
             // Everything in the old segment (text of a message that goes on in the
             // new one, too) must be durable before a commit in the new one is.
-            if dirty {
+            if dirty && syncingOld {
                 if case .failure(let e) = storage.syncData(activeFD) { pendingSyncFailure = e }
             }
             storage.close(activeFD)
             activeFD = -1
+        }
+        guard activeSequence < SpoolCodec.maxSequence else {
+            return .failure(Errno(EOVERFLOW, "start segment \(activeSequence) + 1 (segment numbers exhausted)"))
         }
         let seq = activeSequence + 1
         let fd: Int32
@@ -334,8 +179,7 @@ public final class Spool {
         activeSequence = seq
         activeOffset = header.count
         activeBroken = false
-        segmentSizes[seq] = header.count
-        totalBytes += header.count
+        noteSegment(seq, size: header.count)
         directorySyncNeeded = true
         dirty = true
         return .success(())
@@ -343,15 +187,35 @@ public final class Spool {
 
     /// Appends one record to the active segment; returns where it was written.
     /// A failed write is cut off again (ftruncate) so no torn record is left in
-    /// the middle of the file.
+    /// the middle of the file. When it failed for lack of space and nothing in the
+    /// spool is live, the finished segments are reclaimed and the write tried once
+    /// more: a full disk recovers with the next message, not a later one.
     func writeRecord(_ kind: SpoolCodec.Kind, _ id: UInt64, _ payload: UnsafeRawBufferPointer,
                      now: Int64) -> Result<(UInt64, Int), Errno> {
-        if activeOffset >= segmentSize || activeBroken || activeFD < 0 {
-            if case .failure(let e) = roll() { return .failure(noteFailure(e, now)) }
+        guard payload.count <= SpoolCodec.payloadLimit(kind) else {
+            return .failure(Errno(EMSGSIZE, "write a \(payload.count)-byte record"))
+        }
+        switch appendRecord(kind, id, payload) {
+        case .success(let at):
+            return .success(at)
+        case .failure(let e):
+            noteFailure(e)
+            guard Self.isShortOfSpace(e), reclaimIdleSpace() else { return .failure(e) }
+            let again = appendRecord(kind, id, payload)
+            if case .failure(let e) = again { noteFailure(e) }
+            return again
+        }
+    }
+
+    func appendRecord(_ kind: SpoolCodec.Kind, _ id: UInt64, _ payload: UnsafeRawBufferPointer) -> Result<(UInt64, Int), Errno> {
+        let total = SpoolCodec.recordOverhead + payload.count
+        // A segment never grows past what a 32-bit offset can address.
+        if activeOffset >= segmentSize || activeBroken || activeFD < 0
+            || total > SpoolCodec.maxSegmentLength - activeOffset {
+            if case .failure(let e) = roll() { return .failure(e) }
         }
         let header = SpoolCodec.recordHeader(kind: kind, id: id, payloadLength: payload.count)
         let trailer = SpoolCodec.trailer(header: header, payload: payload)
-        let total = header.count + payload.count + trailer.count
         let start = activeOffset
         let result = header.withUnsafeBytes { h in
             trailer.withUnsafeBytes { t in storage.write(activeFD, [h, payload, t], at: start) }
@@ -362,18 +226,17 @@ public final class Spool {
             // Cut off the partial record; if even that fails, never append to this
             // file again.
             if case .failure = storage.truncate(activeFD, to: start) { activeBroken = true }
-            return .failure(noteFailure(e, now))
+            return .failure(e)
         }
         activeOffset += total
         dirty = true
         segmentSizes[activeSequence, default: 0] += total
-        totalBytes += total
+        addBytes(total)
         return .success((activeSequence, start))
     }
 
-    func noteFailure(_ e: Errno, _ now: Int64) -> Errno {
-        if e.isNoSpace { noSpaceAt = now } else { ioFailure = e }
-        return e
+    func noteFailure(_ e: Errno) {
+        if Self.isShortOfSpace(e) { spaceShort = true } else { ioFailure = e }
     }
 
     /// An I/O error (not a full disk) since the last successful sync: the spool is
@@ -383,12 +246,17 @@ public final class Spool {
     /// Opens a transaction: writes the envelope record.
     public func begin(_ envelope: Envelope, arrival: Int64, arrivalSynchronised: Bool = false,
                       now: Int64) -> Result<SpoolTransaction, Errno> {
-        let id = nextID
-        nextID += 1
-        let payload = SpoolCodec.envelopePayload(SpoolCodec.EnvelopeRecord(
+        let record = SpoolCodec.EnvelopeRecord(
             arrival: arrival, eightBit: envelope.eightBit, arrivalSynchronised: arrivalSynchronised,
             from: envelope.from.bytes,
-            recipients: envelope.recipients.map { $0.bytes }))
+            recipients: envelope.recipients.map { $0.bytes })
+        guard SpoolCodec.canEncode(record) else { return .failure(Errno(EMSGSIZE, "envelope too large for the spool")) }
+        guard let id = allocateID(arrival: arrival) else {
+            let e = Errno(EOVERFLOW, "allocate a message id (a spool record holds an id near the limit)")
+            noteFailure(e)
+            return .failure(e)
+        }
+        let payload = SpoolCodec.envelopePayload(record)
         let r = payload.withUnsafeBytes { writeRecord(.envelope, id, $0, now: now) }
         switch r {
         case .success(let (seq, offset)):
@@ -400,16 +268,21 @@ public final class Spool {
         }
     }
 
-    /// Appends a chunk of message text.
+    /// Appends a chunk of message text, as records of at most
+    /// `SpoolCodec.maxTextPayload` bytes.
     public func appendText(_ t: inout SpoolTransaction, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Result<Void, Errno> {
-        if bytes.isEmpty { return .success(()) }
-        switch writeRecord(.text, t.id, bytes, now: now) {
-        case .success:
-            t.size += bytes.count
-            return .success(())
-        case .failure(let e):
-            return .failure(e)
+        var rest = bytes
+        while !rest.isEmpty {
+            let n = min(rest.count, SpoolCodec.maxTextPayload)
+            let (size, overflow) = t.size.addingReportingOverflow(n)
+            if overflow { return .failure(Errno(EFBIG, "message text")) }
+            if case .failure(let e) = writeRecord(.text, t.id, UnsafeRawBufferPointer(rebasing: rest[0..<n]), now: now) {
+                return .failure(e)
+            }
+            t.size = size
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
         }
+        return .success(())
     }
 
     /// Abandons a transaction. The abort record only saves the recovery scan some
@@ -417,27 +290,34 @@ public final class Spool {
     public func abort(_ t: SpoolTransaction, now: Int64) {
         _ = writeRecord(.abort, t.id, UnsafeRawBufferPointer(start: nil, count: 0), now: now)
         openTransactions[t.id] = nil
-        collectGarbage()
+        releaseSpace()
     }
 
     /// Writes the commit record. The message is promised only after the next
     /// `flush` reports it durable.
     public func commit(_ t: SpoolTransaction, now: Int64) -> Result<Void, Errno> {
+        // Checked before the commit is written: a message the index cannot hold
+        // (over 4 GiB of text) is refused, not queued half-way.
+        guard var m = QueuedMessage(id: t.id, arrival: t.arrival, size: t.size, firstSegment: t.firstSegment,
+                                    firstOffset: t.firstOffset, lastSegment: activeSequence,
+                                    recipientStates: [UInt8](repeating: 0, count: t.recipientCount)) else {
+            openTransactions[t.id] = nil
+            releaseSpace()
+            return .failure(Errno(EFBIG, "message too large for the queue"))
+        }
         let payload = SpoolCodec.commitPayload(size: t.size)
         let r = payload.withUnsafeBytes { writeRecord(.commit, t.id, $0, now: now) }
         openTransactions[t.id] = nil
         switch r {
-        case .success:
-            var m = QueuedMessage(id: t.id, arrival: t.arrival, size: t.size, firstSegment: t.firstSegment,
-                                  firstOffset: t.firstOffset, lastSegment: activeSequence,
-                                  recipientStates: [UInt8](repeating: 0, count: t.recipientCount))
+        case .success(let (seq, _)):
+            m.move(firstSegment: t.firstSegment, firstOffset: t.firstOffset, lastSegment: seq)
             // Just arrived: its whole max_age is ahead of it, on the monotonic clock.
             m.expiresAt = now / 1_000_000_000 + expiry.maxAge
             awaitingSync.append(m)
             syncWanted = true
             return .success(())
         case .failure(let e):
-            collectGarbage()
+            releaseSpace()
             return .failure(e)
         }
     }
@@ -476,8 +356,8 @@ public final class Spool {
             dirty = false
             directorySyncNeeded = false
             ioFailure = nil
-        } else if let f = failure, !f.isNoSpace {
-            ioFailure = f
+        } else if let f = failure {
+            noteFailure(f)
         }
         let waiting = awaitingSync
         awaitingSync = []
@@ -487,7 +367,7 @@ public final class Spool {
             // nothing written since the last good sync can be trusted, so stop
             // writing to this file (the next write starts a new segment).
             activeBroken = true
-            collectGarbage()
+            releaseSpace()
             return FlushResult(failed: waiting.map { $0.id }, error: e)
         }
         for m in waiting { queue.insert(m) }
@@ -496,7 +376,7 @@ public final class Spool {
         for r in relocations {
             queue.relocate(r.id, firstSegment: r.firstSegment, firstOffset: r.firstOffset, lastSegment: r.lastSegment)
         }
-        if !relocations.isEmpty { collectGarbage() }
+        if !relocations.isEmpty { releaseSpace() }
         return FlushResult(committed: waiting, synced: true)
     }
 
@@ -504,6 +384,9 @@ public final class Spool {
     /// when it finished the message.
     @discardableResult
     public func recordOutcome(_ id: UInt64, recipient: Int, _ outcome: SpoolCodec.Outcome, now: Int64) -> Bool {
+        // The record holds the index in a u16; the queue ignores indices the
+        // message does not have.
+        guard let m = queue.message(id), recipient >= 0, recipient < Int(m.recipientCount) else { return false }
         let payload = SpoolCodec.recipientPayload(index: recipient, outcome: outcome)
         switch payload.withUnsafeBytes({ writeRecord(.recipient, id, $0, now: now) }) {
         case .success(let (seq, _)):
@@ -520,37 +403,8 @@ public final class Spool {
             pendingSyncFailure = e
         }
         let finished = queue.setOutcome(id, recipient: recipient, outcome)
-        if finished { collectGarbage() }
+        if finished { releaseSpace() }
         return finished
-    }
-
-    /// Deletes finished segments from the oldest on: while the oldest segment is
-    /// not the active one, holds no queued message and is older than every open
-    /// transaction, it goes.
-    ///
-    /// Only ever the oldest, each unlink made durable before the next: a newer
-    /// segment holds the recipient records that finished the messages of older
-    /// ones, so it must outlive them, also across a crash (the crash tests found
-    /// both orders of failure). A message stuck in an old segment would hold
-    /// every newer one; compaction copies it forward so the oldest can go.
-    func collectGarbage() {
-        var pin = UInt64.max
-        for (_, s) in openTransactions { pin = min(pin, s) }
-        for m in awaitingSync { pin = min(pin, m.firstSegment) }
-        while let oldest = segmentSizes.keys.min(), oldest != activeSequence, oldest < pin,
-              !queue.isReferenced(oldest) {
-            if case .failure(let e) = storage.unlink(path(oldest)) {
-                log.warning("could not delete a finished segment", [("error", e.description)], id: MessageIDs.spoolError)
-                return
-            }
-            totalBytes -= segmentSizes[oldest] ?? 0
-            segmentSizes[oldest] = nil
-            log.debug("segment deleted", [("segment", SpoolCodec.segmentName(oldest))])
-            if case .failure(let e) = storage.syncDirectory(dir) {
-                log.warning("could not sync the spool directory", [("error", e.description)], id: MessageIDs.spoolError)
-                return
-            }
-        }
     }
 
     // MARK: compaction
@@ -604,6 +458,7 @@ public final class Spool {
         case .failure(let f): return "\(f)"
         }
         envelope.relocated = true
+        guard SpoolCodec.canEncode(envelope) else { return "its envelope cannot be written again" }
         let payload = SpoolCodec.envelopePayload(envelope)
         let first: (UInt64, Int)
         switch payload.withUnsafeBytes({ writeRecord(.envelope, m.id, $0, now: now) }) {

@@ -16,6 +16,8 @@ public protocol SpoolStorage: AnyObject {
     func openForReading(_ path: String) -> Result<Int32, Errno>
     /// Creates a new file (O_CREAT | O_EXCL) for writing.
     func create(_ path: String) -> Result<Int32, Errno>
+    /// fstat(2) st_size; EOVERFLOW when it does not fit an `Int` (a file over
+    /// 2 GiB on a 32-bit board).
     func size(_ fd: Int32) -> Result<Int, Errno>
     /// pread(2) until `buffer` is full or the file ends; returns bytes read.
     func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno>
@@ -30,6 +32,9 @@ public protocol SpoolStorage: AnyObject {
     func unlink(_ path: String) -> Result<Void, Errno>
     /// fsync(2) of a directory, making its entries (created and removed files) durable.
     func syncDirectory(_ path: String) -> Result<Void, Errno>
+    /// statvfs(3): bytes an unprivileged writer may still use on the file system
+    /// holding `path` (f_bavail × f_frsize), at most `Int.max`.
+    func availableSpace(_ path: String) -> Result<Int, Errno>
 }
 
 /// The real file system, through `Sys`.
@@ -57,7 +62,12 @@ public final class PosixStorage: SpoolStorage {
 
     public func create(_ path: String) -> Result<Int32, Errno> { Sys.open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600) }
 
-    public func size(_ fd: Int32) -> Result<Int, Errno> { Sys.fileSize(fd) }
+    public func size(_ fd: Int32) -> Result<Int, Errno> {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return .failure(Errno.current("fstat")) }
+        guard let n = Int(exactly: st.st_size) else { return .failure(Errno(EOVERFLOW, "fstat")) }
+        return .success(n)
+    }
 
     public func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
         Sys.pread(fd, buffer, at: offset)
@@ -77,5 +87,14 @@ public final class PosixStorage: SpoolStorage {
 
     public func syncDirectory(_ path: String) -> Result<Void, Errno> {
         cl_sync_directory(path) == 0 ? .success(()) : .failure(Errno.current("fsync \(path)"))
+    }
+
+    public func availableSpace(_ path: String) -> Result<Int, Errno> {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return .failure(Errno.current("statvfs \(path)")) }
+        // The widths differ between boards (32-bit fsblkcnt_t on armv7 without
+        // large-file support): multiply in 64 bits, saturating.
+        let (bytes, overflow) = UInt64(st.f_bavail).multipliedReportingOverflow(by: UInt64(st.f_frsize))
+        return .success(overflow ? Int.max : Int(clamping: bytes))
     }
 }

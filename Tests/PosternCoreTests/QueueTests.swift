@@ -3,7 +3,7 @@ import Testing
 
 func queued(_ id: UInt64, segments: ClosedRange<UInt64> = 1...1, recipients: Int = 1, arrival: Int64 = 0) -> QueuedMessage {
     QueuedMessage(id: id, arrival: arrival, size: 100, firstSegment: segments.lowerBound, firstOffset: 16,
-                  lastSegment: segments.upperBound, recipientStates: [UInt8](repeating: 0, count: recipients))
+                  lastSegment: segments.upperBound, recipientStates: [UInt8](repeating: 0, count: recipients))!
 }
 
 @Suite("Delivery queue: order and lookup")
@@ -201,5 +201,80 @@ struct QueueSchedulingTests {
         #expect(q.count == 1)
         #expect(q.message(1)?.inFlight == false)
         #expect(q.message(1)?.attempts == 0)
+    }
+}
+
+@Suite("Queue index narrowing is checked (issue 7 item 7: 32-bit boards, crafted spool files)")
+struct QueueIndexWidthTests {
+    func entry(size: Int = 1, first: UInt64 = 1, offset: Int = 16, last: UInt64 = 1, recipients: Int = 1) -> QueuedMessage? {
+        QueuedMessage(id: 1, arrival: 0, size: size, firstSegment: first, firstOffset: offset, lastSegment: last,
+                      recipientStates: [UInt8](repeating: 0, count: recipients))
+    }
+
+    @Test("Values at the widths' limits fit")
+    func limitsFit() {
+        let m = entry(size: Int(UInt32.max), first: UInt64(UInt32.max), offset: Int(Int32.max),
+                      last: UInt64(UInt32.max), recipients: Int(UInt16.max))
+        #expect(m?.size == Int(UInt32.max))
+        #expect(m?.firstSegment == UInt64(UInt32.max))
+        #expect(m?.firstOffset == Int(Int32.max))
+        #expect(m?.lastSegment == UInt64(UInt32.max))
+        // 65,535 recipients (an envelope's u16 count) no longer traps an Int16.
+        #expect(m?.recipientCount == UInt16.max)
+        #expect(m?.pendingRecipients.count == 65_535)
+    }
+
+    @Test("A value one past a width fails instead of trapping or wrapping")
+    func pastLimitsFail() {
+        #expect(entry(size: Int(UInt32.max) + 1) == nil)
+        #expect(entry(size: -1) == nil)
+        #expect(entry(first: UInt64(UInt32.max) + 1) == nil)
+        #expect(entry(offset: Int(UInt32.max) + 1) == nil)
+        #expect(entry(offset: -1) == nil)
+        #expect(entry(last: UInt64.max) == nil)
+        #expect(entry(recipients: Int(UInt16.max) + 1) == nil)
+    }
+
+    @Test("An arrival outside 1970–2106 is shown as the nearest that fits")
+    func arrivalClamped() {
+        let before = QueuedMessage(id: 1, arrival: Int64.min, size: 1, firstSegment: 1, firstOffset: 16,
+                                   lastSegment: 1, recipientStates: [0])
+        let after = QueuedMessage(id: 1, arrival: Int64.max, size: 1, firstSegment: 1, firstOffset: 16,
+                                  lastSegment: 1, recipientStates: [0])
+        #expect(before?.arrival == 0)
+        #expect(after?.arrival == Int64(UInt32.max))
+    }
+
+    @Test("Recipient indices outside the message read as pending and change nothing")
+    func recipientIndices() {
+        var m = entry(recipients: 40)!
+        for i in [-1, 40, Int.max, Int.min] {
+            #expect(m.state(i) == 0)
+            m.setState(i, 1)
+        }
+        #expect(m.pendingRecipients.count == 40)
+        var q = Queue()
+        q.insert(queued(1, recipients: 2))
+        for i in [-1, 2, Int.max, Int.min] {
+            let finished = q.setOutcome(1, recipient: i, .delivered)
+            #expect(!finished)
+        }
+        #expect(q.message(1)?.pendingRecipients == [0, 1])
+    }
+
+    @Test("A span or a move beyond 32-bit sequences is refused and changes nothing")
+    func spans() {
+        var q = Queue()
+        q.insert(queued(1, segments: 1...2))
+        q.noteRecord(of: 1, inSegment: UInt64(UInt32.max) + 1)
+        #expect(q.message(1)?.lastSegment == 2)
+        #expect(!q.isReferenced(3))
+        q.relocate(1, firstSegment: UInt64.max, firstOffset: 16, lastSegment: UInt64.max)
+        #expect(q.message(1)?.firstSegment == 1)
+        #expect(q.isReferenced(1) && q.isReferenced(2))
+        var m = queued(2)
+        let moved = m.move(firstSegment: 1, firstOffset: Int(UInt32.max) + 1, lastSegment: 1)
+        #expect(!moved)
+        #expect(m.firstOffset == 16)
     }
 }

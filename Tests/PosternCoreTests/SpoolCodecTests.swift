@@ -227,8 +227,13 @@ struct SpoolRecordTests {
             Issue.record("payload over maxPayload accepted")
             return
         }
-        let biggest = SpoolCodec.recordHeader(kind: .text, id: 1, payloadLength: SpoolCodec.maxPayload)
+        let biggest = SpoolCodec.recordHeader(kind: .envelope, id: 1, payloadLength: SpoolCodec.maxPayload)
         #expect(parseRecord(biggest) == .needMore(total: SpoolCodec.maxPayload + 20))
+        // Text chunks are smaller: a text record fits a 64 KiB read buffer.
+        let longestText = SpoolCodec.recordHeader(kind: .text, id: 1, payloadLength: SpoolCodec.maxTextPayload)
+        #expect(parseRecord(longestText) == .needMore(total: 64 * 1024))
+        let tooLongText = SpoolCodec.recordHeader(kind: .text, id: 1, payloadLength: SpoolCodec.maxTextPayload + 1)
+        #expect(parseRecord(tooLongText) == .corrupt("payload length \(SpoolCodec.maxTextPayload + 1)"))
     }
 
     @Test("Envelope payload round trip", arguments: [
@@ -274,4 +279,107 @@ struct SpoolRecordTests {
         #expect(([0, 0, 0] as [UInt8]).withUnsafeBytes { SpoolCodec.parseRecipient($0) } == nil)
         #expect(([0, 1] as [UInt8]).withUnsafeBytes { SpoolCodec.parseRecipient($0) } == nil)
     }
+}
+
+/// A record header with an arbitrary 32-bit length field, as a damaged or crafted
+/// file can hold.
+func rawHeader(length: UInt32, kind: UInt8 = SpoolCodec.Kind.envelope.rawValue, id: UInt64 = 1) -> [UInt8] {
+    var h: [UInt8] = []
+    for i in 0..<4 { h.append(UInt8(truncatingIfNeeded: length >> (8 * UInt32(i)))) }
+    h += [kind, 0, 0, 0]
+    for i in 0..<8 { h.append(UInt8(truncatingIfNeeded: id >> (8 * UInt64(i)))) }
+    return h
+}
+
+@Suite("Spool decoding never traps: 32-bit widths and crafted values (issue 7 item 7)")
+struct SpoolCodecWidthTests {
+    @Test("Length fields at and past the Int32 boundary are corrupt, never converted first", arguments: [
+        UInt32(SpoolCodec.maxPayload) + 1, UInt32(Int32.max), UInt32(Int32.max) + 1, UInt32.max - 19, UInt32.max,
+    ])
+    func hugeLengths(length: UInt32) {
+        for kind in SpoolCodec.Kind.allKinds {
+            let h = rawHeader(length: length, kind: kind.rawValue)
+            #expect(parseRecord(h) == .corrupt("payload length \(length)"))
+            #expect(parseRecord(h + [UInt8](repeating: 0, count: 64)) == .corrupt("payload length \(length)"))
+        }
+    }
+
+    @Test("getLE reads only inside the buffer")
+    func getLEBounds() {
+        let b: [UInt8] = [1, 2, 3, 4]
+        b.withUnsafeBytes { p in
+            #expect(SpoolCodec.getLE(p, 0, 4) == 0x0403_0201)
+            #expect(SpoolCodec.getLE(p, 2, 2) == 0x0403)
+            #expect(SpoolCodec.getLE(p, 4, 0) == 0)
+            #expect(SpoolCodec.getLE(p, 1, 4) == nil)
+            #expect(SpoolCodec.getLE(p, 4, 1) == nil)
+            #expect(SpoolCodec.getLE(p, -1, 2) == nil)
+            #expect(SpoolCodec.getLE(p, Int.max, 2) == nil)
+            #expect(SpoolCodec.getLE(p, 0, 9) == nil)
+            #expect(SpoolCodec.getLE(p, 0, -1) == nil)
+        }
+        [UInt8]().withUnsafeBytes { #expect(SpoolCodec.getLE($0, 0, 1) == nil) }
+    }
+
+    @Test("Commit sizes that do not fit an Int are refused", arguments: [
+        UInt64(Int64.max) + 1, UInt64.max,
+    ])
+    func hugeCommits(size: UInt64) {
+        var p: [UInt8] = []
+        for i in 0..<8 { p.append(UInt8(truncatingIfNeeded: size >> (8 * UInt64(i)))) }
+        #expect(p.withUnsafeBytes { SpoolCodec.parseCommit($0) } == nil)
+    }
+
+    @Test("Commit sizes past 2^31 parse where Int is 64 bits (on a 32-bit board they are refused)")
+    func commitPast32Bits() {
+        for size in [UInt64(Int32.max), UInt64(Int32.max) + 1, UInt64(UInt32.max) + 1] {
+            var p: [UInt8] = []
+            for i in 0..<8 { p.append(UInt8(truncatingIfNeeded: size >> (8 * UInt64(i)))) }
+            #expect(p.withUnsafeBytes { SpoolCodec.parseCommit($0) } == Int(exactly: size))
+        }
+    }
+
+    @Test("An envelope claiming 65,535 recipients in a short payload is refused")
+    func envelopeCountLies() {
+        var p: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]   // arrival, flags, empty reverse-path
+        p += [0xff, 0xff, 3, 0, 0x61, 0x62, 0x63]             // count 65535, one recipient "abc"
+        #expect(p.withUnsafeBytes { SpoolCodec.parseEnvelope($0) } == nil)
+        // Length fields pointing past the end.
+        let fromPastEnd: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0x61]
+        #expect(fromPastEnd.withUnsafeBytes { SpoolCodec.parseEnvelope($0) } == nil)
+    }
+
+    @Test("An envelope of 65,535 recipients round-trips")
+    func envelopeMaxCount() {
+        let e = SpoolCodec.EnvelopeRecord(arrival: 1, eightBit: false, from: [],
+                                          recipients: [[UInt8]](repeating: [0x78], count: 65_535))
+        #expect(SpoolCodec.canEncode(e))
+        let p = SpoolCodec.envelopePayload(e)
+        #expect(p.withUnsafeBytes { SpoolCodec.parseEnvelope($0) }?.recipients.count == 65_535)
+    }
+
+    @Test("Envelopes whose fields do not fit their u16 are not encodable (never written wrapped)")
+    func canEncode() {
+        let long = [UInt8](repeating: 0x61, count: 65_536)
+        #expect(!SpoolCodec.canEncode(.init(arrival: 0, eightBit: false, from: long, recipients: [])))
+        #expect(!SpoolCodec.canEncode(.init(arrival: 0, eightBit: false, from: [], recipients: [long])))
+        #expect(!SpoolCodec.canEncode(.init(arrival: 0, eightBit: false, from: [],
+                                            recipients: [[UInt8]](repeating: [], count: 65_536))))
+        // Under the u16 limits but over maxPayload in total.
+        let big = [UInt8](repeating: 0x61, count: 65_000)
+        #expect(!SpoolCodec.canEncode(.init(arrival: 0, eightBit: false, from: [],
+                                            recipients: [[UInt8]](repeating: big, count: 70))))
+        #expect(SpoolCodec.canEncode(.init(arrival: 0, eightBit: false, from: [0x61], recipients: [big])))
+    }
+
+    @Test("Sequence numbers in file names up to 2^64 - 1 parse without overflow")
+    func sequenceNames() {
+        #expect(SpoolCodec.segmentSequence(fileName: "ffffffffffffffff.seg") == UInt64.max)
+        #expect(SpoolCodec.segmentSequence(fileName: "00000000ffffffff.seg") == SpoolCodec.maxSequence)
+        #expect(SpoolCodec.maxSegmentLength == Int(Int32.max))
+    }
+}
+
+extension SpoolCodec.Kind {
+    static let allKinds: [SpoolCodec.Kind] = [.envelope, .text, .commit, .abort, .recipient]
 }

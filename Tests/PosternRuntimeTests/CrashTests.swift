@@ -109,10 +109,14 @@ struct CrashTests {
 
     /// One crash case: a workload, the power lost at a random operation, a reboot
     /// and recovery; then every promise is checked. Returns a failure description.
-    func crashCase(seed: UInt64, relocated: inout Int) -> String? {
+    /// With `fullDisk` the disk is small (24–120 KB, sometimes smaller than one
+    /// segment), so writes fail with ENOSPC and finished segments, the active
+    /// one included, are reclaimed while the power may go.
+    func crashCase(seed: UInt64, relocated: inout Int, reclaimed: inout Int, fullDisk: Bool = false) -> String? {
         var rng = SplitMix(seed: seed)
         let disk = SimulatedDisk()
         let segmentSize = [4096, 16_384, 65_536][rng.below(3)]
+        if fullDisk { disk.capacity = 24_000 + rng.below(96_000) }
         let spool = newSpool(disk, segmentSize: segmentSize)
         guard case .success = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true)) else { return "first open failed" }
         var model = CrashModel()
@@ -121,6 +125,7 @@ struct CrashTests {
         disk.crashAt = 1 + rng.below(steps * 2)
         runWorkload(spool, &rng, steps: steps, model: &model)
         relocated += spool.relocatedMessages
+        reclaimed += spool.reclaimedSegments
         disk.die()
 
         let after = disk.powerCycle(&rng)
@@ -168,9 +173,10 @@ struct CrashTests {
         let base = ProcessInfoSeed.value
         var failures: [String] = []
         var relocated = 0
+        var reclaimed = 0
         for i in 0..<ProcessInfoSeed.cases {
             let seed = base &+ UInt64(i)
-            if let f = crashCase(seed: seed, relocated: &relocated) {
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed) {
                 failures.append("seed \(seed): \(f)")
                 if failures.count >= 5 { break }
             }
@@ -179,6 +185,26 @@ struct CrashTests {
         // The workload must reach compaction, or its crash safety goes untested.
         #expect(ProcessInfoSeed.cases < 100 || relocated > 100, "only \(relocated) compaction copies")
         print("crash cases: \(ProcessInfoSeed.cases), compaction copies made: \(relocated)")
+    }
+
+    @Test("crash points on a full disk: reclaiming finished segments, the active one too, loses nothing (issue 7 item 4)")
+    func randomCrashesOnFullDisk() {
+        let base = ProcessInfoSeed.value ^ 0xF011_D15C
+        var failures: [String] = []
+        var relocated = 0
+        var reclaimed = 0
+        let cases = max(1, ProcessInfoSeed.cases / 2)
+        for i in 0..<cases {
+            let seed = base &+ UInt64(i)
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, fullDisk: true) {
+                failures.append("seed \(seed) (full disk): \(f)")
+                if failures.count >= 5 { break }
+            }
+        }
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        // The reclaim path must be reached often, or its crash safety goes untested.
+        #expect(cases < 100 || reclaimed > cases / 10, "only \(reclaimed) reclaims in \(cases) cases")
+        print("full-disk crash cases: \(cases), active segments reclaimed: \(reclaimed)")
     }
 
     @Test("recovery survives garbage: flipped bytes, truncations and junk files never crash it")

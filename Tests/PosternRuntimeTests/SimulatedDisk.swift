@@ -170,6 +170,12 @@ final class SimulatedDisk: SpoolStorage {
         return .success(())
     }
 
+    func availableSpace(_ path: String) -> Result<Int, Errno> {
+        if dead { return .failure(fail("statvfs")) }
+        guard let cap = capacity else { return .success(Int.max) }
+        return .success(max(0, cap - used()))
+    }
+
     // MARK: power loss
 
     func apply(_ op: Op, to content: inout [UInt8]) {

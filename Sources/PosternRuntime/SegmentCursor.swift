@@ -1,0 +1,258 @@
+import CLibc
+import PosternCore
+
+/// The one reader of segment files: walks the records of one segment through a
+/// fixed buffer and hands out only records whose CRC matched. The recovery scan
+/// (`Spool`) and `MessageReader` (delivery, compaction, `postern queue`) both
+/// read through it, so a damaged or crafted file is judged the same way
+/// wherever it is read (STYLE.md "One verified reader per format"; E-MailRelay's
+/// `FileIterator`/`StoredFile` split is the model).
+///
+/// A record larger than the buffer — only an envelope with hundreds of
+/// recipients, or a read with a small buffer — is read whole into a temporary
+/// array bounded by `SpoolCodec.maxPayload` and verified there; the temporary is
+/// released at the next record. Text records are at most
+/// `SpoolCodec.maxTextPayload`, so with the 64 KiB buffer a message of any size
+/// streams through without one.
+///
+/// The file is opened for each read and closed at once: a cursor never holds a
+/// descriptor between calls, so no reader (a `postern queue` listing, a delivery
+/// abandoned mid-message) keeps a deleted segment's blocks allocated on a full
+/// disk.
+public final class SegmentCursor {
+    /// Why the walk stopped before the end of the file.
+    public enum Problem: Error, Equatable, CustomStringConvertible {
+        /// A read failed: the file may be fine, try again later.
+        case io(Errno)
+        /// "<segment>:<offset> <reason>": a torn tail, damage or a crafted file.
+        /// Nothing after it in this file is read.
+        case damaged(String)
+
+        public var description: String {
+            switch self {
+            case .io(let e): return e.description
+            case .damaged(let why): return why
+            }
+        }
+    }
+
+    /// A verified record. Its payload is `payload` until the next `next()`.
+    public struct Record: Equatable, Sendable {
+        public var kind: SpoolCodec.Kind
+        public var id: UInt64
+        /// File offset of the record's first byte.
+        public var offset: Int
+        public var payloadLength: Int
+        /// Bytes the whole record occupies.
+        public var length: Int
+    }
+
+    let buffer: ByteBuffer
+    var storage: (any SpoolStorage)? = nil
+    var path = ""
+    public private(set) var sequence: UInt64 = 0
+    /// File offset of `buffer.start`: where the next unread byte comes from.
+    var bufferOffset = 0
+    /// The record `next()` returned last, and where its payload is held.
+    var current: Record? = nil
+    /// The record larger than the buffer, when `current` is one; freed at the
+    /// next record.
+    var temporary: UnsafeMutableRawBufferPointer? = nil
+    /// The descriptor `start` holds while it reads; -1 otherwise.
+    var openFD: Int32 = -1
+
+    public init(capacity: Int = BufferSizes.spoolRead) {
+        precondition(capacity >= SpoolCodec.recordOverhead, "a spool read buffer must hold a record header")
+        buffer = ByteBuffer(capacity: capacity)
+    }
+
+    deinit { releaseTemporary() }
+
+    public var capacity: Int { buffer.capacity }
+
+    /// Starts reading segment `sequence` at `path`: checks its header, then
+    /// positions the cursor at `offset` (a record boundary: the first record is at
+    /// `SpoolCodec.segmentHeaderLength`, a queued message's at its index entry).
+    public func start(storage: any SpoolStorage, path: String, sequence: UInt64, at offset: Int) -> Result<Void, Problem> {
+        self.storage = storage
+        self.path = path
+        self.sequence = sequence
+        forgetCurrent()
+        buffer.clear()
+        bufferOffset = 0
+        guard offset >= SpoolCodec.segmentHeaderLength, offset <= SpoolCodec.maxSegmentLength else {
+            return .failure(damaged(at: offset, "offset outside the segment"))
+        }
+        // One open for the header and the first buffer's worth of records (a
+        // `postern queue` listing reads one envelope per message).
+        let fd: Int32
+        switch storage.openForReading(path) {
+        case .success(let f): fd = f
+        case .failure(let e): return .failure(.io(e))
+        }
+        openFD = fd
+        defer {
+            storage.close(fd)
+            openFD = -1
+        }
+        var header = [UInt8](repeating: 0, count: SpoolCodec.segmentHeaderLength)
+        switch header.withUnsafeMutableBytes({ readFile($0, at: 0) }) {
+        case .failure(let e): return .failure(.io(e))
+        case .success(let n):
+            guard n == header.count, header.withUnsafeBytes({ SpoolCodec.parseSegmentHeader($0) }) == sequence else {
+                return .failure(damaged(at: 0, "bad segment header"))
+            }
+        }
+        bufferOffset = offset
+        if case .failure(let e) = fill(buffer.capacity) { return .failure(.io(e)) }
+        return .success(())
+    }
+
+    /// The next record, its CRC verified; nil at the end of the file when the
+    /// last record ended exactly there.
+    public func next() -> Result<Record?, Problem> {
+        finishCurrent()
+        let recordOffset = bufferOffset
+        switch fill(SpoolCodec.recordHeaderLength) {
+        case .failure(let e): return .failure(.io(e))
+        case .success(false):
+            return buffer.isEmpty ? .success(nil) : .failure(damaged(at: recordOffset, "incomplete record"))
+        case .success(true): break
+        }
+        var total: Int
+        switch SpoolCodec.parseRecord(buffer.readable) {
+        case .corrupt(let why):
+            return .failure(damaged(at: recordOffset, why))
+        case .record(let frame):
+            // Whole in the buffer and verified (the common case: one CRC pass).
+            return accept(frame, at: recordOffset)
+        case .needMore(let t):
+            total = t
+        }
+        // Checked, so that a record can never reach past what an `Int` or the
+        // queue's index can address, on a 32-bit board too.
+        let (end, overflow) = recordOffset.addingReportingOverflow(total)
+        guard !overflow, end <= SpoolCodec.maxSegmentLength else {
+            return .failure(damaged(at: recordOffset, "record beyond the longest segment"))
+        }
+        if total <= buffer.capacity {
+            switch fill(total) {
+            case .failure(let e): return .failure(.io(e))
+            case .success(false): return .failure(damaged(at: recordOffset, "incomplete record"))
+            case .success(true): break
+            }
+            return verify(buffer.readable, at: recordOffset)
+        }
+        // Larger than the buffer: read it whole into the bounded temporary
+        // (`parseRecord` refused anything over `maxPayload`).
+        let big = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 8)
+        temporary = big
+        switch readFile(big, at: recordOffset) {
+        case .failure(let e):
+            releaseTemporary()
+            return .failure(.io(e))
+        case .success(let n) where n < total:
+            releaseTemporary()
+            return .failure(damaged(at: recordOffset, "incomplete record"))
+        case .success:
+            let verified = verify(UnsafeRawBufferPointer(big), at: recordOffset)
+            if case .success = verified {
+                buffer.clear()
+                bufferOffset = end
+            }
+            return verified
+        }
+    }
+
+    /// The payload of the record `next()` returned last (empty when there is none).
+    public var payload: UnsafeRawBufferPointer {
+        guard let r = current else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        let range = SpoolCodec.recordHeaderLength..<(SpoolCodec.recordHeaderLength + r.payloadLength)
+        if let big = temporary { return UnsafeRawBufferPointer(rebasing: big[range]) }
+        return UnsafeRawBufferPointer(rebasing: buffer.readable[range])
+    }
+
+    /// Where the next record starts (after the one returned last).
+    public var nextOffset: Int { current.map { $0.offset + $0.length } ?? bufferOffset }
+
+    // MARK: internals
+
+    func damaged(at offset: Int, _ why: String) -> Problem {
+        .damaged("\(SpoolCodec.segmentName(sequence)):\(offset) \(why)")
+    }
+
+    /// Checks the CRC of the whole record in `bytes` and makes it current.
+    func verify(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Result<Record?, Problem> {
+        switch SpoolCodec.parseRecord(bytes) {
+        case .record(let frame):
+            return accept(frame, at: offset)
+        case .corrupt(let why):
+            releaseTemporary()
+            return .failure(damaged(at: offset, why))
+        case .needMore:
+            releaseTemporary()
+            return .failure(damaged(at: offset, "incomplete record"))
+        }
+    }
+
+    func accept(_ frame: SpoolCodec.RecordFrame, at offset: Int) -> Result<Record?, Problem> {
+        let (end, overflow) = offset.addingReportingOverflow(frame.length)
+        guard !overflow, end <= SpoolCodec.maxSegmentLength else {
+            return .failure(damaged(at: offset, "record beyond the longest segment"))
+        }
+        let r = Record(kind: frame.kind, id: frame.id, offset: offset, payloadLength: frame.payloadLength,
+                       length: frame.length)
+        current = r
+        return .success(r)
+    }
+
+    /// Moves past the record returned last.
+    func finishCurrent() {
+        guard let r = current else { return }
+        if temporary == nil {
+            buffer.consume(r.length)
+            bufferOffset += r.length
+        }
+        forgetCurrent()
+    }
+
+    func forgetCurrent() {
+        current = nil
+        releaseTemporary()
+    }
+
+    func releaseTemporary() {
+        temporary?.deallocate()
+        temporary = nil
+    }
+
+    /// Reads until at least `n` (at most the capacity) bytes are buffered; false
+    /// when the file ends first.
+    func fill(_ n: Int) -> Result<Bool, Errno> {
+        if buffer.count >= n { return .success(true) }
+        if buffer.freeSpace < n - buffer.count { buffer.compact() }
+        // Nothing past the longest segment is read: there the file ends.
+        let (at, overflow) = bufferOffset.addingReportingOverflow(buffer.count)
+        if overflow || at >= SpoolCodec.maxSegmentLength { return .success(buffer.count >= n) }
+        switch readFile(buffer.writable, at: at) {
+        case .failure(let e): return .failure(e)
+        case .success(let got):
+            buffer.didWrite(min(got, buffer.freeSpace))
+            return .success(buffer.count >= n)
+        }
+    }
+
+    /// pread of `into` at `offset`, opening and closing the file around it
+    /// (unless `start` holds it open for a moment).
+    func readFile(_ into: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
+        guard let storage else { return .failure(Errno(EBADF, "read \(path)")) }
+        if openFD >= 0 { return storage.read(openFD, into, at: offset) }
+        let fd: Int32
+        switch storage.openForReading(path) {
+        case .success(let f): fd = f
+        case .failure(let e): return .failure(e)
+        }
+        defer { storage.close(fd) }
+        return storage.read(fd, into, at: offset)
+    }
+}
