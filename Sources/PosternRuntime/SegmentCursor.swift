@@ -3,9 +3,9 @@ import PosternCore
 
 /// The one reader of segment files: walks the records of one segment through a
 /// fixed buffer and hands out only records whose CRC matched. The recovery scan
-/// (`Spool`) and `MessageReader` (delivery, compaction, `postern queue`) both
-/// read through it, so a damaged or crafted file is judged the same way
-/// wherever it is read (STYLE.md "One verified reader per format"; E-MailRelay's
+/// (`SpoolRecovery.swift`) and `MessageReader` (delivery, compaction, `postern
+/// queue`) both read through it, so a damaged or crafted file is judged the
+/// same way wherever it is read (STYLE.md "One verified reader per format"; E-MailRelay's
 /// `FileIterator`/`StoredFile` split is the model).
 ///
 /// A record larger than the buffer — only an envelope with hundreds of

@@ -167,7 +167,7 @@ extension Spool {
                 scan.unreadableEnvelopes.insert(r.id)
                 return
             }
-            scan.unreadableEnvelopes.remove(r.id)
+            if !scan.unreadableEnvelopes.isEmpty { scan.unreadableEnvelopes.remove(r.id) }
             // The arrival is used for the message's age: kept in the range the
             // index shows (1970 to 2106), so the age arithmetic cannot overflow.
             let arrival = min(max(e.arrival, 0), Int64(UInt32.max))

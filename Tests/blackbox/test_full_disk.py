@@ -5,48 +5,26 @@ DESIGN principle 4: a full disk loses nothing acknowledged and is refused with
 The spool's file system here is a small tmpfs, the default 4 MiB segment does
 not fit in it, and messages are bigger than what is left when it is full: the
 segment being written is then the only one, and once the queue drains it holds
-nothing but finished records. These tests fill the disk (or the quota) until
+nothing but finished records. These tests fill the disk until
 452, drain the upstream, and require a 250 for a new message within a bounded
 poll; every message that got 250 must arrive upstream once, exactly as sent.
 """
 
 import collections
 import os
-import re
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from conftest import RawClient, hold_for, make_message, wait_until
+# The full-disk helpers of the durability suite: one transaction on an open
+# session, the 4.3.1 check, filler text and the 4 MiB tmpfs fixture.
+from test_durability import filler, is_452_4_3_1, send_raw, tmpfs_spool  # noqa: F401 (a fixture)
 
 MESSAGE = 20_000       # bytes of body: bigger than what a full 4 MiB tmpfs has left
 
 
-def fill_body(size, tag):
-    line = (tag + " " + "x" * 100)[:98] + "\r\n"
-    return line * max(1, size // len(line))
-
-
-def is_452_4_3_1(code, texts):
-    return code == 452 and bool(texts) and texts[0].startswith("4.3.1")
-
-
 def transaction(c: RawClient, msg: bytes):
-    """One transaction on an open session: ("MAIL"|"RCPT"|"DATA"|"END", code, texts)
-    of the first reply that was not a success, or ("END", 250, …)."""
-    code, texts = c.cmd("MAIL FROM:<sender@client.example>")
-    if code != 250:
-        return "MAIL", code, texts
-    code, texts = c.cmd("RCPT TO:<ops@example.com>")
-    if code != 250:
-        return "RCPT", code, texts
-    code, texts = c.cmd("DATA")
-    if code != 354:
-        return "DATA", code, texts
-    c.send(re.sub(rb"(?m)^\.", b"..", msg) + b".\r\n")
-    code, texts = c.reply()
-    return "END", code, texts
+    return send_raw(c, "sender@client.example", msg)
 
 
 def session(port):
@@ -64,7 +42,7 @@ def fill_until_refused(daemon, tag, sent, limit=1000):
     with session(daemon.port) as c:
         for i in range(limit):
             subject = f"{tag} {i}"
-            msg = make_message(subject, body=fill_body(MESSAGE, subject))
+            msg = make_message(subject, body=filler(MESSAGE, subject))
             stage, code, texts = transaction(c, msg)
             if code == 250:
                 sent[subject] = msg
@@ -84,7 +62,7 @@ def fill_until_refused(daemon, tag, sent, limit=1000):
 def accepted_within(daemon, subject, sent, timeout):
     """Polls with a new message until it gets 250 (each try on a new session);
     every refusal on the way must be 452 4.3.1."""
-    msg = make_message(subject, body=fill_body(MESSAGE, subject))
+    msg = make_message(subject, body=filler(MESSAGE, subject))
 
     def attempt():
         with session(daemon.port) as c:
@@ -118,22 +96,7 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
-@pytest.fixture
-def small_tmpfs(workdir):
-    """A 4 MiB tmpfs on ``<workdir>/spool`` (the daemon's spool directory),
-    unmounted at teardown. Request it before ``make_daemon`` so the daemon is
-    stopped first."""
-    spool = workdir / "spool"
-    spool.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(spool)], check=True)
-    try:
-        yield spool
-    finally:
-        if subprocess.run(["umount", str(spool)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(spool)])
-
-
-def test_issue7_4_full_disk_recovers_when_the_queue_drains(small_tmpfs, make_daemon, stopped_upstream):
+def test_issue7_4_full_disk_recovers_when_the_queue_drains(tmpfs_spool, make_daemon, stopped_upstream):
     """The issue's case: a 4 MiB tmpfs, `segment_size = 4M`, 20 KB messages and
     the upstream down. Fill until 452 4.3.1; start the upstream and let it drain
     everything: the queue is empty, and a new message must get 250 within a
@@ -145,7 +108,7 @@ def test_issue7_4_full_disk_recovers_when_the_queue_drains(small_tmpfs, make_dae
     sent = {}
     for cycle in ("first", "second"):
         accepted = fill_until_refused(daemon, f"{cycle} fill", sent)
-        free = free_bytes(small_tmpfs)
+        free = free_bytes(tmpfs_spool)
         print(f"{cycle} fill: {accepted} x {MESSAGE} bytes accepted, then 452 4.3.1 with {free} bytes free")
         assert accepted >= 100, f"only {accepted} messages fit in 4 MiB"
         assert free < MESSAGE + 4096, f"refused with {free} bytes free: the disk was not full"
@@ -163,7 +126,7 @@ def test_issue7_4_full_disk_recovers_when_the_queue_drains(small_tmpfs, make_dae
     assert daemon.running
 
 
-def test_issue7_4_disk_filled_by_another_program_recovers_when_it_frees_space(small_tmpfs, make_daemon, upstream):
+def test_issue7_4_disk_filled_by_another_program_recovers_when_it_frees_space(tmpfs_spool, make_daemon, upstream):
     """Another program fills the file system to the last page while the spool's
     segment holds only finished records. A message then fails for lack of space
     (452 4.3.1 at the end of DATA); the spool reclaims its finished segment, and
@@ -177,13 +140,13 @@ def test_issue7_4_disk_filled_by_another_program_recovers_when_it_frees_space(sm
         # Less than `minimumFreeSpace` (64 KiB) of records: reclaiming them does
         # not make room for new mail, freeing the other program's space does.
         for i in range(2):
-            msg = make_message(f"before {i}", body=fill_body(MESSAGE, f"before {i}"))
+            msg = make_message(f"before {i}", body=filler(MESSAGE, f"before {i}"))
             assert transaction(c, msg)[1] == 250
             sent[f"before {i}"] = msg
     upstream.wait_for(2)
     wait_until(lambda: len(daemon.events("delivered")) >= 2, what="two deliveries logged")
 
-    hog = small_tmpfs / "hog"
+    hog = tmpfs_spool / "hog"
     fd = os.open(hog, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         for chunk in (65536, 4096, 1):      # to the last byte of the last page
@@ -194,10 +157,10 @@ def test_issue7_4_disk_filled_by_another_program_recovers_when_it_frees_space(sm
                 pass
     finally:
         os.close(fd)
-    assert free_bytes(small_tmpfs) == 0
+    assert free_bytes(tmpfs_spool) == 0
 
     with session(daemon.port) as c:
-        msg = make_message("disk full", body=fill_body(5 * MESSAGE, "disk full"))
+        msg = make_message("disk full", body=filler(5 * MESSAGE, "disk full"))
         stage, code, texts = transaction(c, msg)
         assert (stage, is_452_4_3_1(code, texts)) in (("END", True), ("MAIL", True)), (stage, code, texts)
         assert c.cmd("RSET")[0] == 250
@@ -211,5 +174,5 @@ def test_issue7_4_disk_filled_by_another_program_recovers_when_it_frees_space(sm
     # At once, not after a waiting period: the spool asks the file system.
     accepted_within(daemon, "the other program freed its space", sent, timeout=3)
     delivered_exactly(upstream, sent)
-    segments = sorted(p.name for p in small_tmpfs.iterdir() if p.name.endswith(".seg"))
+    segments = sorted(p.name for p in tmpfs_spool.iterdir() if p.name.endswith(".seg"))
     assert len(segments) == 1, segments
