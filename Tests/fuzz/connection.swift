@@ -141,6 +141,12 @@ final class FuzzStorage: SpoolStorage {
     func close(_ fd: Int32) { fds[fd] = nil }
     func unlink(_ path: String) -> Result<Void, Errno> { files[path] = nil; return .success(()) }
     func syncDirectory(_ path: String) -> Result<Void, Errno> { .success(()) }
+    func availableSpace(_ path: String) -> Result<Int, Errno> {
+        if capacity == Int.max { return .success(Int.max) }
+        var used = 0
+        for (_, v) in files { used += v.count }
+        return .success(max(0, capacity - used))
+    }
 }
 
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
