@@ -29,7 +29,7 @@ TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace 
 	$(DEB_DEBS) man-db systemd
 
 .PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build \
-	install deb deps-deb lint-deb
+	install deb deps-deb lint-deb fuzz fuzz-smoke fuzz-build fuzz-embedded-build
 
 all: build
 
@@ -84,6 +84,7 @@ run: deps-test build
 check: deps-test
 	swift build
 	swift test
+	$(MAKE) --no-print-directory fuzz-smoke
 	$(MAKE) --no-print-directory build
 	$(PY) -m pytest -q Tests/blackbox
 
@@ -109,6 +110,93 @@ bench-flash: deps-test build
 
 clean:
 	rm -rf build .build
+
+# --- fuzzing (Tests/fuzz/README.md) --------------------------------------------------
+#
+#   make fuzz [FUZZ_SECONDS=300] [FUZZ_TARGETS="session address"]
+#                  run each target that long, merge what is new into its corpus
+#                  (Tests/fuzz/corpus/<name>/), print executions, coverage, crashes
+#   make fuzz-smoke   (part of `make check`) a few seconds of each with a fixed
+#                  seed, the corpus replayed in the regular and the Embedded build
+#
+# PosternCore and PosternRuntime are compiled once with the fuzzer's
+# instrumentation and -enable-testing (targets use `@testable import`), and each
+# Tests/fuzz/<name>.swift is linked against them with the harness.
+
+FUZZ_DIR := build/fuzz
+FUZZ_SOURCES := $(sort $(wildcard Tests/fuzz/*.swift))
+FUZZ_TARGETS ?= $(basename $(notdir $(FUZZ_SOURCES)))
+# Targets that reach the runtime (they import PosternRuntime) also link the C
+# helpers and the libraries of the release build.
+FUZZ_RUNTIME_ALL := $(basename $(notdir $(shell grep -l '^@testable import PosternRuntime\|^import PosternRuntime' $(FUZZ_SOURCES))))
+FUZZ_CORE_ALL := $(filter-out $(FUZZ_RUNTIME_ALL),$(basename $(notdir $(FUZZ_SOURCES))))
+FUZZ_HARNESS := Tests/fuzz/harness/FuzzInput.swift
+FUZZ_INCLUDES := -I $(FUZZ_DIR)/modules -I $(CLIBC)/include -I Sources/CSystemd
+FUZZ_SWIFTC := swiftc -sanitize=fuzzer,address -parse-as-library -enable-testing -O -wmo -use-ld=lld
+# The Embedded replay build: the release build's flags at -Onone (the same traps,
+# a third of the compile time) and with -enable-testing.
+FUZZ_EMBEDDED_SWIFTC := swiftc $(filter-out -Osize,$(SWIFT_FLAGS_EMBEDDED)) -Onone -enable-testing
+FUZZ_LIBS := -lssl -lcrypto -lsystemd
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 4
+
+$(FUZZ_DIR)/obj/PosternCore.o: $(CORE_SOURCES)
+	@mkdir -p $(FUZZ_DIR)/obj $(FUZZ_DIR)/modules
+	$(FUZZ_SWIFTC) -module-name PosternCore -emit-module \
+		-emit-module-path $(FUZZ_DIR)/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
+
+$(FUZZ_DIR)/obj/PosternRuntime.o: $(RUNTIME_SOURCES) $(FUZZ_DIR)/obj/PosternCore.o $(CLIBC)/include/clibc.h Sources/CSystemd/shim.h
+	$(FUZZ_SWIFTC) -module-name PosternRuntime $(FUZZ_INCLUDES) -emit-module \
+		-emit-module-path $(FUZZ_DIR)/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
+
+$(FUZZ_DIR)/obj/clibc.o: $(CLIBC)/clibc.c $(CLIBC)/include/clibc.h
+	@mkdir -p $(FUZZ_DIR)/obj
+	gcc -O2 -Wall -I$(CLIBC)/include -c $< -o $@
+
+$(FUZZ_CORE_ALL:%=$(FUZZ_DIR)/bin/%): $(FUZZ_DIR)/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) \
+		Tests/fuzz/harness/entry.swift $(FUZZ_DIR)/obj/PosternCore.o
+	@mkdir -p $(@D)
+	$(FUZZ_SWIFTC) -module-name fuzz_$* $(FUZZ_INCLUDES) $(filter %.swift %.o,$^) -o $@
+
+$(FUZZ_RUNTIME_ALL:%=$(FUZZ_DIR)/bin/%): $(FUZZ_DIR)/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) \
+		Tests/fuzz/harness/entry.swift $(FUZZ_DIR)/obj/PosternCore.o $(FUZZ_DIR)/obj/PosternRuntime.o $(FUZZ_DIR)/obj/clibc.o
+	@mkdir -p $(@D)
+	$(FUZZ_SWIFTC) -module-name fuzz_$* $(FUZZ_INCLUDES) $(filter %.swift %.o,$^) $(FUZZ_LIBS) -o $@
+
+$(FUZZ_DIR)/embedded/obj/PosternCore.o: $(CORE_SOURCES)
+	@mkdir -p $(FUZZ_DIR)/embedded/obj $(FUZZ_DIR)/embedded/modules
+	$(FUZZ_EMBEDDED_SWIFTC) -module-name PosternCore -emit-module \
+		-emit-module-path $(FUZZ_DIR)/embedded/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
+
+$(FUZZ_DIR)/embedded/obj/PosternRuntime.o: $(RUNTIME_SOURCES) $(FUZZ_DIR)/embedded/obj/PosternCore.o $(CLIBC)/include/clibc.h Sources/CSystemd/shim.h
+	$(FUZZ_EMBEDDED_SWIFTC) -module-name PosternRuntime -I $(FUZZ_DIR)/embedded/modules -I $(CLIBC)/include -I Sources/CSystemd \
+		-emit-module -emit-module-path $(FUZZ_DIR)/embedded/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
+
+# Each Embedded replay driver: the target file with the replay `main`, linked by
+# gcc like the release binary.
+$(FUZZ_DIR)/embedded/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) Tests/fuzz/harness/replay.swift \
+		$(FUZZ_DIR)/embedded/obj/PosternCore.o $(FUZZ_DIR)/obj/clibc.o
+	@mkdir -p $(@D)
+	$(FUZZ_EMBEDDED_SWIFTC) -module-name fuzz_$* -I $(FUZZ_DIR)/embedded/modules -I $(CLIBC)/include -I Sources/CSystemd \
+		-c $(filter %.swift,$^) -o $(FUZZ_DIR)/embedded/obj/fuzz_$*.o
+	gcc -o $@ $(FUZZ_DIR)/embedded/obj/fuzz_$*.o $(FUZZ_DIR)/embedded/obj/PosternCore.o \
+		$(if $(filter $*,$(FUZZ_RUNTIME_ALL)),$(FUZZ_DIR)/embedded/obj/PosternRuntime.o $(FUZZ_LIBS)) \
+		$(FUZZ_DIR)/obj/clibc.o -lm $(EMBEDDED_LIBS)
+
+$(FUZZ_RUNTIME_ALL:%=$(FUZZ_DIR)/embedded/bin/%): $(FUZZ_DIR)/embedded/obj/PosternRuntime.o
+
+fuzz-build: deps-build $(FUZZ_TARGETS:%=$(FUZZ_DIR)/bin/%)
+
+fuzz-embedded-build: deps-build $(FUZZ_TARGETS:%=$(FUZZ_DIR)/embedded/bin/%)
+
+fuzz-smoke:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory -j2 fuzz-build fuzz-embedded-build && \
+	Tests/fuzz/run smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS) && \
+	echo "fuzz-smoke: $$(( $$(date +%s) - start ))s"
+
+fuzz: fuzz-build
+	Tests/fuzz/run long $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # --- installation and the Debian package --------------------------------------------
 #

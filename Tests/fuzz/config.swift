@@ -1,0 +1,28 @@
+@testable import PosternCore
+
+// The configuration parser (ConfigParser.parse) over arbitrary text, on the
+// platform's width and as a 32-bit board would run it (the first byte chooses).
+// A file is either a Config whose values respect their documented relations, or
+// an error naming a line of the file.
+
+func fuzzOne(_ data: UnsafeRawBufferPointer) {
+    var input = FuzzInput(data)
+    var parser = ConfigParser(file: "/fuzz/postern.conf", baseDirectory: "/fuzz")
+    if input.bool() { parser.platformIntMax = Int64(Int32.max) }
+    let text = Array(input.rest())
+    let lines = text.reduce(1) { $1 == ASCII.lf ? $0 + 1 : $0 }
+    switch parser.parse(text) {
+    case .failure(let e):
+        require(e.file == "/fuzz/postern.conf", "the error names another file")
+        require(e.line >= 0 && e.line <= lines, "error line \(e.line) of \(lines)")
+        require(!e.message.isEmpty, "an empty error")
+    case .success(let c):
+        require(c.spool.segmentSize <= c.spool.maxSize, "segment_size above max_size")
+        require(c.retry.initial <= c.retry.max, "retry initial above max")
+        require(c.receiver.maxMessageSize >= 1024, "max_message_size below its minimum")
+        require(Int64(c.spool.maxSize) <= parser.sizeCeiling, "max_size beyond the platform")
+        require(Int64(c.receiver.maxMessageSize) <= parser.sizeCeiling, "max_message_size beyond the platform")
+        require(c.upstreams.count == 1, "not exactly one upstream")
+        _ = MemoryBudget(c).lines(c)
+    }
+}

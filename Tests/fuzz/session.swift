@@ -1,0 +1,162 @@
+@testable import PosternCore
+
+// Whole receiver sessions from bytes: the strict line framer, the receiver state
+// machine and the DATA decoder, driven the way ReceiverConnection drives them
+// (frame lines; after `.startData` decode text and report its size; at the end of
+// data answer `.commitMessage` with `committed` or `commitFailed`).
+//
+// Input: a flags byte, a byte whose bits decide the commits, the read size, three
+// bytes of settings, then what the client sends. The driver is kept small and in
+// this file alone: when the receiver's API changes, only `ReceiverDriver` does.
+
+func fuzzOne(_ data: UnsafeRawBufferPointer) {
+    var input = FuzzInput(data)
+    let flags = input.byte()
+    let commits = input.byte()
+    let readSize = input.int(1...64)
+    var settings = ReceiverSettings(
+        hostname: "mx.fuzz", maxMessageSize: input.int(0...600), maxRecipients: input.int(1...4),
+        recipients: flags & 2 != 0 ? .anyone : RecipientPolicy(patterns: [.domain(Array("example.com".utf8))]))
+    settings.maxErrors = input.int(1...24)
+    var driver = ReceiverDriver(settings: settings, clientAllowed: flags & 1 != 0,
+                                spoolFullEveryOtherLine: flags & 4 != 0, commits: commits,
+                                textBufferSize: flags & 8 != 0 ? 16 : 300)
+    let stream = input.rest()
+    var at = 0
+    while at < stream.count && !driver.closed {
+        let end = min(stream.count, at + readSize)
+        driver.received(UnsafeRawBufferPointer(rebasing: stream[at..<end]))
+        at = end
+    }
+    if driver.closed { return }
+    switch flags >> 4 & 3 {
+    case 0: driver.perform(driver.machine.disconnected())
+    case 1: driver.perform(driver.machine.timedOut())
+    case 2: driver.perform(driver.machine.shutdown())
+    default: break
+    }
+}
+
+struct ReceiverDriver {
+    var machine: SMTPReceiver
+    var framer = LineFramer()
+    var decoder = DataDecoder()
+    /// Bytes read but not yet framed or decoded, as in the connection's input buffer.
+    var pending: [UInt8] = []
+    var inText = false
+    var closed = false
+    let spoolFullEveryOtherLine: Bool
+    let commits: UInt8
+    var commitCount = 0
+    var lines = 0
+    let textBufferSize: Int
+    /// Decoded bytes of the message being received; nil when no spool transaction is open.
+    var storedText: Int? = nil
+
+    init(settings: ReceiverSettings, clientAllowed: Bool, spoolFullEveryOtherLine: Bool, commits: UInt8,
+         textBufferSize: Int) {
+        machine = SMTPReceiver(settings: settings)
+        self.spoolFullEveryOtherLine = spoolFullEveryOtherLine
+        self.commits = commits
+        self.textBufferSize = textBufferSize
+        perform(machine.start(clientAllowed: clientAllowed, clientText: "[192.0.2.1]"))
+    }
+
+    mutating func received(_ bytes: UnsafeRawBufferPointer) {
+        pending += bytes
+        while !closed && !pending.isEmpty {
+            if inText {
+                decodeText()
+                continue
+            }
+            let (frame, consumed) = pending.withUnsafeBytes { framer.next(in: $0) }
+            require(consumed <= pending.count, "the framer consumed more than it was given")
+            let line = pending[0..<consumed]
+            pending.removeFirst(consumed)
+            switch frame {
+            case .needMore: return
+            case .line(let range):
+                require(range.upperBound + 2 == consumed, "a line that does not end in CRLF")
+                lines += 1
+                machine.spoolAcceptsMail = !spoolFullEveryOtherLine || lines % 2 == 0
+                perform(machine.receive(line: line[line.startIndex + range.lowerBound..<line.startIndex + range.upperBound]))
+            case .tooLong: perform(machine.receiveLineTooLong())
+            case .bareLineEnding: perform(machine.receiveBareLineEnding())
+            }
+        }
+    }
+
+    mutating func decodeText() {
+        var text = [UInt8](repeating: 0, count: textBufferSize)
+        let step = pending.withUnsafeBytes { p in text.withUnsafeMutableBytes { decoder.decode(p, into: $0) } }
+        pending.removeFirst(step.consumed)
+        if step.produced > 0 {
+            storedText = storedText.map { $0 + step.produced }
+            perform(machine.receiveText(count: step.produced))
+        }
+        if step.ended {
+            inText = false
+            perform(machine.receiveEndOfData())
+        }
+    }
+
+    mutating func perform(_ actions: [SMTPReceiver.Action]) {
+        for action in actions {
+            require(!closed, "an action after close: \(action)")
+            switch action {
+            case .reply(let r):
+                checkReply(r)
+                require(!r.lines.joined().hasPrefix("Ok: queued"), "250 queued without a commit")
+            case .startData(let envelope):
+                require(machine.state == .receivingData, "startData in state \(machine.state)")
+                require(!envelope.recipients.isEmpty, "DATA with no recipient")
+                require(envelope.recipients.count <= machine.settings.maxRecipients, "too many recipients")
+                for r in envelope.recipients {
+                    require(r.atIndex == nil || machine.settings.recipients.allows(r), "a refused recipient in the envelope")
+                }
+                inText = true
+                decoder = DataDecoder()
+                storedText = 0
+            case .abortMessage:
+                storedText = nil
+            case .commitMessage:
+                // DESIGN.md principle 4: only a stored message within the limit is committed.
+                guard let size = storedText else { fatalError("commit without an open spool transaction") }
+                require(size <= machine.settings.maxMessageSize, "a commit of \(size) bytes over the limit")
+                storedText = nil
+                let ok = commits >> (commitCount % 8) & 1 == 0
+                commitCount += 1
+                if ok {
+                    // Now, and only now, the 250 (RFC 5321 §6.1).
+                    require(machine.committed(queueID: "00000000000000AB") == [.reply(Reply(250, "2.0.0", "Ok: queued as 00000000000000AB"))],
+                            "the commit was not answered 250")
+                } else {
+                    perform(machine.commitFailed())
+                }
+            case .rejected(_, let reply):
+                require(reply.code >= 400, "a rejection with \(reply.code)")
+            case .close:
+                closed = true
+            }
+        }
+    }
+
+    /// Every reply is well-formed on the wire, whatever the client sent: a code
+    /// of three digits, no CR or LF inside a line (RFC 5321 §4.2), and lines of
+    /// at most 512 octets with their CRLF (RFC 5321 §4.5.3.1.5).
+    func checkReply(_ r: Reply) {
+        require(r.code >= 200 && r.code <= 599, "reply code \(r.code)")
+        for line in r.lines {
+            require(!line.utf8.contains(ASCII.cr) && !line.utf8.contains(ASCII.lf), "a line ending inside a reply")
+        }
+        let wire = r.encoded()
+        var length = 0
+        for b in wire {
+            length += 1
+            if b == ASCII.lf {
+                require(length <= 512, "a reply line of \(length) octets")
+                length = 0
+            }
+        }
+    }
+}
