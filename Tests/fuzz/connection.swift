@@ -16,14 +16,17 @@ import CLibc
 //   3 the connection is reset
 //   4 time passes (0.1–25.6 s)
 //   5 a client connects in that slot (after it was closed)
-//   6, 7 one loop iteration
-// Then both clients stop sending, read everything and time passes until the
-// pool is empty: a session must always come to an end.
+//   6 the client sends what it sent last again, n times (a pipelined flood
+//     from a short input)
+//   7 one loop iteration
+// Then both clients read everything: with no time passing, every command
+// and every byte of text they sent must be processed (a stalled session is
+// a failure), and after a half-close every session must end.
 //
 // Invariants: every reply is a well-formed reply line; replies never exceed the
 // output buffer; a closed socket is never read or written again; every
 // "250 … queued as ID" names a message the spool holds (nothing acknowledged is
-// lost); no connection outlives its deadlines.
+// lost); no session stalls.
 
 final class FuzzSocket {
     var incoming: [UInt8] = []
@@ -190,6 +193,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
 
     connect(0)
     connect(1)
+    var last: [[UInt8]] = [[], []]
     var events = 0
     while !input.isEmpty && events < 2000 {
         events += 1
@@ -198,25 +202,43 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         switch op & 7 {
         case 0:
             let n = input.int(1...256)
-            if let c = clients[k], !c.eof { c.incoming += Array(input.bytes(n)) }
+            last[k] = Array(input.bytes(n))
+            if let c = clients[k], !c.eof { c.incoming += last[k] }
         case 1: clients[k]?.window = input.int(0...255)
         case 2: clients[k]?.eof = true
         case 3: clients[k]?.reset = true
         case 4: now += Int64(input.int(1...256)) * 100_000_000
         case 5: if clients[k]?.closed ?? true { connect(k) }
+        case 6:
+            let n = input.int(1...256)
+            if let c = clients[k], !c.eof { for _ in 0..<n { c.incoming += last[k] } }
         default: step()
         }
     }
-    // Wind down: the clients read everything and send nothing more; time passes.
-    for c in clients { c?.window = Int.max; c?.eof = true }
-    var rounds = 0
-    while pool.activeCount > 0 {
-        step()
-        now += 1_000_000_000
-        rounds += 1
-        require(rounds < 100, "a connection outlived its deadlines")
-    }
+    // Wind down: the clients read everything and send nothing more. With no time
+    // passing, every session must come to its end — whatever was buffered is
+    // answered, then the half-close closes it; a connection still open here is
+    // stalled (issue 7: a pipelined batch waited for the idle timeout).
+    for c in clients { c?.window = Int.max }
+    for _ in 0..<20 { step() }
+    for c in pool.connections where c.isActive { requireNotStalled(c) }
+    for c in clients { c?.eof = true }
+    for _ in 0..<20 where pool.activeCount > 0 { step() }
+    require(pool.activeCount == 0, "a session stalled with its client reading and at end of input")
     for c in clients.compactMap({ $0 }) { check(c.sent, spool) }
+}
+
+/// A connection whose client reads everything has nothing left it could
+/// process: no complete command line, no text, in its input.
+func requireNotStalled(_ c: ReceiverConnection) {
+    if c.machine.isClosed || c.machine.isAwaitingCommit || c.peerGone { return }
+    if c.machine.expectsText {
+        require(c.input.isEmpty, "\(c.input.count) bytes of text left unprocessed")
+        return
+    }
+    var framer = c.framer
+    let frame = framer.next(in: c.input.readable).frame
+    require(frame == .needMore, "a command left unprocessed while its client reads: \(frame)")
 }
 
 /// Every reply line is `ddd` then space or hyphen (RFC 5321 §4.2); every

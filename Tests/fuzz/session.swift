@@ -43,7 +43,6 @@ struct ReceiverDriver {
     var decoder = DataDecoder()
     /// Bytes read but not yet framed or decoded, as in the connection's input buffer.
     var pending: [UInt8] = []
-    var inText = false
     var closed = false
     let spoolFullEveryOtherLine: Bool
     let commits: UInt8
@@ -65,7 +64,7 @@ struct ReceiverDriver {
     mutating func received(_ bytes: UnsafeRawBufferPointer) {
         pending += bytes
         while !closed && !pending.isEmpty {
-            if inText {
+            if machine.expectsText {
                 decodeText()
                 continue
             }
@@ -95,7 +94,6 @@ struct ReceiverDriver {
             perform(machine.receiveText(count: step.produced))
         }
         if step.ended {
-            inText = false
             perform(machine.receiveEndOfData())
         }
     }
@@ -108,13 +106,12 @@ struct ReceiverDriver {
                 checkReply(r)
                 require(!r.lines.joined().hasPrefix("Ok: queued"), "250 queued without a commit")
             case .startData(let envelope):
-                require(machine.state == .receivingData, "startData in state \(machine.state)")
+                require(machine.expectsText, "startData in state \(machine.phase)")
                 require(!envelope.recipients.isEmpty, "DATA with no recipient")
                 require(envelope.recipients.count <= machine.settings.maxRecipients, "too many recipients")
                 for r in envelope.recipients {
                     require(r.atIndex == nil || machine.settings.recipients.allows(r), "a refused recipient in the envelope")
                 }
-                inText = true
                 decoder = DataDecoder()
                 storedText = 0
             case .abortMessage:
