@@ -94,6 +94,13 @@ func sealRecords(_ bytes: inout [UInt8], inflateFirst: Bool) {
             // SpoolCodec.parseCommit's Int(UInt64) for a size of 2^63 or more.
             id = min(id, UInt64.max - 1)
             if kind == .commit && n == 8 { bytes[at + SpoolCodec.recordHeaderLength + 7] &= 0x7f }
+            // Reported: QueuedMessage's Int16(recipient count) traps for an
+            // envelope of more than 32,767 recipients (its u16 count allows 65,535).
+            let p = at + SpoolCodec.recordHeaderLength
+            if kind == .envelope && n >= 13 {
+                let count = p + 11 + (Int(bytes[p + 9]) | Int(bytes[p + 10]) << 8)
+                if count + 2 <= p + n { bytes[count + 1] &= 0x7f }
+            }
         }
         bytes.replaceSubrange(at..<(at + SpoolCodec.recordHeaderLength),
                               with: SpoolCodec.recordHeader(kind: kind, id: id, payloadLength: n))
