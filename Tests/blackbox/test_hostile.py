@@ -1256,3 +1256,43 @@ def test_binary_text_round_trips_byte_exact(shared):
         transaction(c, shared, "binary", msgid=msgid, msg=msg, sender="binary@client.example")
         assert c.ask("QUIT")[0] == 221
     assert_survived(shared, "binary message text")
+
+
+SESSION_CORPUS = sorted(p for p in (Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "session").iterdir()
+                        if p.is_file())
+# The session fuzz target reads 7 bytes of settings before the client's bytes
+# (Tests/fuzz/session.swift).
+SESSION_SETTINGS_BYTES = 7
+
+
+def test_sessions_the_fuzzer_found_interesting_replayed_against_the_daemon(own):
+    """Issue 7 item 10: every input the `session` fuzz target kept (the inputs that
+    reached new code: malformed commands, odd pipelining, broken DATA) is sent, as
+    the client's bytes, to the real daemon, then the client half-closes and reads
+    until the daemon closes. After all of them the daemon is alive and a normal
+    client's message arrives. (A daemon of its own: some inputs hold whole
+    transactions whose messages arrive upstream, which the shared ledger would
+    count as strangers.)"""
+    assert len(SESSION_CORPUS) >= 10, "the session corpus is missing"
+    h = own()
+    for f in SESSION_CORPUS:
+        stream = f.read_bytes()[SESSION_SETTINGS_BYTES:]
+        s = socket.create_connection((HOST, h.daemon.port), timeout=10)
+        try:
+            s.sendall(stream)
+            s.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and s.recv(65536):
+                pass
+            assert time.monotonic() < deadline, f"{f.name}: the session did not end after the half-close"
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        finally:
+            s.close()
+        assert h.alive(), f"postern died on the fuzzer's input {f.name} ({h.exit_status(0)}):\n{h.tail()}"
+    msgid = new_id("after-corpus")
+    msg = make_message("after the fuzzer's sessions", msgid=msgid)
+    with smtplib.SMTP(HOST, h.daemon.port, timeout=10) as c:
+        assert c.sendmail("survivor@client.example", ["ops@example.com"], msg) == {}
+    wait_until(lambda: any(m.header("Message-ID") == message_key(msgid) for m in h.upstream.messages),
+               what="the normal client's message upstream")
