@@ -204,7 +204,7 @@ public final class Delivery {
         if m.inFlight { return nil }
         var at = m.nextAttempt
         if fd < 0 { at = max(at, upstreamRetryAt) }
-        return Int(max(0, at - now) / 1_000_000_000)
+        return Int(clamping: max(0, at - now) / 1_000_000_000)
     }
 
     /// One line on the upstream for `postern status`.

@@ -128,12 +128,6 @@ public enum Sys {
         return .success(names)
     }
 
-    /// Size of an open file (fstat(2)).
-    public static func fileSize(_ fd: Int32) -> Result<Int, Errno> {
-        var st = stat()
-        return fstat(fd, &st) == 0 ? .success(Int(st.st_size)) : .failure(Errno.current("fstat"))
-    }
-
     /// poll(2).
     public static func poll(_ fds: inout [pollfd], timeoutMilliseconds: Int32) -> Result<Int, Errno> {
         let n = fds.withUnsafeMutableBufferPointer { CLibc.poll($0.baseAddress, nfds_t($0.count), timeoutMilliseconds) }
