@@ -152,6 +152,10 @@ final class FuzzStorage: SpoolStorage {
     }
 }
 
+/// Bytes a client may have sent and the daemon not yet read: enough for floods
+/// that fill every buffer, small enough to keep each input fast.
+let maxPending = 256 * 1024
+
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
     var input = FuzzInput(data)
     let settingsByte = input.byte()
@@ -203,7 +207,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         case 0:
             let n = input.int(1...256)
             last[k] = Array(input.bytes(n))
-            if let c = clients[k], !c.eof { c.incoming += last[k] }
+            if let c = clients[k], !c.eof, c.incoming.count < maxPending { c.incoming += last[k] }
         case 1: clients[k]?.window = input.int(0...255)
         case 2: clients[k]?.eof = true
         case 3: clients[k]?.reset = true
@@ -211,7 +215,9 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         case 5: if clients[k]?.closed ?? true { connect(k) }
         case 6:
             let n = input.int(1...256)
-            if let c = clients[k], !c.eof { for _ in 0..<n { c.incoming += last[k] } }
+            if let c = clients[k], !c.eof {
+                for _ in 0..<n where c.incoming.count < maxPending { c.incoming += last[k] }
+            }
         default: step()
         }
     }
@@ -220,7 +226,9 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     // answered, then the half-close closes it; a connection still open here is
     // stalled (issue 7: a pipelined batch waited for the idle timeout).
     for c in clients { c?.window = Int.max }
-    for _ in 0..<20 { step() }
+    // Enough iterations to read what is pending at 16 KiB a read, and then some.
+    let pending = clients.reduce(0) { $0 + ($1?.incoming.count ?? 0) }
+    for _ in 0..<(20 + pending / 1024) { step() }
     for c in pool.connections where c.isActive { requireNotStalled(c) }
     for c in clients { c?.eof = true }
     for _ in 0..<20 where pool.activeCount > 0 { step() }
