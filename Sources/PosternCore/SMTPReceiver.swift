@@ -352,11 +352,12 @@ public struct SMTPReceiver: Sendable {
             case "SIZE" where !sawSize:
                 // RFC 1870 §6.1: refuse up front when the declared size is too big.
                 sawSize = true
-                guard let v = p.value, !v.isEmpty, v.utf8.allSatisfy(ASCII.isDigit) else {
+                // Any number of digits: parseDecimal saturates at Int.max, which
+                // is too large, on a 32-bit board too.
+                guard let size = p.value.flatMap({ ASCII.parseDecimal($0.utf8) }) else {
                     return .failure(Reply(501, "5.5.4", "Bad SIZE parameter"))
                 }
-                // Any number of digits: one too large for an Int is too large for us.
-                if ASCII.parseDecimal(v.utf8).map({ $0 > settings.maxMessageSize }) ?? true {
+                if size > settings.maxMessageSize {
                     return .failure(Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size (\(settings.maxMessageSize) bytes)"))
                 }
             case "BODY" where !sawBody:

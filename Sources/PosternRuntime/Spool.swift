@@ -190,8 +190,7 @@ public final class Spool {
     /// the middle of the file. When it failed for lack of space and nothing in the
     /// spool is live, the finished segments are reclaimed and the write tried once
     /// more: a full disk recovers with the next message, not a later one.
-    func writeRecord(_ kind: SpoolCodec.Kind, _ id: UInt64, _ payload: UnsafeRawBufferPointer,
-                     now: Int64) -> Result<(UInt64, Int), Errno> {
+    func writeRecord(_ kind: SpoolCodec.Kind, _ id: UInt64, _ payload: UnsafeRawBufferPointer) -> Result<(UInt64, Int), Errno> {
         guard payload.count <= SpoolCodec.payloadLimit(kind) else {
             return .failure(Errno(EMSGSIZE, "write a \(payload.count)-byte record"))
         }
@@ -257,7 +256,7 @@ public final class Spool {
             return .failure(e)
         }
         let payload = SpoolCodec.envelopePayload(record)
-        let r = payload.withUnsafeBytes { writeRecord(.envelope, id, $0, now: now) }
+        let r = payload.withUnsafeBytes { writeRecord(.envelope, id, $0) }
         switch r {
         case .success(let (seq, offset)):
             openTransactions[id] = seq
@@ -276,7 +275,7 @@ public final class Spool {
             let n = min(rest.count, SpoolCodec.maxTextPayload)
             let (size, overflow) = t.size.addingReportingOverflow(n)
             if overflow { return .failure(Errno(EFBIG, "message text")) }
-            if case .failure(let e) = writeRecord(.text, t.id, UnsafeRawBufferPointer(rebasing: rest[0..<n]), now: now) {
+            if case .failure(let e) = writeRecord(.text, t.id, UnsafeRawBufferPointer(rebasing: rest[0..<n])) {
                 return .failure(e)
             }
             t.size = size
@@ -288,7 +287,7 @@ public final class Spool {
     /// Abandons a transaction. The abort record only saves the recovery scan some
     /// memory; without it the transaction is dropped anyway, having no commit.
     public func abort(_ t: SpoolTransaction, now: Int64) {
-        _ = writeRecord(.abort, t.id, UnsafeRawBufferPointer(start: nil, count: 0), now: now)
+        _ = writeRecord(.abort, t.id, UnsafeRawBufferPointer(start: nil, count: 0))
         openTransactions[t.id] = nil
         releaseSpace()
     }
@@ -306,7 +305,7 @@ public final class Spool {
             return .failure(Errno(EFBIG, "message too large for the queue"))
         }
         let payload = SpoolCodec.commitPayload(size: t.size)
-        let r = payload.withUnsafeBytes { writeRecord(.commit, t.id, $0, now: now) }
+        let r = payload.withUnsafeBytes { writeRecord(.commit, t.id, $0) }
         openTransactions[t.id] = nil
         switch r {
         case .success(let (seq, _)):
@@ -388,7 +387,7 @@ public final class Spool {
         // message does not have.
         guard let m = queue.message(id), recipient >= 0, recipient < Int(m.recipientCount) else { return false }
         let payload = SpoolCodec.recipientPayload(index: recipient, outcome: outcome)
-        switch payload.withUnsafeBytes({ writeRecord(.recipient, id, $0, now: now) }) {
+        switch payload.withUnsafeBytes({ writeRecord(.recipient, id, $0) }) {
         case .success(let (seq, _)):
             queue.noteRecord(of: id, inSegment: seq)
             // No fdatasync of its own: the record becomes durable with the next
@@ -461,7 +460,7 @@ public final class Spool {
         guard SpoolCodec.canEncode(envelope) else { return "its envelope cannot be written again" }
         let payload = SpoolCodec.envelopePayload(envelope)
         let first: (UInt64, Int)
-        switch payload.withUnsafeBytes({ writeRecord(.envelope, m.id, $0, now: now) }) {
+        switch payload.withUnsafeBytes({ writeRecord(.envelope, m.id, $0) }) {
         case .success(let at): first = at
         case .failure(let e): return e.description
         }
@@ -471,20 +470,20 @@ public final class Spool {
             case .success(.end): break loop
             case .success(.text):
                 let n = reader.pendingText.count
-                if case .failure(let e) = writeRecord(.text, m.id, reader.pendingText, now: now) {
+                if case .failure(let e) = writeRecord(.text, m.id, reader.pendingText) {
                     return e.description
                 }
                 reader.advance(n)
             }
         }
         let commit = SpoolCodec.commitPayload(size: m.size)
-        if case .failure(let e) = commit.withUnsafeBytes({ writeRecord(.commit, m.id, $0, now: now) }) {
+        if case .failure(let e) = commit.withUnsafeBytes({ writeRecord(.commit, m.id, $0) }) {
             return e.description
         }
         for i in 0..<Int(m.recipientCount) where m.state(i) != 0 {
             guard let outcome = SpoolCodec.Outcome(rawValue: m.state(i)) else { continue }
             let r = SpoolCodec.recipientPayload(index: i, outcome: outcome)
-            if case .failure(let e) = r.withUnsafeBytes({ writeRecord(.recipient, m.id, $0, now: now) }) {
+            if case .failure(let e) = r.withUnsafeBytes({ writeRecord(.recipient, m.id, $0) }) {
                 return e.description
             }
         }
