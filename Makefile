@@ -19,6 +19,10 @@ RUNTIME_SOURCES := $(sort $(wildcard Sources/PosternRuntime/*.swift))
 # main.swift is the regular build's entry; the Embedded build uses EmbeddedEntry.swift.
 MAIN_SOURCES := $(filter-out Sources/postern/main.swift,$(sort $(wildcard Sources/postern/*.swift)))
 CLIBC := Sources/CLibc
+# Every C file of CLibc (libc helpers, the OpenSSL layer, child processes), one object each.
+CLIBC_C := $(sort $(wildcard $(CLIBC)/*.c))
+CLIBC_H := $(sort $(wildcard $(CLIBC)/include/*.h))
+CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=build/obj/c/%.o)
 
 # Debian packages each target needs (checked with dpkg, installed only if missing).
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
@@ -43,8 +47,8 @@ deps-test:
 
 build: deps-build build/postern
 
-build/obj/clibc.o: $(CLIBC)/clibc.c $(CLIBC)/include/clibc.h
-	@mkdir -p build/obj
+build/obj/c/%.o: $(CLIBC)/%.c $(CLIBC_H)
+	@mkdir -p build/obj/c
 	gcc -O2 -Wall -D_FORTIFY_SOURCE=2 -fstack-protector-strong -ffunction-sections -fdata-sections \
 		-I$(CLIBC)/include -c $< -o $@
 
@@ -53,7 +57,7 @@ build/obj/PosternCore.o: $(CORE_SOURCES)
 	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternCore -emit-module \
 		-emit-module-path build/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
 
-build/obj/PosternRuntime.o: $(RUNTIME_SOURCES) build/obj/PosternCore.o $(CLIBC)/include/clibc.h Sources/CSystemd/shim.h
+build/obj/PosternRuntime.o: $(RUNTIME_SOURCES) build/obj/PosternCore.o $(CLIBC_H) Sources/CSystemd/shim.h
 	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternRuntime -I build/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-emit-module -emit-module-path build/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
 
@@ -61,7 +65,7 @@ build/obj/postern.o: $(MAIN_SOURCES) build/obj/PosternRuntime.o
 	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name postern -I build/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-c $(MAIN_SOURCES) -o $@
 
-build/postern: build/obj/clibc.o build/obj/PosternCore.o build/obj/PosternRuntime.o build/obj/postern.o
+build/postern: $(CLIBC_OBJS) build/obj/PosternCore.o build/obj/PosternRuntime.o build/obj/postern.o
 	gcc -o $@ $^ -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now \
 		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
 	strip $@
@@ -145,12 +149,14 @@ $(FUZZ_DIR)/obj/PosternCore.o: $(CORE_SOURCES)
 	$(FUZZ_SWIFTC) -module-name PosternCore -emit-module \
 		-emit-module-path $(FUZZ_DIR)/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
 
-$(FUZZ_DIR)/obj/PosternRuntime.o: $(RUNTIME_SOURCES) $(FUZZ_DIR)/obj/PosternCore.o $(CLIBC)/include/clibc.h Sources/CSystemd/shim.h
+$(FUZZ_DIR)/obj/PosternRuntime.o: $(RUNTIME_SOURCES) $(FUZZ_DIR)/obj/PosternCore.o $(CLIBC_H) Sources/CSystemd/shim.h
 	$(FUZZ_SWIFTC) -module-name PosternRuntime $(FUZZ_INCLUDES) -emit-module \
 		-emit-module-path $(FUZZ_DIR)/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
 
-$(FUZZ_DIR)/obj/clibc.o: $(CLIBC)/clibc.c $(CLIBC)/include/clibc.h
-	@mkdir -p $(FUZZ_DIR)/obj
+FUZZ_CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=$(FUZZ_DIR)/obj/c/%.o)
+
+$(FUZZ_DIR)/obj/c/%.o: $(CLIBC)/%.c $(CLIBC_H)
+	@mkdir -p $(FUZZ_DIR)/obj/c
 	gcc -O2 -Wall -I$(CLIBC)/include -c $< -o $@
 
 $(FUZZ_CORE_ALL:%=$(FUZZ_DIR)/bin/%): $(FUZZ_DIR)/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) \
@@ -159,7 +165,7 @@ $(FUZZ_CORE_ALL:%=$(FUZZ_DIR)/bin/%): $(FUZZ_DIR)/bin/%: Tests/fuzz/%.swift $(FU
 	$(FUZZ_SWIFTC) -module-name fuzz_$* $(FUZZ_INCLUDES) $(filter %.swift %.o,$^) -o $@
 
 $(FUZZ_RUNTIME_ALL:%=$(FUZZ_DIR)/bin/%): $(FUZZ_DIR)/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) \
-		Tests/fuzz/harness/entry.swift $(FUZZ_DIR)/obj/PosternCore.o $(FUZZ_DIR)/obj/PosternRuntime.o $(FUZZ_DIR)/obj/clibc.o
+		Tests/fuzz/harness/entry.swift $(FUZZ_DIR)/obj/PosternCore.o $(FUZZ_DIR)/obj/PosternRuntime.o $(FUZZ_CLIBC_OBJS)
 	@mkdir -p $(@D)
 	$(FUZZ_SWIFTC) -module-name fuzz_$* $(FUZZ_INCLUDES) $(filter %.swift %.o,$^) $(FUZZ_LIBS) -o $@
 
@@ -168,20 +174,20 @@ $(FUZZ_DIR)/embedded/obj/PosternCore.o: $(CORE_SOURCES)
 	$(FUZZ_EMBEDDED_SWIFTC) -module-name PosternCore -emit-module \
 		-emit-module-path $(FUZZ_DIR)/embedded/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
 
-$(FUZZ_DIR)/embedded/obj/PosternRuntime.o: $(RUNTIME_SOURCES) $(FUZZ_DIR)/embedded/obj/PosternCore.o $(CLIBC)/include/clibc.h Sources/CSystemd/shim.h
+$(FUZZ_DIR)/embedded/obj/PosternRuntime.o: $(RUNTIME_SOURCES) $(FUZZ_DIR)/embedded/obj/PosternCore.o $(CLIBC_H) Sources/CSystemd/shim.h
 	$(FUZZ_EMBEDDED_SWIFTC) -module-name PosternRuntime -I $(FUZZ_DIR)/embedded/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-emit-module -emit-module-path $(FUZZ_DIR)/embedded/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
 
 # Each Embedded replay driver: the target file with the replay `main`, linked by
 # gcc like the release binary.
 $(FUZZ_DIR)/embedded/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) Tests/fuzz/harness/replay.swift \
-		$(FUZZ_DIR)/embedded/obj/PosternCore.o $(FUZZ_DIR)/obj/clibc.o
+		$(FUZZ_DIR)/embedded/obj/PosternCore.o $(FUZZ_CLIBC_OBJS)
 	@mkdir -p $(@D)
 	$(FUZZ_EMBEDDED_SWIFTC) -module-name fuzz_$* -I $(FUZZ_DIR)/embedded/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-c $(filter %.swift,$^) -o $(FUZZ_DIR)/embedded/obj/fuzz_$*.o
 	gcc -o $@ $(FUZZ_DIR)/embedded/obj/fuzz_$*.o $(FUZZ_DIR)/embedded/obj/PosternCore.o \
 		$(if $(filter $*,$(FUZZ_RUNTIME_ALL)),$(FUZZ_DIR)/embedded/obj/PosternRuntime.o $(FUZZ_LIBS)) \
-		$(FUZZ_DIR)/obj/clibc.o -lm $(EMBEDDED_LIBS)
+		$(FUZZ_CLIBC_OBJS) -lm $(EMBEDDED_LIBS)
 
 $(FUZZ_RUNTIME_ALL:%=$(FUZZ_DIR)/embedded/bin/%): $(FUZZ_DIR)/embedded/obj/PosternRuntime.o
 
