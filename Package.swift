@@ -7,7 +7,8 @@ let package = Package(
     name: "postern",
     targets: [
         // libc headers and the small C helpers Swift cannot express (errno, macros).
-        .target(name: "CLibc", path: "Sources/CLibc"),
+        .target(name: "CLibc", path: "Sources/CLibc",
+                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         // libsystemd: sd_notify, the watchdog, listen fds, sd_journal_sendv.
         .systemLibrary(name: "CSystemd", path: "Sources/CSystemd"),
         // Pure protocol cores: no syscalls, no clock, no logging.

@@ -22,6 +22,16 @@ public enum ASCII {
     @inline(__always)
     public static func lower(_ b: UInt8) -> UInt8 { (b >= 65 && b <= 90) ? b | 0x20 : b }
 
+    /// The value of a hexadecimal digit of either case, or nil.
+    public static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 48...57: return b - 48
+        case 65...70: return b - 55
+        case 97...102: return b - 87
+        default: return nil
+        }
+    }
+
     @inline(__always)
     public static func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
 

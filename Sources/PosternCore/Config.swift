@@ -88,14 +88,81 @@ public struct SpoolConfig: Sendable {
     public init() {}
 }
 
+/// How the connection to an upstream is protected.
 public enum TLSMode: Equatable, Sendable {
+    /// Plain TCP; only when written (`tls = none`).
     case none
+    /// STARTTLS after the first EHLO (RFC 3207); an upstream that does not offer
+    /// it gets nothing.
+    case starttls
+    /// TLS from the first byte (RFC 8314 §3.3), the default for port 465.
+    case implicit
+
+    public var name: String {
+        switch self {
+        case .none: return "none"
+        case .starttls: return "starttls"
+        case .implicit: return "implicit"
+        }
+    }
+
+    /// The default when `tls` is not written: implicit TLS on the submissions
+    /// port 465 (RFC 8314 §7.3), STARTTLS everywhere else.
+    public static func defaultMode(forPort port: Int) -> TLSMode { port == 465 ? .implicit : .starttls }
+}
+
+/// Which SASL mechanism authenticates to the upstream (RFC 4954).
+public enum AuthChoice: Equatable, Sendable {
+    case none
+    /// PLAIN if the upstream offers it, else LOGIN: what msmtp and Postfix do
+    /// for a password.
+    case auto
+    case plain
+    case login
+    /// Google's and Microsoft's OAuth 2.0 bearer-token mechanism; the secret is
+    /// an access token, usually from `password_command`.
+    case xoauth2
+
+    public var name: String {
+        switch self {
+        case .none: return "none"
+        case .auto: return "auto"
+        case .plain: return "plain"
+        case .login: return "login"
+        case .xoauth2: return "xoauth2"
+        }
+    }
+}
+
+/// Where the AUTH secret comes from. Never the secret itself: it is read when a
+/// connection needs it and wiped after use.
+public enum SecretSource: Equatable, Sendable {
+    /// A file readable by its owner only; its first line is the secret.
+    case file(String)
+    /// A program run without a shell; its standard output is the secret (an
+    /// OAuth 2.0 access token that expires hourly, a password manager).
+    case command([String])
 }
 
 public struct UpstreamConfig: Sendable {
     public var host = ""
     public var port = 25
-    public var tls = TLSMode.none
+    /// Follows `port` unless written: see `TLSMode.defaultMode(forPort:)`.
+    public var tls = TLSMode.starttls
+    /// Check the certificate chain and the host name; `verify = no` is logged as
+    /// a warning at every start.
+    public var verify = true
+    /// PEM bundle of trusted CAs; nil uses the system's hashed directory
+    /// (`TLSDefaults.systemCertificateDirectory`).
+    public var caFile: String? = nil
+    /// SHA-256 of the upstream's public key (SubjectPublicKeyInfo): when set, this
+    /// key is the trust anchor instead of the CAs and the host name.
+    public var fingerprint: [UInt8]? = nil
+    public var clientCert: String? = nil
+    public var clientKey: String? = nil
+    public var auth = AuthChoice.none
+    public var username: String? = nil
+    public var secret: SecretSource? = nil
     /// The reverse-path used toward this upstream, when the smarthost accepts only
     /// its own account as sender; nil forwards the client's.
     public var envelopeFrom: Mailbox? = nil
@@ -107,6 +174,13 @@ public struct UpstreamConfig: Sendable {
     public var name: String {
         IPAddress(host).map { Endpoint(address: $0, port: port).description } ?? "\(host):\(port)"
     }
+}
+
+/// Where TLS finds what the configuration does not name.
+public enum TLSDefaults {
+    /// Debian's hashed directory of trusted CAs (c_rehash names), looked up per
+    /// subject when a chain needs it rather than parsed whole.
+    public static let systemCertificateDirectory = "/etc/ssl/certs"
 }
 
 public struct RetryConfig: Sendable {

@@ -46,12 +46,8 @@ public struct ConfigParser {
         "receiver.tls_cert": "STARTTLS for clients",
         "receiver.tls_key": "STARTTLS for clients",
         "receiver.auth_users": "SMTP AUTH for clients",
-        "upstream.verify": "TLS to the upstream",
-        "upstream.ca_file": "TLS to the upstream",
-        "upstream.auth": "AUTH to the upstream",
-        "upstream.username": "AUTH to the upstream",
-        "upstream.password_file": "AUTH to the upstream",
         "upstream.rewrite_from": "From: rewriting",
+        "upstream.password_command": "secrets from a command",
     ]
 
     public func parse(_ text: [UInt8]) -> Result<Config, ConfigError> {
@@ -79,9 +75,12 @@ public struct ConfigParser {
         var written: [String: (line: Int, value: String)] = [:]
 
         func finishSection() throws(ConfigError) {
-            if section == "upstream" && !upstreamHostSeen {
-                throw error(sectionLine, "[upstream] needs 'host'")
-            }
+            guard section == "upstream" else { return }
+            if !upstreamHostSeen { throw error(sectionLine, "[upstream] needs 'host'") }
+            var derived: [String] = []
+            try finishUpstream(&config.upstreams[config.upstreams.count - 1], written: seenKeys,
+                               lines: written, &derived)
+            config.derived += derived
         }
 
         for rawLine in text.split(separator: ASCII.lf, omittingEmptySubsequences: false) {
@@ -139,9 +138,6 @@ public struct ConfigParser {
         }
         try finishSection()
         if config.upstreams.isEmpty { throw error(0, "no [upstream] section: Postern needs a smarthost to forward to") }
-        if config.upstreams.count > 1 {
-            throw error(config.upstreams[1].line, "only one [upstream] is supported by this version of Postern (fallback upstreams are not implemented yet)")
-        }
         try fillDependentDefaults(&config, written)
         return config
     }
@@ -273,10 +269,34 @@ public struct ConfigParser {
         case "tls":
             switch value {
             case "none": u.tls = .none
-            case "starttls", "implicit":
-                throw error(n, "tls = \(value) is not supported by this version of Postern (TLS to the upstream is not implemented yet; only 'none' is accepted)")
+            case "starttls": u.tls = .starttls
+            case "implicit": u.tls = .implicit
             default: throw error(n, "tls: '\(value)' is not one of starttls, implicit, none")
             }
+        case "verify": u.verify = try yesNo(value, n, key)
+        case "ca_file": u.caFile = path(value)
+        case "client_cert": u.clientCert = path(value)
+        case "client_key": u.clientKey = path(value)
+        case "fingerprint":
+            guard let digest = Self.fingerprint(value) else {
+                throw error(n, "fingerprint: '\(value)' is not sha256: and 64 hex digits (postern probe prints it)")
+            }
+            u.fingerprint = digest
+        case "auth":
+            switch value {
+            case "none": u.auth = .none
+            case "auto": u.auth = .auto
+            case "plain": u.auth = .plain
+            case "login": u.auth = .login
+            case "xoauth2": u.auth = .xoauth2
+            default: throw error(n, "auth: '\(value)' is not one of auto, plain, login, xoauth2, none")
+            }
+        case "username":
+            guard value.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7f }) else {
+                throw error(n, "username: control characters are not allowed")
+            }
+            u.username = value
+        case "password_file": u.secret = .file(path(value))
         case "envelope_from":
             guard let m = Mailbox.parse(Array(value.utf8)[...], allowNull: false), m.atIndex != nil else {
                 throw error(n, "envelope_from: '\(value)' is not a mailbox like alerts@example.com")
@@ -284,6 +304,76 @@ public struct ConfigParser {
             u.envelopeFrom = m
         default: throw unknown(key, "upstream", n)
         }
+    }
+
+    /// Checks one [upstream] section as a whole once it has ended: the TLS
+    /// default follows the port, and AUTH needs a name, one secret, and TLS
+    /// unless `tls = none` was written (RFC 4954 §4: a password must not cross
+    /// the network in clear by accident).
+    func finishUpstream(_ u: inout UpstreamConfig, written keys: [String],
+                        lines: [String: (line: Int, value: String)], _ derived: inout [String]) throws(ConfigError) {
+        func line(_ key: String) -> Int { lines["upstream." + key]?.line ?? u.line }
+        if !keys.contains("tls") {
+            u.tls = TLSMode.defaultMode(forPort: u.port)
+            if u.tls == .implicit { derived.append("upstream.tls") }
+        }
+        let secretKeys = keys.filter { $0 == "password_file" || $0 == "password_command" }
+        if secretKeys.count > 1 {
+            throw error(line("password_command"), "password_file (line \(line("password_file"))) and password_command (line \(line("password_command"))) are both set; keep one")
+        }
+        if u.username != nil && !keys.contains("auth") { u.auth = .auto }
+        if u.auth != .none {
+            if u.username == nil { throw error(line("auth"), "auth = \(u.auth.name) needs 'username'") }
+            if u.secret == nil {
+                throw error(line("username"), "username is set but neither password_file nor password_command is")
+            }
+        } else if keys.contains("auth") && (u.secret != nil || u.username != nil) {
+            throw error(line("auth"), "auth = none, but username or a password is set; remove them or choose a mechanism")
+        } else if u.secret != nil {
+            throw error(line(secretKeys.first ?? "password_file"), "\(secretKeys.first ?? "password_file") is set without 'username'")
+        }
+        if (u.clientCert == nil) != (u.clientKey == nil) {
+            throw error(line(u.clientCert == nil ? "client_key" : "client_cert"), "client_cert and client_key go together; set both or neither")
+        }
+        if u.tls == .none {
+            for key in ["verify", "ca_file", "fingerprint", "client_cert", "client_key"] where keys.contains(key) {
+                throw error(line(key), "\(key) has no effect with tls = none (line \(line("tls")))")
+            }
+        }
+        if u.fingerprint != nil && !u.verify {
+            throw error(line("fingerprint"), "fingerprint (line \(line("fingerprint"))) and verify = no (line \(line("verify"))) contradict each other")
+        }
+    }
+
+    func yesNo(_ value: String, _ n: Int, _ key: String) throws(ConfigError) -> Bool {
+        switch value {
+        case "yes": return true
+        case "no": return false
+        default: throw error(n, "\(key): '\(value)' is not yes or no")
+        }
+    }
+
+    /// "sha256:" and 64 hex digits, colons between byte pairs allowed (as
+    /// `openssl x509 -fingerprint` and msmtp print them): the SHA-256 of the
+    /// upstream's SubjectPublicKeyInfo.
+    public static func fingerprint(_ value: String) -> [UInt8]? {
+        var text = Array(value.utf8)[...]
+        let prefix = Array("sha256:".utf8)
+        guard text.count > prefix.count, text.prefix(prefix.count).map(ASCII.lower) == prefix else { return nil }
+        text = text.dropFirst(prefix.count)
+        var digits: [UInt8] = []
+        for c in text where c != 58 /* : */ {
+            guard let v = ASCII.hexValue(c) else { return nil }
+            digits.append(v)
+        }
+        guard digits.count == 64 else { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i + 1 < digits.count {
+            out.append(digits[i] << 4 | digits[i + 1])
+            i += 2
+        }
+        return out
     }
 
     func retryKey(_ key: String, _ value: String, _ n: Int, _ r: inout RetryConfig) throws(ConfigError) {

@@ -26,11 +26,17 @@ public enum RecipientOutcome: Equatable, Sendable {
 }
 
 /// Why a sender connection ended early. `.rejected` carries the upstream's reply.
-public enum SenderFailure: Equatable, Sendable, CustomStringConvertible {
+public enum SenderFailure: Error, Equatable, Sendable, CustomStringConvertible {
     case connection(String)
     case timeout(String)
     case protocolError(String)
     case rejected(Reply)
+    /// STARTTLS missing or refused, the handshake failed, or the certificate did
+    /// not pass: nothing was sent, and certificates get fixed, so never final.
+    case tls(String)
+    /// AUTH could not be done or was refused (535): a configuration error for
+    /// this upstream.
+    case auth(String)
 
     public var description: String {
         switch self {
@@ -38,6 +44,8 @@ public enum SenderFailure: Equatable, Sendable, CustomStringConvertible {
         case .timeout(let s): return "timeout \(s)"
         case .protocolError(let s): return "protocol error: \(s)"
         case .rejected(let r): return r.description
+        case .tls(let s): return "TLS: \(s)"
+        case .auth(let s): return "AUTH: \(s)"
         }
     }
 
@@ -48,6 +56,8 @@ public enum SenderFailure: Equatable, Sendable, CustomStringConvertible {
         case .connection(let s): return Reply(451, "4.4.1", s)
         case .timeout(let s): return Reply(451, "4.4.2", "timeout \(s)")
         case .protocolError(let s): return Reply(451, "4.5.0", "protocol error: \(s)")
+        case .tls(let s): return Reply(451, "4.7.5", "TLS: \(s)")
+        case .auth(let s): return Reply(451, "4.7.8", "AUTH: \(s)")
         }
     }
 }
@@ -58,6 +68,10 @@ public struct Capabilities: Equatable, Sendable {
     public var eightBitMIME = false
     /// RFC 1870: nil when SIZE was not announced, 0 when announced without a limit.
     public var maxSize: Int? = nil
+    /// RFC 3207 §4.
+    public var startTLS = false
+    /// RFC 4954 §3: the SASL mechanisms offered, upper-cased.
+    public var authMechanisms: [String] = []
 
     public init() {}
 
@@ -72,10 +86,45 @@ public struct Capabilities: Equatable, Sendable {
             case "PIPELINING": pipelining = true
             case "8BITMIME": eightBitMIME = true
             case "SIZE": maxSize = words.count > 1 ? (ASCII.parseDecimal(words[1]) ?? 0) : 0
-            default: break
+            case "STARTTLS": startTLS = true
+            case "AUTH":
+                addMechanisms(words.dropFirst())
+            default:
+                // Old servers announce "AUTH=LOGIN PLAIN" (before RFC 2554 was final).
+                if k.hasPrefix("AUTH=") {
+                    addMechanisms([Array(keyword.dropFirst(5))[...]] + words.dropFirst().map { Array($0)[...] })
+                }
             }
         }
     }
+}
+
+extension Capabilities {
+    mutating func addMechanisms<S: Sequence>(_ words: S) where S.Element: Collection, S.Element.Element == UInt8 {
+        for w in words where !w.isEmpty && w.count <= 64 {
+            let m = ASCII.string(w).uppercasedASCII
+            if !authMechanisms.contains(m) && authMechanisms.count < 32 { authMechanisms.append(m) }
+        }
+    }
+}
+
+/// What the sender must do before mail: STARTTLS, and AUTH as whom.
+public struct SenderSecurity: Equatable, Sendable {
+    /// Say STARTTLS after EHLO and refuse to go on without it (RFC 3207).
+    public var startTLS: Bool
+    /// The connection is TLS from the first byte (implicit TLS): AUTH is allowed.
+    public var implicitTLS: Bool
+    public var auth: AuthChoice
+    public var username: String
+
+    public init(startTLS: Bool = false, implicitTLS: Bool = false, auth: AuthChoice = .none, username: String = "") {
+        self.startTLS = startTLS
+        self.implicitTLS = implicitTLS
+        self.auth = auth
+        self.username = username
+    }
+
+    public static let plain = SenderSecurity()
 }
 
 /// The sender side of an SMTP session toward the upstream (RFC 5321 §3.3, §4.1),
@@ -110,6 +159,19 @@ public struct SMTPSender: Sendable {
         case awaitingGreeting
         case sentEHLO
         case sentHELO
+        case sentSTARTTLS
+        /// The connection is doing the TLS handshake after STARTTLS's 220.
+        case handshaking
+        /// AUTH needs the secret; the connection is reading it.
+        case awaitingSecret(AuthChoice)
+        /// AUTH LOGIN: `step` 0 awaits the user name prompt, 1 the password
+        /// prompt (the secret is held only until then).
+        case sentAuthLogin(step: Int, secret: [UInt8])
+        /// The whole AUTH response was sent; 235 or a refusal comes next.
+        case sentAuth(AuthChoice)
+        /// The exchange was cancelled or the server sent an error challenge
+        /// (XOAUTH2); its final refusal comes next.
+        case sentAuthCancel(detail: String)
         case ready
         case sentEnvelope(Transaction)
         case sendingText(Transaction)
@@ -125,6 +187,12 @@ public struct SMTPSender: Sendable {
             case .awaitingGreeting: return "awaitingGreeting"
             case .sentEHLO: return "sentEHLO"
             case .sentHELO: return "sentHELO"
+            case .sentSTARTTLS: return "sentSTARTTLS"
+            case .handshaking: return "handshaking"
+            case .awaitingSecret: return "awaitingSecret"
+            case .sentAuthLogin: return "sentAuthLogin"
+            case .sentAuth: return "sentAuth"
+            case .sentAuthCancel: return "sentAuthCancel"
             case .ready: return "ready"
             case .sentEnvelope: return "sentEnvelope"
             case .sendingText: return "sendingText"
@@ -140,6 +208,12 @@ public struct SMTPSender: Sendable {
     public enum Action: Equatable, Sendable {
         /// Write these command bytes.
         case send([UInt8])
+        /// Write these bytes, which carry a secret: wipe them once written.
+        case sendSecret([UInt8])
+        /// Do the TLS handshake (STARTTLS was accepted), then call `tlsEstablished()`.
+        case startTLS
+        /// Get the AUTH secret and call `provideSecret(_:)` (or `secretUnavailable`).
+        case needSecret
         /// Stream the message text, dot-stuffed, then the end-of-data marker.
         case sendText
         /// Ready for `start(message:)` (or `finish()` when there is nothing to send).
@@ -152,11 +226,17 @@ public struct SMTPSender: Sendable {
     }
 
     public let heloName: String
+    public let security: SenderSecurity
     var state: State = .awaitingGreeting
     public private(set) var capabilities = Capabilities()
+    /// STARTTLS succeeded on this connection.
+    public private(set) var tlsActive = false
+    /// The SASL mechanism that authenticated this connection.
+    public private(set) var authenticatedWith: AuthChoice? = nil
 
-    public init(heloName: String) {
+    public init(heloName: String, security: SenderSecurity = .plain) {
         self.heloName = heloName
+        self.security = security
     }
 
     public var stateName: String { state.description }
@@ -183,6 +263,8 @@ public struct SMTPSender: Sendable {
         case .sendingText: return 180
         case .sentDot, .sentEmptyDot: return 600
         case .ready: return 300
+        case .sentSTARTTLS, .sentAuth, .sentAuthLogin, .sentAuthCancel: return 120
+        case .handshaking, .awaitingSecret: return 60
         default: return 300
         }
     }
@@ -206,8 +288,12 @@ public struct SMTPSender: Sendable {
         case .sentEHLO:
             if reply.code == 250 {
                 capabilities = Capabilities(ehloLines: reply.lines)
-                state = .ready
-                return [.ready]
+                return afterEHLO()
+            }
+            if needsESMTP {
+                return giveUp(security.startTLS && !tlsActive
+                    ? .tls("the upstream refused EHLO (\(reply)), so it cannot do STARTTLS")
+                    : .auth("the upstream refused EHLO (\(reply)), so it cannot do AUTH"))
             }
             // RFC 5321 §3.2: an old receiver refuses EHLO; fall back to HELO.
             state = .sentHELO
@@ -217,6 +303,44 @@ public struct SMTPSender: Sendable {
             capabilities = Capabilities()
             state = .ready
             return [.ready]
+        case .sentSTARTTLS:
+            // RFC 3207 §4: 220 means go ahead; 454 (TLS not available) or
+            // anything else means no TLS, and then no mail.
+            guard reply.code == 220 else { return giveUp(.tls("the upstream refused STARTTLS: \(reply)")) }
+            state = .handshaking
+            return [.startTLS]
+        case .sentAuthLogin(let step, var secret):
+            guard reply.code == 334 else {
+                SASL.wipe(&secret)
+                return giveUp(.auth(authRefusal(reply)))
+            }
+            if step == 0 {
+                state = .sentAuthLogin(step: 1, secret: secret)
+                return [.send(Base64.encode(Array(security.username.utf8)) + ASCII.crlf)]
+            }
+            let response = Base64.encode(secret) + ASCII.crlf
+            SASL.wipe(&secret)
+            state = .sentAuth(.login)
+            return [.sendSecret(response)]
+        case .sentAuth(let mechanism):
+            if reply.code == 235 {
+                // RFC 4954 §6: 235 2.7.0 Authentication succeeded.
+                authenticatedWith = mechanism
+                state = .ready
+                return [.ready]
+            }
+            if reply.code == 334 {
+                // XOAUTH2 answers a bad token with a base64 JSON challenge; the
+                // client sends an empty response and gets the final 535. Any other
+                // challenge after a complete response is cancelled with "*"
+                // (RFC 4954 §4).
+                let detail = reply.lines.first.flatMap { Base64.decode($0.utf8) }.map { ASCII.printable($0) } ?? ""
+                state = .sentAuthCancel(detail: detail)
+                return [.send(mechanism == .xoauth2 ? ASCII.crlf : command("*"))]
+            }
+            return giveUp(.auth(authRefusal(reply)))
+        case .sentAuthCancel(let detail):
+            return giveUp(.auth(authRefusal(reply) + (detail.isEmpty ? "" : " (\(detail))")))
         case .sentEnvelope(var t):
             return envelopeReply(reply, &t)
         case .sentDot(let t):
@@ -241,10 +365,87 @@ public struct SMTPSender: Sendable {
         case .sentQUIT:
             state = .closed
             return [.close(failure: nil)]
-        case .ready, .sendingText, .closed:
+        case .ready, .sendingText, .closed, .handshaking, .awaitingSecret:
             // A reply nobody asked for: the upstream is out of step with us.
             return abandon(.protocolError("unexpected reply \(reply)"))
         }
+    }
+
+    // MARK: STARTTLS and AUTH
+
+    var needsESMTP: Bool { (security.startTLS && !tlsActive) || security.auth != .none }
+
+    /// After a 250 to EHLO: STARTTLS if required and not done yet, then AUTH if
+    /// configured, then ready for mail.
+    mutating func afterEHLO() -> [Action] {
+        if security.startTLS && !tlsActive {
+            // RFC 3207 §4: only a server that announces STARTTLS takes it; without
+            // it, nothing is sent (no fallback to plain text).
+            guard capabilities.startTLS else { return giveUp(.tls("the upstream does not offer STARTTLS")) }
+            state = .sentSTARTTLS
+            return [.send(command("STARTTLS"))]
+        }
+        if security.auth != .none && authenticatedWith == nil {
+            switch SASL.choose(security.auth, offered: capabilities.authMechanisms) {
+            case .failure(let f): return giveUp(f)
+            case .success(let mechanism):
+                state = .awaitingSecret(mechanism)
+                return [.needSecret]
+            }
+        }
+        state = .ready
+        return [.ready]
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: start over with EHLO, as
+    /// RFC 3207 §4.2 requires (everything learnt before TLS is discarded).
+    public mutating func tlsEstablished() -> [Action] {
+        guard state == .handshaking else { return [] }
+        tlsActive = true
+        capabilities = Capabilities()
+        state = .sentEHLO
+        return [.send(command("EHLO " + heloName))]
+    }
+
+    /// The AUTH secret, read for this connection. The caller wipes its copy;
+    /// this machine keeps one only for AUTH LOGIN's second prompt.
+    public mutating func provideSecret(_ secret: [UInt8]) -> [Action] {
+        guard case .awaitingSecret(let mechanism) = state else { return [] }
+        switch mechanism {
+        case .plain:
+            // RFC 4954 §4: the initial response goes with the command.
+            state = .sentAuth(.plain)
+            return [.sendSecret(Array("AUTH PLAIN ".utf8) + SASL.plain(username: security.username, secret: secret) + ASCII.crlf)]
+        case .xoauth2:
+            state = .sentAuth(.xoauth2)
+            return [.sendSecret(Array("AUTH XOAUTH2 ".utf8) + SASL.xoauth2(username: security.username, token: secret) + ASCII.crlf)]
+        case .login, .auto, .none:
+            state = .sentAuthLogin(step: 0, secret: secret)
+            return [.send(command("AUTH LOGIN"))]
+        }
+    }
+
+    /// The secret could not be read (file mode, command failed): no AUTH, no mail.
+    public mutating func secretUnavailable(_ reason: String) -> [Action] {
+        guard case .awaitingSecret = state else { return [] }
+        return giveUp(.auth(reason))
+    }
+
+    func authRefusal(_ reply: Reply) -> String {
+        switch reply.code {
+        case 535: return "the upstream refused the credentials (\(reply))"
+        case 534: return "the upstream wants a stronger mechanism or an app password (\(reply))"
+        case 538: return "the upstream requires encryption for this mechanism (\(reply))"
+        case 454: return "temporary authentication failure at the upstream (\(reply))"
+        default: return "unexpected reply to AUTH (\(reply))"
+        }
+    }
+
+    /// Ends the session before any mail: QUIT, then close with `failure`.
+    mutating func giveUp(_ failure: SenderFailure) -> [Action] {
+        if case .sentAuthLogin(_, var secret) = state { SASL.wipe(&secret) }
+        state = .closed
+        return [.send(command("QUIT")), .close(failure: failure)]
     }
 
     /// Begins a transaction for `message`. Only valid when `.ready`.

@@ -57,6 +57,13 @@ public final class ByteBuffer {
         return true
     }
 
+    /// Zeroes the whole storage and empties the buffer: for bytes that carried a
+    /// secret (an AUTH response), which must not linger until overwritten.
+    public func wipe() {
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
+        clear()
+    }
+
     public func clear() {
         start = 0
         end = 0

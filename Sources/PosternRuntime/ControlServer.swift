@@ -192,6 +192,7 @@ public final class ControlServer {
         }
         s += "last delivery:  " + (delivery.lastDeliveryWall.map { "\(QueueReport.age(wall - $0)) ago" } ?? "none since start") + "\n"
         s += "upstream:       \(delivery.upstreamState(now: now))\n"
+        for line in delivery.upstreamLines(now: now) { s += "  " + line + "\n" }
         s += "spool:          \(spool.dir), \(spool.totalBytes) bytes in \(spool.segmentCount) segment\(spool.segmentCount == 1 ? "" : "s")"
         s += spool.acceptsMail(now: now) ? "\n" : ", FULL: new mail is refused with 452 4.3.1\n"
         s += "connections:    \(f.activeConnections) of \(f.maxConnections)\n"

@@ -48,7 +48,7 @@ public final class Daemon {
         hostname = config.receiver.hostname ?? Sys.hostname()
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize, log: log,
                       expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
-        delivery = Delivery(upstream: config.upstreams[0], heloName: hostname, policy: RetryPolicy(config.retry),
+        delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
                             expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log,
                             kernel: kernel)
         control = ControlServer(path: config.control.socket, spool: spool, delivery: delivery, log: log,
@@ -86,6 +86,7 @@ public final class Daemon {
                      id: MessageIDs.recovered)
         }
 
+        logUpstreamChecks(config)
         if let problem = openListeners() { return problem }
         if let problem = control.open() { return problem }
         log.info("control socket open", [("path", config.control.socket)])
@@ -96,11 +97,18 @@ public final class Daemon {
         self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
         pool = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
-        log.notice("postern started", [("hostname", hostname), ("upstream", config.upstreams[0].name),
+        log.notice("postern started", [("hostname", hostname), ("upstream", config.upstreams.map { $0.name }.joined(separator: ", ")),
                                        ("queued", "\(spool.queue.count)")], id: MessageIDs.started)
         // READY=1 only now: the spool is recovered and every listener is open.
         service.ready(status: statusText(now: Clock.monotonic()), now: Clock.monotonic())
         return nil
+    }
+
+    /// verify = no, AUTH in clear and unusable password files are said at every
+    /// start and reload; mail is still taken in and queued meanwhile.
+    func logUpstreamChecks(_ c: Config) {
+        for w in UpstreamChecks.warnings(c) { log.warning(w) }
+        for p in UpstreamChecks.problems(c) { log.error(p + "; mail for it stays queued") }
     }
 
     func receiverSettings(_ c: Config) -> ReceiverSettings {

@@ -80,10 +80,9 @@ extension Daemon {
         spool.maxSize = new.spool.maxSize
         spool.segmentSize = new.spool.segmentSize
         spool.expiry = ExpiryPolicy(maxAge: new.spool.maxAge)
-        let upstreamChanged = new.upstreams[0].host != delivery.upstream.host
-            || new.upstreams[0].port != delivery.upstream.port
-            || new.upstreams[0].envelopeFrom != delivery.upstream.envelopeFrom
-        delivery.upstream = new.upstreams[0]
+        let upstreamChanged = new.upstreams.map { $0.name } != delivery.upstreams.map { $0.name }
+            || new.upstreams.map { $0.envelopeFrom } != delivery.upstreams.map { $0.envelopeFrom }
+        delivery.upstreams = new.upstreams
         delivery.heloName = hostname
         delivery.policy = RetryPolicy(new.retry)
         delivery.expiry = ExpiryPolicy(maxAge: new.spool.maxAge)
@@ -94,6 +93,7 @@ extension Daemon {
             changed.append("upstream")
         }
         config = new
+        logUpstreamChecks(new)
         log.notice("configuration reloaded", [("file", configPath),
                                               ("changed", changed.isEmpty ? "settings" : changed.joined(separator: ", "))],
                    id: MessageIDs.reloaded)

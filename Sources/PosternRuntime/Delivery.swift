@@ -1,13 +1,18 @@
 import CLibc
 import PosternCore
 
-/// Forwards the queue to the upstream: owns the one sender connection, the pure
-/// `SMTPSender`, the `MessageReader` and the retry schedule. Messages go in
-/// order of arrival over one reused connection; recipient outcomes are written
-/// to the spool as they arrive.
+/// Forwards the queue to the upstreams: owns the one sender connection (its
+/// `UpstreamTransport`, plain or TLS), the pure `SMTPSender`, the
+/// `MessageReader` and the retry schedule. Messages go in order of arrival over
+/// one reused connection; recipient outcomes are written to the spool as they
+/// arrive.
+///
+/// Upstreams are tried in order (DESIGN.md "Delivery rules", issue 8 item 4): a
+/// connection that fails — no address, no TCP, TLS or AUTH refused, a 4xx at the
+/// greeting, or a drop — moves on to the next one at once; when the last one has
+/// failed too, the retry schedule applies, and the next attempt starts again
+/// with the primary.
 public final class Delivery {
-    enum Phase: Equatable { case idle, connecting, connected }
-
     struct Current {
         var id: UInt64
         /// Sender index → recipient index in the spooled envelope.
@@ -18,9 +23,28 @@ public final class Delivery {
         var deferReply: Reply? = nil
     }
 
-    /// These four may change on reload; a connection in use keeps going with the
+    /// What `postern status` says about one upstream.
+    public struct UpstreamStatus: Equatable {
+        /// Why the last attempt failed; nil after a success or before any try.
+        public var lastError: String? = nil
+        /// Wall-clock second of the last message this upstream took.
+        public var lastDeliveryWall: Int64? = nil
+    }
+
+    /// These may change on reload; a connection in use keeps going with the
     /// upstream it was opened to.
-    public var upstream: UpstreamConfig
+    public var upstreams: [UpstreamConfig] {
+        didSet {
+            if active >= upstreams.count { active = 0 }
+            if statuses.count != upstreams.count {
+                statuses = [UpstreamStatus](repeating: UpstreamStatus(), count: upstreams.count)
+            }
+        }
+    }
+    public private(set) var statuses: [UpstreamStatus]
+    /// The upstream being tried or used now (an index into `upstreams`).
+    public private(set) var active = 0
+    public var upstream: UpstreamConfig { upstreams[active] }
     public var heloName: String
     public var policy: RetryPolicy
     public var expiry: ExpiryPolicy
@@ -29,7 +53,7 @@ public final class Delivery {
     var expiryRecheckAt: Int64 = 0
     let spool: Spool
     let log: Log
-    let kernel: any Kernel
+    let link: UpstreamTransport
 
     let input = ByteBuffer(capacity: BufferSizes.senderInput)
     let output = ByteBuffer(capacity: BufferSizes.senderOutput)
@@ -39,9 +63,10 @@ public final class Delivery {
     var encoder = DataEncoder()
     var machine: SMTPSender
 
-    public private(set) var fd: Int32 = -1
-    var phase = Phase.idle
+    public var fd: Int32 { link.fd }
     var streaming = false
+    /// The output holds an AUTH response: zero the buffer once it is sent.
+    var outputHoldsSecret = false
     var current: Current? = nil
     var addresses: [cl_ip_endpoint] = []
     var addressIndex = 0
@@ -50,7 +75,10 @@ public final class Delivery {
     var idleUntil: Int64 = 0
     var upstreamFailures = 0
     var upstreamRetryAt: Int64 = 0
-    /// Why the upstream was last unreachable, for `postern status`.
+    /// A certificate was "not yet valid" while the clock was unsynchronised: try
+    /// again as soon as the clock is set, not when the backoff ends.
+    var waitingForClock = false
+    /// Why the upstreams were last unreachable, for `postern status`.
     public private(set) var lastError: String? = nil
     public private(set) var lastDeliveryWall: Int64? = nil
     /// Distinct upstream replies that deferred or failed messages, so each queued
@@ -62,11 +90,18 @@ public final class Delivery {
     /// smtp_connection_cache_time_limit is 2s).
     static let idleHoldNanoseconds: Int64 = 2_000_000_000
     static let connectTimeoutNanoseconds: Int64 = 30_000_000_000
+    /// A TLS handshake that takes longer is given up (Postfix's
+    /// smtp_starttls_timeout is 300s; a smarthost answers in well under a second).
+    static let handshakeTimeoutNanoseconds: Int64 = 60_000_000_000
+    /// How often the clock is looked at while waiting for it to be set.
+    static let clockPollNanoseconds: Int64 = 2_000_000_000
 
-    public init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
+    public init(upstreams: [UpstreamConfig], heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
                 spool: Spool, log: Log, kernel: any Kernel = PosixKernel()) {
-        self.kernel = kernel
-        self.upstream = upstream
+        precondition(!upstreams.isEmpty, "the configuration guarantees one [upstream]")
+        link = UpstreamTransport(kernel: kernel)
+        self.upstreams = upstreams
+        statuses = [UpstreamStatus](repeating: UpstreamStatus(), count: upstreams.count)
         self.heloName = heloName
         self.policy = policy
         self.expiry = expiry
@@ -75,13 +110,13 @@ public final class Delivery {
         machine = SMTPSender(heloName: heloName)
     }
 
-    public var pollEvents: Int16 {
-        guard fd >= 0 else { return 0 }
-        if phase == .connecting { return Int16(POLLOUT) }
-        var e = Int16(POLLIN)
-        if !output.isEmpty { e |= Int16(POLLOUT) }
-        return e
+    public convenience init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
+                            spool: Spool, log: Log, kernel: any Kernel = PosixKernel()) {
+        self.init(upstreams: [upstream], heloName: heloName, policy: policy, expiry: expiry, spool: spool, log: log,
+                  kernel: kernel)
     }
+
+    public var pollEvents: Int16 { link.pollEvents(outputPending: !output.isEmpty) }
 
     /// The next moment this needs the loop's attention, if any.
     public func nextWakeup(now: Int64) -> Int64? {
@@ -90,11 +125,12 @@ public final class Delivery {
         if fd >= 0 {
             earliest(deadline)
             if machine.isReady && current == nil { earliest(idleUntil) }
-            if phase == .connected && machine.isReady && current == nil && spool.queue.nextDue(now: now) != nil {
+            if link.phase == .open && machine.isReady && current == nil && spool.queue.nextDue(now: now) != nil {
                 earliest(now)
             }
         } else if !spool.queue.isEmpty, let due = spool.queue.earliestAttempt() {
             earliest(max(due, upstreamRetryAt))
+            if waitingForClock { earliest(now + Self.clockPollNanoseconds) }
         }
         if let deadline = spool.queue.earliestExpiry(), deadline < Int64(UInt32.max) {
             earliest(max(deadline * 1_000_000_000, expiryRecheckAt))
@@ -106,20 +142,25 @@ public final class Delivery {
     /// message on a ready connection, closes an idle one, and handles timeouts.
     public func tick(now: Int64, stopping: Bool) {
         if fd >= 0 && now >= deadline {
-            if phase == .connecting {
-                connectFailed("connect timed out", now: now)
-            } else {
-                perform(machine.timedOut(), now: now)
+            switch link.phase {
+            case .connecting: connectFailed("connect timed out", now: now)
+            case .handshaking: upstreamFailed(.tls("the TLS handshake timed out"), now: now)
+            default: perform(machine.timedOut(), now: now)
             }
         }
         if stopping { return }
         expireDue(now: now)
+        if waitingForClock && fd < 0 && Clock.synchronised() {
+            waitingForClock = false
+            upstreamRetryAt = 0
+            log.notice("the system clock is synchronised now; trying the upstream again", [("upstream", upstream.name)])
+        }
         if fd < 0 {
             guard now >= upstreamRetryAt, spool.queue.nextDue(now: now) != nil else { return }
             connect(now: now)
             return
         }
-        if phase == .connected && machine.isReady && current == nil {
+        if link.phase == .open && machine.isReady && current == nil {
             if let m = spool.queue.nextDue(now: now) {
                 startMessage(m, now: now)
             } else if now >= idleUntil {
@@ -207,48 +248,88 @@ public final class Delivery {
         return Int(clamping: max(0, at - now) / 1_000_000_000)
     }
 
-    /// One line on the upstream for `postern status`.
+    /// One line on the upstreams for `postern status` and systemd's STATUS=.
     public func upstreamState(now: Int64) -> String {
         if fd >= 0 {
-            switch phase {
+            switch link.phase {
             case .connecting: return "connecting to \(upstream.name)"
-            default: return "connected to \(upstream.name)" + (current == nil ? ", idle" : ", sending")
+            case .handshaking: return "TLS handshake with \(upstream.name)"
+            default:
+                return "connected to \(upstream.name)" + (link.isTLS ? " (TLS)" : "") + (current == nil ? ", idle" : ", sending")
             }
         }
         if let e = lastError {
             let wait = max(0, upstreamRetryAt - now) / 1_000_000_000
-            return "\(upstream.name) unreachable (\(e)); \(upstreamFailures) failed attempt\(upstreamFailures == 1 ? "" : "s"), next in \(wait)s"
+            let who = upstreams.count == 1 ? "\(upstream.name) unreachable" : "all \(upstreams.count) upstreams unreachable"
+            return "\(who) (\(e)); \(upstreamFailures) failed attempt\(upstreamFailures == 1 ? "" : "s"), next in \(wait)s"
         }
         return "\(upstream.name), not connected"
     }
 
+    /// One line per upstream for `postern status`: its role, and its last error
+    /// or last delivery.
+    public func upstreamLines(now: Int64) -> [String] {
+        let wall = Clock.wall()
+        var lines: [String] = []
+        for (i, u) in upstreams.enumerated() {
+            let role = i == 0 ? "primary" : "fallback \(i)"
+            var s = "\(u.name) (\(role), tls \(u.tls.name)\(u.auth == .none ? "" : ", auth \(u.auth.name)")): "
+            let status = i < statuses.count ? statuses[i] : UpstreamStatus()
+            if fd >= 0 && i == active {
+                s += link.phase == .open ? "connected" : "connecting"
+            } else if let e = status.lastError {
+                s += "last attempt failed: \(e)"
+            } else if let t = status.lastDeliveryWall {
+                s += "ok, last delivery \(QueueReport.age(wall - t)) ago"
+            } else {
+                s += "not tried since start"
+            }
+            lines.append(s)
+        }
+        return lines
+    }
+
     // MARK: connecting
+
+    /// What the sender must do on a connection to `u`.
+    static func security(_ u: UpstreamConfig) -> SenderSecurity {
+        SenderSecurity(startTLS: u.tls == .starttls, implicitTLS: u.tls == .implicit, auth: u.auth,
+                       username: u.username ?? "")
+    }
 
     func connect(now: Int64) {
         if addresses.isEmpty || addressIndex >= addresses.count {
             addresses = resolve()
             addressIndex = 0
             if addresses.isEmpty {
-                connectFailed("cannot resolve \(upstream.host)", now: now)
+                upstreamFailed(.connection("cannot resolve \(upstream.host)"), now: now)
                 return
             }
         }
-        switch kernel.connect(addresses[addressIndex]) {
-        case .failure(let e):
+        if case .failure(let e) = link.connect(addresses[addressIndex]) {
             connectFailed(e.text, now: now)
             return
-        case .success(let (s, inProgress)):
-            fd = s
-            phase = inProgress ? .connecting : .connected
         }
         input.clear(); output.clear()
         framer = LineFramer(maxLineLength: BufferSizes.senderInput, strict: false)
         replies = ReplyParser()
-        machine = SMTPSender(heloName: heloName)
+        machine = SMTPSender(heloName: heloName, security: Self.security(upstream))
         streaming = false
         deadline = now + Self.connectTimeoutNanoseconds
-        if phase == .connected { deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000 }
         log.debug("connecting to upstream", [("upstream", upstream.name)])
+        if link.phase == .open { connected(now: now) }
+    }
+
+    /// TCP is up: implicit TLS starts its handshake now; otherwise the greeting
+    /// is awaited.
+    func connected(now: Int64) {
+        addresses = []
+        log.debug("connected to upstream", [("upstream", upstream.name)])
+        if upstream.tls == .implicit {
+            beginTLS(now: now)
+        } else {
+            deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
+        }
     }
 
     func resolve() -> [cl_ip_endpoint] {
@@ -271,7 +352,7 @@ public final class Delivery {
         return Array(out[0..<Int(n)])
     }
 
-    /// Tries the upstream's next address, or backs off when none is left.
+    /// Tries the upstream's next address, or gives up on this upstream.
     func connectFailed(_ reason: String, now: Int64) {
         closeSocket()
         addressIndex += 1
@@ -280,72 +361,193 @@ public final class Delivery {
             return
         }
         addresses = []
-        backoff(reason, now: now)
+        upstreamFailed(.connection(reason), now: now)
     }
 
-    /// The upstream could not be reached or dropped us: wait before the next try.
-    func backoff(_ reason: String, now: Int64) {
-        upstreamFailures += 1
-        lastError = reason
-        let delay = policy.delayNanoseconds(afterAttempt: upstreamFailures, random: Clock.random())
-        upstreamRetryAt = now + delay
-        var due = 0
-        for m in spool.queue.messages where m.nextAttempt <= now { due += 1 }
-        log.event(.deferred, .warning, "upstream unavailable; will retry", [
-            ("upstream", upstream.name), ("reply", reason), ("attempt", "\(upstreamFailures)"),
-            ("queued", "\(spool.queue.count)"), ("due", "\(due)"), ("retry_in", "\(delay / 1_000_000_000)s"),
-        ])
+    // MARK: TLS
+
+    func beginTLS(now: Int64) {
+        // RFC 3207 §5 (and CVE-2011-0411's lesson): nothing received before the
+        // handshake may be taken as the upstream's reply after it.
+        input.clear()
+        framer = LineFramer(maxLineLength: BufferSizes.senderInput, strict: false)
+        replies = ReplyParser()
+        if case .failure(let p) = link.startTLS(upstream) {
+            upstreamFailed(.tls(p.text), now: now)
+            return
+        }
+        deadline = now + Self.handshakeTimeoutNanoseconds
+        continueHandshake(now: now)
+    }
+
+    func continueHandshake(now: Int64) {
+        switch link.handshake() {
+        case .pending:
+            return
+        case .failed(let report):
+            let problem = CertificateProblem(report, host: upstream.host, wall: Clock.wall(),
+                                             synchronised: Clock.synchronised())
+            if problem.waitForClock { waitingForClock = true }
+            upstreamFailed(.tls(problem.text), now: now)
+        case .done:
+            if let p = link.tls?.peer() {
+                log.debug("TLS established", [("upstream", upstream.name), ("protocol", TLSChannel.field(p.protocol)),
+                                              ("cipher", TLSChannel.field(p.cipher)),
+                                              ("subject", TLSChannel.field(p.subject))])
+            }
+            deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
+            if upstream.tls == .starttls {
+                perform(machine.tlsEstablished(), now: now)
+            }
+            // Records decrypted with the last handshake message may already hold
+            // the greeting (implicit TLS): poll would not report them.
+            if fd >= 0 { readable(now: now) }
+        }
+    }
+
+    // MARK: AUTH
+
+    /// Reads the secret for AUTH and hands it to the machine; the copies are
+    /// wiped as soon as the response is built.
+    func provideSecret(now: Int64) {
+        switch upstream.secret {
+        case .file(let path)?:
+            switch SecretFile.read(path) {
+            case .success(var secret):
+                let actions = machine.provideSecret(secret)
+                SASL.wipe(&secret)
+                perform(actions, now: now)
+            case .failure(let p):
+                perform(machine.secretUnavailable(p.text), now: now)
+            }
+        case .command?:
+            perform(machine.secretUnavailable("password_command is not supported yet"), now: now)
+        case nil:
+            perform(machine.secretUnavailable("no password_file or password_command is set"), now: now)
+        }
+    }
+
+    // MARK: failures
+
+    /// The connection to the active upstream failed before or while sending:
+    /// log why, then try the next upstream at once, or back off when this was
+    /// the last one.
+    func upstreamFailed(_ failure: SenderFailure, now: Int64) {
+        closeSocket()
+        releaseCurrent(now: now)
+        let text = failure.description
+        let failed = upstream
+        if active < statuses.count { statuses[active].lastError = text }
+        let last = active + 1 >= upstreams.count
+        var fields: [(String, String)] = [("upstream", failed.name), ("reply", text), ("attempt", "\(upstreamFailures + 1)")]
+        var message: String
+        var priority = Priority.warning
+        switch failure {
+        case .auth:
+            let secret: String
+            switch failed.secret {
+            case .command?: secret = "password_command"
+            default: secret = "password_file"
+            }
+            message = "cannot authenticate to the upstream: check username and \(secret) in the [upstream] at line \(failed.line); the mail stays queued"
+            priority = .error
+        case .tls:
+            message = "TLS with the upstream failed; nothing was sent"
+            priority = .error
+        default:
+            message = "upstream unavailable"
+        }
+        if last {
+            active = 0
+            addresses = []
+            upstreamFailures += 1
+            lastError = upstreams.count == 1 ? text : "\(failed.name): \(text)"
+            let delay = policy.delayNanoseconds(afterAttempt: upstreamFailures, random: Clock.random())
+            upstreamRetryAt = now + delay
+            var due = 0
+            for m in spool.queue.messages where m.nextAttempt <= now { due += 1 }
+            fields += [("queued", "\(spool.queue.count)"), ("due", "\(due)"), ("retry_in", "\(delay / 1_000_000_000)s")]
+            message += upstreams.count == 1 ? "; will retry" : "; no upstream left, will retry"
+        } else {
+            active += 1
+            addresses = []
+            fields.append(("next_upstream", upstream.name))
+            message += "; trying the next upstream"
+        }
+        log.event(.deferred, priority, message, fields)
     }
 
     // MARK: events from the loop
 
     public func writable(now: Int64) {
-        if phase == .connecting {
-            let err = kernel.connectResult(fd)
+        switch link.phase {
+        case .connecting:
+            let err = link.finishConnect()
             if err != 0 {
                 connectFailed(Errno(err, "connect").text, now: now)
                 return
             }
-            phase = .connected
-            addresses = []
-            deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
-            log.debug("connected to upstream", [("upstream", upstream.name)])
+            connected(now: now)
+        case .handshaking:
+            continueHandshake(now: now)
+        case .open:
+            flushOutput(now: now)
+            // A TLS read that needed to write first (a key update) goes on now.
+            if fd >= 0 && link.isTLS { readable(now: now) }
+        case .closed:
             return
         }
-        flushOutput(now: now)
     }
 
     public func readable(now: Int64) {
-        input.compact()
-        switch kernel.read(fd, input.writable) {
-        case .success(.done(let n)):
-            input.didWrite(n)
-        case .success(.eof):
-            perform(machine.connectionLost("upstream closed the connection"), now: now)
-            return
-        case .success(.wouldBlock):
-            return
-        case .failure(let e):
-            perform(machine.connectionLost(e.text), now: now)
+        if link.phase == .handshaking {
+            continueHandshake(now: now)
             return
         }
+        // Read until the transport has nothing more: TLS may hold decrypted
+        // bytes that poll(2) cannot see.
         while fd >= 0 {
+            input.compact()
+            if input.freeSpace == 0 {
+                perform(machine.connectionLost("reply line too long"), now: now)
+                return
+            }
+            switch link.read(input.writable) {
+            case .success(.done(let n)):
+                input.didWrite(n)
+            case .success(.eof):
+                perform(machine.connectionLost("upstream closed the connection"), now: now)
+                return
+            case .success(.wouldBlock):
+                return
+            case .failure(let p):
+                perform(machine.connectionLost(p.text), now: now)
+                return
+            }
+            if !processReplies(now: now) { return }
+        }
+    }
+
+    /// Frames and handles every complete reply in the input. False when the
+    /// connection ended or TLS is starting (the rest of the input is gone).
+    func processReplies(now: Int64) -> Bool {
+        while fd >= 0 && link.phase == .open {
             let (frame, consumed) = framer.next(in: input.readable)
             switch frame {
             case .needMore:
                 input.consume(consumed)
-                return
+                return true
             case .tooLong, .bareLineEnding:
                 input.consume(consumed)
                 perform(machine.connectionLost("reply line too long"), now: now)
-                return
+                return false
             case .line(let range):
                 let line = Array(input.readable[range])
                 input.consume(consumed)
                 switch replies.feed(line[...]) {
                 case .failure(.malformed(let text)):
                     perform(machine.connectionLost("malformed reply: \(text)"), now: now)
-                    return
+                    return false
                 case .success(nil):
                     continue
                 case .success(let reply?):
@@ -357,6 +559,7 @@ public final class Delivery {
                 }
             }
         }
+        return false
     }
 
     // MARK: messages
@@ -412,21 +615,41 @@ public final class Delivery {
                     perform(machine.connectionLost("command too long for the output buffer"), now: now)
                     return
                 }
+            case .sendSecret(let bytes):
+                outputHoldsSecret = true
+                if !output.append(bytes) {
+                    perform(machine.connectionLost("AUTH response too long for the output buffer"), now: now)
+                    return
+                }
+            case .startTLS:
+                // Whatever follows the 220 in this read is not trusted: beginTLS
+                // drops it with the rest of the plaintext input.
+                flushOutput(now: now)
+                beginTLS(now: now)
+                return
+            case .needSecret:
+                provideSecret(now: now)
+                return
             case .sendText:
                 streaming = true
             case .ready:
                 upstreamFailures = 0
                 lastError = nil
-                idleUntil = now + Self.idleHoldNanoseconds
+                if active < statuses.count { statuses[active].lastError = nil }
+                // A fallback carries what is queued now and is then let go, so
+                // the next message tries the primary again.
+                idleUntil = active == 0 ? now + Self.idleHoldNanoseconds : now
             case .recipient(let index, let outcome, let reply):
                 recipientResult(index, outcome, reply, now: now)
             case .messageDone:
                 messageDone(now: now)
             case .close(let failure):
-                closeSocket()
                 if let f = failure {
-                    releaseCurrent(now: now)
-                    backoff(f.description, now: now)
+                    upstreamFailed(f, now: now)
+                } else {
+                    closeSocket()
+                    // The next connection starts with the primary again.
+                    active = 0
                 }
             }
         }
@@ -448,6 +671,7 @@ public final class Delivery {
         switch outcome {
         case .delivered:
             lastDeliveryWall = Clock.wall()
+            if active < statuses.count { statuses[active].lastDeliveryWall = lastDeliveryWall }
             log.event(.delivered, .info, "delivered", fields)
             spool.recordOutcome(c.id, recipient: spooledIndex, .delivered, now: now)
         case .failed:
@@ -517,27 +741,29 @@ public final class Delivery {
             if output.isEmpty {
                 if streaming { pumpText(now: now); if output.isEmpty { return } } else { return }
             }
-            switch kernel.send(fd, output.readable) {
+            switch link.send(output.readable) {
             case .success(.done(let n)):
                 output.consume(n)
+                if output.isEmpty && outputHoldsSecret {
+                    output.wipe()
+                    outputHoldsSecret = false
+                }
                 deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
             case .success(.wouldBlock), .success(.eof):
                 return
-            case .failure(let e):
-                perform(machine.connectionLost(e.text), now: now)
+            case .failure(let p):
+                perform(machine.connectionLost(p.text), now: now)
                 return
             }
         }
     }
 
     func closeSocket() {
-        if fd >= 0 {
-            kernel.close(fd)
-            fd = -1
-        }
-        phase = .idle
+        link.close()
         streaming = false
         input.clear()
+        if outputHoldsSecret { output.wipe() }
+        outputHoldsSecret = false
         output.clear()
     }
 }

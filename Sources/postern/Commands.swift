@@ -119,7 +119,13 @@ func checkConfigCommand(_ args: [String]) -> Int32 {
     } catch {
         return error.code
     }
+    let problems = UpstreamChecks.problems(c)
+    if !problems.isEmpty {
+        for p in problems { Sys.writeStderr("postern check-config: \(options.configPath): \(p)\n") }
+        return 1
+    }
     var out = "# \(options.configPath): OK\n"
+    for w in UpstreamChecks.warnings(c) { out += "# warning: " + w + "\n" }
     for line in effectiveSettings(c) { out += line + "\n" }
     out += "\n"
     for line in MemoryBudget(c).lines(c) { out += "# " + line + "\n" }
@@ -269,7 +275,24 @@ func effectiveSettings(_ c: Config) -> [String] {
         "max_age = " + duration(c.spool.maxAge),
     ]
     for u in c.upstreams {
-        lines += ["", "[upstream]", "host = " + u.host, "port = \(u.port)", "tls = none"]
+        lines += ["", "[upstream]", "host = " + u.host, "port = \(u.port)",
+                  "tls = " + u.tls.name + (c.derived.contains("upstream.tls") && u.tls == .implicit ? "   # port 465" : "")]
+        if u.tls != .none {
+            lines.append("verify = " + (u.verify ? "yes" : "no"))
+            lines.append("ca_file = " + (u.caFile ?? "   # none: the system's CAs in \(TLSDefaults.systemCertificateDirectory)"))
+            if let f = u.fingerprint { lines.append("fingerprint = " + CertificateProblem.fingerprintText(f)) }
+            if let cert = u.clientCert, let key = u.clientKey {
+                lines += ["client_cert = " + cert, "client_key = " + key]
+            }
+        }
+        lines.append("auth = " + u.auth.name)
+        if let name = u.username { lines.append("username = " + name) }
+        switch u.secret {
+        case .file(let path)?: lines.append("password_file = " + path)
+        // The arguments may hold a client secret: only the program is shown.
+        case .command(let argv)?: lines.append("password_command = " + (argv.first ?? "") + (argv.count > 1 ? " …" : ""))
+        case nil: break
+        }
         if let f = u.envelopeFrom { lines.append("envelope_from = " + f.text) }
     }
     lines += ["", "[retry]", "initial = " + duration(c.retry.initial) + note("retry.initial"),

@@ -108,7 +108,10 @@ struct ConfigParserValidTests {
         #expect(c.spool.maxSize == 64 * 1024 * 1024)
         #expect(c.spool.segmentSize == 4 * 1024 * 1024)
         #expect(c.upstreams.first?.port == 25)
-        #expect(c.upstreams.first?.tls == TLSMode.none)
+        // Issue 8: STARTTLS unless written otherwise (implicit TLS on port 465).
+        #expect(c.upstreams.first?.tls == .starttls)
+        #expect(c.upstreams.first?.verify == true)
+        #expect(c.upstreams.first?.auth == AuthChoice.none)
         #expect(c.upstreams.first?.envelopeFrom == nil)
         #expect(c.retry.initial == 60)
         #expect(c.retry.max == 3600)
@@ -385,11 +388,6 @@ struct ConfigParserErrorTests {
         ("receiver", "tls_cert", "/etc/ssl/cert.pem"),
         ("receiver", "tls_key", "/etc/ssl/key.pem"),
         ("receiver", "auth_users", "/etc/postern/users"),
-        ("upstream", "verify", "yes"),
-        ("upstream", "ca_file", "/etc/ssl/ca.pem"),
-        ("upstream", "auth", "plain"),
-        ("upstream", "username", "alerts@example.com"),
-        ("upstream", "password_file", "/etc/postern/upstream.secret"),
         ("upstream", "rewrite_from", "yes"),
     ])
     func unsupportedKey(section: String, key: String, value: String) {
@@ -399,15 +397,6 @@ struct ConfigParserErrorTests {
         #expect(e?.line == (section == "upstream" ? 3 : 2))
         #expect(e?.message.contains("not supported") == true)
         #expect(e?.message.contains(key) == true)
-    }
-
-    @Test("tls = starttls and tls = implicit are refused with a message that says not supported",
-          arguments: ["starttls", "implicit"])
-    func tlsNotSupported(mode: String) {
-        let e = configError("[upstream]\nhost = smtp.example.com\ntls = \(mode)\n")
-        #expect(e?.line == 3)
-        #expect(e?.message.contains("not supported") == true)
-        #expect(e?.message.contains(mode) == true)
     }
 
     @Test("An unknown tls mode")
@@ -488,11 +477,15 @@ struct ConfigParserErrorTests {
         #expect(e?.message.contains("host") == true)
     }
 
-    @Test("A second [upstream] is refused (fallbacks not implemented yet)")
-    func secondUpstream() {
-        let e = configError("[upstream]\nhost = a.example\n\n[upstream]\nhost = b.example\n")
-        #expect(e?.line == 4)
-        #expect(e?.message.contains("only one [upstream]") == true)
+    @Test("[upstream] may repeat: primary first, then the fallbacks, each checked on its own (issue 8 item 4)")
+    func severalUpstreams() throws {
+        let c = try parseConfig("[upstream]\nhost = a.example\n\n[upstream]\nhost = b.example\nport = 465\ntls = none\n").get()
+        #expect(c.upstreams.map { $0.host } == ["a.example", "b.example"])
+        #expect(c.upstreams.map { $0.tls } == [.starttls, TLSMode.none])
+        #expect(c.upstreams.map { $0.line } == [1, 4])
+        let e = configError("[upstream]\nhost = a.example\n\n[upstream]\nhost = b.example\nusername = u\n")
+        #expect(e?.line == 6)
+        #expect(e?.message.contains("password_file") == true)
     }
 
     @Test("A key before any section")

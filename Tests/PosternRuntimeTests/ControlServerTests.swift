@@ -16,6 +16,7 @@ final class ControlHarness: LoopHarness {
     init() {
         var upstream = UpstreamConfig()
         upstream.host = "127.0.0.1"
+        upstream.tls = .none
         let delivery = Delivery(upstream: upstream, heloName: "b", policy: RetryPolicy(initialSeconds: 60, maxSeconds: 600),
                                 expiry: ExpiryPolicy(maxAge: 86400), spool: receiver.spool, log: Log(quiet: true), kernel: kernel)
         server = ControlServer(path: "/run/test/control", spool: receiver.spool, delivery: delivery, log: Log(quiet: true),

@@ -27,6 +27,7 @@ final class DeliveryHarness: LoopHarness {
         _ = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true))
         var upstream = UpstreamConfig()
         upstream.host = "127.0.0.1"
+        upstream.tls = .none
         delivery = Delivery(upstream: upstream, heloName: "board.test", policy: RetryPolicy(initialSeconds: 60, maxSeconds: 600),
                             expiry: ExpiryPolicy(maxAge: 86400), spool: spool, log: Log(quiet: true), kernel: kernel)
     }

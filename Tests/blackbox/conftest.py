@@ -99,6 +99,31 @@ class _BigLineController(Controller):
         return _BigLineSMTP(self.handler, **self.SMTP_kwargs)
 
 
+class _XOAuth2SMTP(_BigLineSMTP):
+    """Adds Google's and Microsoft's XOAUTH2 (base64 of "user=U^Aauth=Bearer T^A^A").
+    A wrong token gets the base64 JSON challenge, then 535, as Gmail does."""
+
+    async def auth_XOAUTH2(self, _, args):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+        import base64
+        try:
+            raw = base64.b64decode(args[1], validate=True)
+            fields = dict(f.split(b"=", 1) for f in raw.rstrip(b"\x01").split(b"\x01"))
+            user, token = fields[b"user"], fields[b"auth"].removeprefix(b"Bearer ")
+        except Exception:
+            await self.push("501 5.5.2 Can't decode XOAUTH2")
+            return AuthResult(success=False, handled=True)
+        result = self._authenticate("XOAUTH2", LoginPassword(user, token))
+        if not result.success:
+            await self.challenge_auth('{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}')
+        return result
+
+
+class _XOAuth2Controller(Controller):
+    def factory(self):
+        return _XOAuth2SMTP(self.handler, **self.SMTP_kwargs)
+
+
 class Received:
     """One message as the upstream got it."""
 
@@ -177,10 +202,13 @@ class UpstreamHandler:
                     # The connection breaks after the text, before any reply.
                     server.transport.abort()
                 return reply
-            self.messages.append(Received(envelope.mail_from, envelope.rcpt_tos,
-                                          envelope.original_content, envelope.mail_options,
-                                          peer=session.peer,
-                                          pipelined=getattr(envelope, "pipelined", False)))
+            received = Received(envelope.mail_from, envelope.rcpt_tos,
+                                envelope.original_content, envelope.mail_options,
+                                peer=session.peer, pipelined=getattr(envelope, "pipelined", False))
+            # Whether this session was encrypted (STARTTLS or implicit TLS) and as whom.
+            received.tls = bool(server._tls_protocol or server.transport.get_extra_info("ssl_object"))
+            received.login = getattr(session, "auth_data", None)
+            self.messages.append(received)
         return "250 2.0.0 Ok: captured"
 
 
@@ -188,19 +216,46 @@ class Upstream:
     """The smarthost: aiosmtpd on 127.0.0.1:<port>. The port is fixed at creation so
     the upstream can be stopped and started again (or start late) on the same port."""
 
-    def __init__(self, port=None, host="127.0.0.1", pipelining=False):
+    def __init__(self, port=None, host="127.0.0.1", pipelining=False, starttls=None, implicit=None,
+                 logins=None):
+        """``starttls``/``implicit``: a server ssl.SSLContext offered with STARTTLS
+        or wrapped around every connection. ``logins``: {user: secret} accepted by
+        AUTH PLAIN, LOGIN and XOAUTH2 (the secret is the token); every other
+        attempt gets 535. Each AUTH attempt is counted in ``auth_attempts``."""
         self.host = host
         self.port = port or free_port(host)
         self.handler = UpstreamHandler(pipelining=pipelining)
         self.controller = None
+        self.starttls = starttls
+        self.implicit = implicit
+        self.logins = logins
+        self.auth_attempts = []   # (mechanism, user, accepted)
 
     # -- control
 
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+        user = auth_data.login.decode()
+        ok = self.logins is not None and self.logins.get(user) == auth_data.password.decode()
+        with self.handler.lock:
+            self.auth_attempts.append((mechanism, user, ok))
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
     def start(self):
         assert self.controller is None
-        self.controller = _BigLineController(
-            self.handler, hostname=self.host, port=self.port,
-            data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True)
+        kwargs = dict(hostname=self.host, port=self.port, data_size_limit=64 * 1024 * 1024,
+                      enable_SMTPUTF8=True)
+        controller = _BigLineController
+        if self.starttls is not None:
+            kwargs["tls_context"] = self.starttls
+        if self.implicit is not None:
+            kwargs["ssl_context"] = self.implicit
+            # aiosmtpd only counts STARTTLS as TLS; an implicit-TLS session is one.
+            kwargs["auth_require_tls"] = False
+        if self.logins is not None:
+            kwargs["authenticator"] = self._authenticate
+            controller = _XOAuth2Controller
+        self.controller = controller(self.handler, **kwargs)
         self.controller.start()
         return self
 
@@ -363,7 +418,8 @@ class Daemon:
     def write_config(self):
         text = []
         for section, values in self.settings.items():
-            text.append(f"[{section}]")
+            # "upstream#2", "upstream#3": fallback [upstream] sections, in order.
+            text.append(f"[{section.split('#')[0]}]")
             text.extend(f"{k} = {v}" for k, v in values.items())
             text.append("")
         self.config_path.write_text("\n".join(text))

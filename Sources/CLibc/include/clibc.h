@@ -119,4 +119,7 @@ const char *cl_dirent_name(const struct dirent *entry);
 /// fsync(2) of a directory by path. Returns 0 or -1 with errno.
 int cl_sync_directory(const char *path);
 
+// TLS toward the upstream (tls.c).
+#include "cl_tls.h"
+
 #endif
