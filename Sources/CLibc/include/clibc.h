@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include "cl_process.h"
 
 /// errno of the calling thread.
 int cl_errno(void);
