@@ -47,7 +47,6 @@ public struct ConfigParser {
         "receiver.tls_key": "STARTTLS for clients",
         "receiver.auth_users": "SMTP AUTH for clients",
         "upstream.rewrite_from": "From: rewriting",
-        "upstream.password_command": "secrets from a command",
     ]
 
     public func parse(_ text: [UInt8]) -> Result<Config, ConfigError> {
@@ -297,6 +296,17 @@ public struct ConfigParser {
             }
             u.username = value
         case "password_file": u.secret = .file(path(value))
+        case "password_command":
+            switch CommandLineWords.split(value) {
+            case .success(let words) where !words.isEmpty:
+                var argv = words
+                if argv[0].utf8.first != 47 /* / */ && argv[0].utf8.contains(47) { argv[0] = path(argv[0]) }
+                u.secret = .command(argv)
+            case .success:
+                throw error(n, "password_command: no program given")
+            case .failure(let e):
+                throw error(n, "password_command: \(e)")
+            }
         case "envelope_from":
             guard let m = Mailbox.parse(Array(value.utf8)[...], allowNull: false), m.atIndex != nil else {
                 throw error(n, "envelope_from: '\(value)' is not a mailbox like alerts@example.com")

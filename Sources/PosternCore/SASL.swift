@@ -48,9 +48,18 @@ public enum SASL {
 
     /// The secret as read from a file or a command: the first line, without its
     /// line ending and without trailing blanks (`echo token > file` adds a LF).
-    public static func firstLine(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
-        var end = bytes.firstIndex(where: { $0 == ASCII.lf || $0 == ASCII.cr }) ?? bytes.endIndex
-        while end > bytes.startIndex && ASCII.isSpace(bytes[end - 1]) { end -= 1 }
-        return Array(bytes[bytes.startIndex..<end])
+    /// Copies only the secret itself, so the caller can wipe both.
+    public static func firstLine<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
+        var end = 0
+        var length = 0
+        for b in bytes {
+            if b == ASCII.lf || b == ASCII.cr { break }
+            length += 1
+            if !ASCII.isSpace(b) { end = length }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(end)
+        for b in bytes.prefix(end) { out.append(b) }
+        return out
     }
 }

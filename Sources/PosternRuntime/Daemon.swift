@@ -32,7 +32,7 @@ public final class Daemon {
     var stopDeadline: Int64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
-    enum Owner { case signals, listener(Int), receiver(Int), delivery, control(Int) }
+    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int) }
     var owners: [Owner] = []
 
     /// How long a stopping daemon waits for the upstream's reply to a message it
@@ -229,6 +229,10 @@ public final class Daemon {
             pollFDs.append(pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0))
             owners.append(.delivery)
         }
+        for entry in delivery.helperPollEntries() {
+            pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
+            owners.append(.deliveryHelper)
+        }
         control.facts.activeConnections = pool?.activeCount ?? 0
         for entry in control.pollSet() {
             pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
@@ -266,6 +270,8 @@ public final class Daemon {
                 pool?.ready(index: i, revents: p.revents, now: now)
             case .control(let i):
                 control.ready(index: i, revents: p.revents, now: now)
+            case .deliveryHelper:
+                delivery.helperReady(fd: p.fd, now: now)
             case .delivery:
                 if delivery.fd >= 0 && writable { delivery.writable(now: now) }
                 if delivery.fd >= 0 && readable && p.revents & Int16(POLLIN | POLLHUP) != 0 { delivery.readable(now: now) }

@@ -35,6 +35,10 @@ public final class Delivery {
     /// upstream it was opened to.
     public var upstreams: [UpstreamConfig] {
         didSet {
+            // A lookup under way was for the old settings.
+            if let r = resolver { _ = r.cancel(now: Clock.monotonic()) }
+            resolver = nil
+            addresses = []
             if active >= upstreams.count { active = 0 }
             if statuses.count != upstreams.count {
                 statuses = [UpstreamStatus](repeating: UpstreamStatus(), count: upstreams.count)
@@ -70,6 +74,11 @@ public final class Delivery {
     var current: Current? = nil
     var addresses: [cl_ip_endpoint] = []
     var addressIndex = 0
+    /// The name lookup of the active upstream, in a child process (issue 8 item
+    /// 5: the loop never waits on DNS).
+    var resolver: AsyncResolver? = nil
+    /// `password_command` running for the connection waiting in AUTH.
+    var secretCommand: ChildProcess? = nil
     var deadline: Int64 = 0
     /// When an idle connection is closed with QUIT (connection reuse window).
     var idleUntil: Int64 = 0
@@ -95,6 +104,14 @@ public final class Delivery {
     static let handshakeTimeoutNanoseconds: Int64 = 60_000_000_000
     /// How often the clock is looked at while waiting for it to be set.
     static let clockPollNanoseconds: Int64 = 2_000_000_000
+    /// A name lookup that takes longer is given up (glibc's own default is 5s
+    /// per server and try; a LAN without its DNS server would stall far longer).
+    static let resolveTimeoutNanoseconds: Int64 = 10_000_000_000
+    /// `password_command` must print the secret within this (a token helper
+    /// that refreshes over the network takes a second or two).
+    static let secretCommandTimeoutNanoseconds: Int64 = 15_000_000_000
+    /// How often a child that ignored its SIGKILL for a moment is reaped again.
+    static let reapPollNanoseconds: Int64 = 100_000_000
 
     public init(upstreams: [UpstreamConfig], heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
                 spool: Spool, log: Log, kernel: any Kernel = PosixKernel()) {
@@ -128,10 +145,13 @@ public final class Delivery {
             if link.phase == .open && machine.isReady && current == nil && spool.queue.nextDue(now: now) != nil {
                 earliest(now)
             }
-        } else if !spool.queue.isEmpty, let due = spool.queue.earliestAttempt() {
+        } else if resolver == nil, !spool.queue.isEmpty, let due = spool.queue.earliestAttempt() {
             earliest(max(due, upstreamRetryAt))
             if waitingForClock { earliest(now + Self.clockPollNanoseconds) }
         }
+        if let t = resolver?.nextDeadline() { earliest(t) }
+        if let t = secretCommand?.nextDeadline() { earliest(t) }
+        if ChildReaper.adoptedCount > 0 { earliest(now + Self.reapPollNanoseconds) }
         if let deadline = spool.queue.earliestExpiry(), deadline < Int64(UInt32.max) {
             earliest(max(deadline * 1_000_000_000, expiryRecheckAt))
         }
@@ -148,6 +168,7 @@ public final class Delivery {
             default: perform(machine.timedOut(), now: now)
             }
         }
+        helperTick(now: now)
         if stopping { return }
         expireDue(now: now)
         if waitingForClock && fd < 0 && Clock.synchronised() {
@@ -156,7 +177,7 @@ public final class Delivery {
             log.notice("the system clock is synchronised now; trying the upstream again", [("upstream", upstream.name)])
         }
         if fd < 0 {
-            guard now >= upstreamRetryAt, spool.queue.nextDue(now: now) != nil else { return }
+            guard resolver == nil, now >= upstreamRetryAt, spool.queue.nextDue(now: now) != nil else { return }
             connect(now: now)
             return
         }
@@ -173,6 +194,7 @@ public final class Delivery {
     /// The daemon is stopping. Returns true while a final reply is still awaited
     /// (worth a short grace period: closing now could make a duplicate).
     public func stop(now: Int64) -> Bool {
+        cancelHelpers(now: now)
         if fd >= 0 && machine.awaitingFinalReply { return true }
         if fd >= 0 {
             if machine.isReady {
@@ -250,6 +272,7 @@ public final class Delivery {
 
     /// One line on the upstreams for `postern status` and systemd's STATUS=.
     public func upstreamState(now: Int64) -> String {
+        if resolver != nil { return "looking up \(upstream.host)" }
         if fd >= 0 {
             switch link.phase {
             case .connecting: return "connecting to \(upstream.name)"
@@ -297,12 +320,23 @@ public final class Delivery {
                        username: u.username ?? "")
     }
 
+    /// Connects to the active upstream's next address; looks the name up first
+    /// (in a child, `AsyncResolver`) and comes back here when the answer is in.
     func connect(now: Int64) {
         if addresses.isEmpty || addressIndex >= addresses.count {
-            addresses = resolve()
-            addressIndex = 0
-            if addresses.isEmpty {
-                upstreamFailed(.connection("cannot resolve \(upstream.host)"), now: now)
+            if resolver == nil {
+                resolver = AsyncResolver.start(host: upstream.host, port: upstream.port,
+                                               timeoutNanoseconds: Self.resolveTimeoutNanoseconds, now: now)
+                if resolver?.isFinished == false { log.debug("resolving", [("upstream", upstream.name)]) }
+            }
+            guard let r = resolver, let outcome = r.outcome else { return }
+            resolver = nil
+            switch outcome {
+            case .success(let endpoints):
+                addresses = endpoints
+                addressIndex = 0
+            case .failure(let text):
+                upstreamFailed(.connection("cannot resolve \(upstream.host): \(text)"), now: now)
                 return
             }
         }
@@ -316,7 +350,8 @@ public final class Delivery {
         machine = SMTPSender(heloName: heloName, security: Self.security(upstream))
         streaming = false
         deadline = now + Self.connectTimeoutNanoseconds
-        log.debug("connecting to upstream", [("upstream", upstream.name)])
+        log.debug("connecting to upstream", [("upstream", upstream.name),
+                                             ("address", Daemon.describe(addresses[addressIndex]))])
         if link.phase == .open { connected(now: now) }
     }
 
@@ -330,26 +365,6 @@ public final class Delivery {
         } else {
             deadline = now + Int64(machine.timeoutSeconds) * 1_000_000_000
         }
-    }
-
-    func resolve() -> [cl_ip_endpoint] {
-        if let ip = IPAddress(upstream.host) {
-            var ep = cl_ip_endpoint()
-            ep.family = ip.isV4 ? 4 : 6
-            ep.port = Int32(upstream.port)
-            withUnsafeMutableBytes(of: &ep.bytes) { b in for (i, v) in ip.bytes.enumerated() { b[i] = v } }
-            return [ep]
-        }
-        // getaddrinfo blocks the loop; acceptable for a smarthost name looked up
-        // once per connection, and a known limitation until an async resolver lands.
-        var out = [cl_ip_endpoint](repeating: cl_ip_endpoint(), count: 8)
-        let n = out.withUnsafeMutableBufferPointer { cl_resolve(upstream.host, Int32(upstream.port), $0.baseAddress, 8) }
-        if n <= 0 {
-            log.warning("cannot resolve upstream host", [("upstream", upstream.name),
-                                                        ("error", String(cString: cl_resolve_error(n)))])
-            return []
-        }
-        return Array(out[0..<Int(n)])
     }
 
     /// Tries the upstream's next address, or gives up on this upstream.
@@ -420,11 +435,79 @@ public final class Delivery {
             case .failure(let p):
                 perform(machine.secretUnavailable(p.text), now: now)
             }
-        case .command?:
-            perform(machine.secretUnavailable("password_command is not supported yet"), now: now)
+        case .command(let argv)?:
+            // Run per connection that needs it, never per message; the loop goes
+            // on meanwhile and `secretCommandDone` takes the answer.
+            secretCommand?.wipe()
+            secretCommand = ChildProcess.start(argv: argv, timeoutNanoseconds: Self.secretCommandTimeoutNanoseconds,
+                                               now: now)
+            if secretCommand?.isFinished == true { secretCommandDone(now: now) }
         case nil:
             perform(machine.secretUnavailable("no password_file or password_command is set"), now: now)
         }
+    }
+
+    /// `password_command` ended: its first line is the secret, or its failure
+    /// is the AUTH failure.
+    func secretCommandDone(now: Int64) {
+        guard let command = secretCommand, let outcome = command.outcome else { return }
+        secretCommand = nil
+        defer { command.wipe() }
+        guard fd >= 0 else { return }
+        switch outcome {
+        case .success:
+            var secret = command.withOutput { SASL.firstLine($0) }
+            if secret.isEmpty {
+                perform(machine.secretUnavailable("password_command \(command.program) printed nothing"), now: now)
+                return
+            }
+            let actions = machine.provideSecret(secret)
+            SASL.wipe(&secret)
+            perform(actions, now: now)
+        case .failure(let why):
+            perform(machine.secretUnavailable("password_command \(command.program) failed: \(why)"), now: now)
+        }
+    }
+
+    // MARK: helper processes
+
+    /// The descriptors of the name lookup and of `password_command`, for the
+    /// loop to poll (POLLIN); `helperReady` takes their events.
+    public func helperPollEntries() -> [(fd: Int32, events: Int16)] {
+        (resolver?.pollEntries() ?? []) + (secretCommand?.pollEntries() ?? [])
+    }
+
+    public func helperReady(fd: Int32, now: Int64) {
+        if let r = resolver, r.fd == fd {
+            r.readable(now: now)
+            if r.isFinished { connect(now: now) }
+        } else if let c = secretCommand, c.pollEntries().contains(where: { $0.fd == fd }) {
+            c.readable(fd: fd, now: now)
+            if c.isFinished { secretCommandDone(now: now) }
+        }
+    }
+
+    /// Deadlines and reaping of the helper processes.
+    func helperTick(now: Int64) {
+        if let r = resolver {
+            r.tick(now: now)
+            if r.isFinished { connect(now: now) }
+        }
+        if let c = secretCommand {
+            c.tick(now: now)
+            if c.isFinished { secretCommandDone(now: now) }
+        }
+        if ChildReaper.adoptedCount > 0 { _ = ChildReaper.reapAdopted() }
+    }
+
+    func cancelHelpers(now: Int64) {
+        if let r = resolver { _ = r.cancel(now: now) }
+        resolver = nil
+        if let c = secretCommand {
+            _ = c.cancel(now: now)
+            c.wipe()
+        }
+        secretCommand = nil
     }
 
     // MARK: failures
@@ -500,9 +583,17 @@ public final class Delivery {
     }
 
     public func readable(now: Int64) {
-        if link.phase == .handshaking {
+        switch link.phase {
+        case .handshaking:
             continueHandshake(now: now)
             return
+        case .connecting, .closed:
+            // Events of a socket that failed to connect can reach its successor
+            // in the same iteration; nothing is read before the connect is done,
+            // or the greeting would be consumed and never handled.
+            return
+        case .open:
+            break
         }
         // Read until the transport has nothing more: TLS may hold decrypted
         // bytes that poll(2) cannot see.

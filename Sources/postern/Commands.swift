@@ -279,7 +279,7 @@ func effectiveSettings(_ c: Config) -> [String] {
                   "tls = " + u.tls.name + (c.derived.contains("upstream.tls") && u.tls == .implicit ? "   # port 465" : "")]
         if u.tls != .none {
             lines.append("verify = " + (u.verify ? "yes" : "no"))
-            lines.append("ca_file = " + (u.caFile ?? "   # none: the system's CAs in \(TLSDefaults.systemCertificateDirectory)"))
+            lines.append(u.caFile.map { "ca_file = " + $0 } ?? "#ca_file =   (not set: the system's CAs in \(TLSDefaults.systemCertificateDirectory))")
             if let f = u.fingerprint { lines.append("fingerprint = " + CertificateProblem.fingerprintText(f)) }
             if let cert = u.clientCert, let key = u.clientKey {
                 lines += ["client_cert = " + cert, "client_key = " + key]

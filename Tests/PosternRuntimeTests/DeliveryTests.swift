@@ -22,13 +22,18 @@ final class DeliveryHarness: LoopHarness {
     var received: [[UInt8]] = []
     var inText: [Int32: [UInt8]] = [:]
 
-    init() {
+    /// `upstreams` plain-text upstreams, 127.0.0.1:25, 127.0.0.2:26, …
+    init(upstreams: Int = 1) {
         spool = Spool(dir: "/spool", segmentSize: 1 << 20, maxSize: 64 << 20, log: Log(quiet: true), storage: disk)
         _ = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true))
-        var upstream = UpstreamConfig()
-        upstream.host = "127.0.0.1"
-        upstream.tls = .none
-        delivery = Delivery(upstream: upstream, heloName: "board.test", policy: RetryPolicy(initialSeconds: 60, maxSeconds: 600),
+        let list = (0..<upstreams).map { i -> UpstreamConfig in
+            var upstream = UpstreamConfig()
+            upstream.host = "127.0.0.\(i + 1)"
+            upstream.port = 25 + i
+            upstream.tls = .none
+            return upstream
+        }
+        delivery = Delivery(upstreams: list, heloName: "board.test", policy: RetryPolicy(initialSeconds: 60, maxSeconds: 600),
                             expiry: ExpiryPolicy(maxAge: 86400), spool: spool, log: Log(quiet: true), kernel: kernel)
     }
 
@@ -169,5 +174,53 @@ struct DeliveryTests {
         h.now += 700 * 1_000_000_000
         h.run { h.spool.queue.isEmpty }
         #expect(h.spool.queue.isEmpty)
+    }
+
+    @Test("A connect still in progress reads nothing: the greeting waits for the connection to be up")
+    func noReadWhileConnecting() {
+        let h = DeliveryHarness()
+        h.kernel.connectInProgress = true
+        h.queue("Subject: x\r\n\r\nbody\r\n")
+        h.delivery.tick(now: h.now, stopping: false)
+        h.upstreamTurn()    // the greeting is already there
+        // The events of a failed earlier socket reach this one first (Daemon.dispatch).
+        h.delivery.readable(now: h.now)
+        h.delivery.writable(now: h.now)
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 1)
+    }
+
+    @Test("Issue 8 item 4: the primary refuses, the fallback takes the mail at once, and the primary is first again")
+    func fallbackUpstream() {
+        let h = DeliveryHarness(upstreams: 2)
+        h.kernel.refusePorts = [25]
+        h.queue("Subject: one\r\n\r\nbody\r\n")
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 1)
+        #expect(h.kernel.outgoing.map { $0.endpoint.port } == [26])
+        #expect(h.delivery.statuses[0].lastError == "Connection refused")
+        #expect(h.delivery.statuses[1].lastDeliveryWall != nil)
+        // The fallback is let go once idle; the next message tries the primary.
+        h.run(limit: 10) { h.delivery.fd < 0 }
+        #expect(h.delivery.fd < 0)
+        h.kernel.refusePorts = []
+        h.queue("Subject: two\r\n\r\nbody\r\n")
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.kernel.outgoing.map { $0.endpoint.port } == [26, 25])
+    }
+
+    @Test("Every upstream refuses: the retry schedule applies, and the next attempt starts with the primary")
+    func allUpstreamsDown() {
+        let h = DeliveryHarness(upstreams: 3)
+        h.kernel.refusePorts = [25, 26, 27]
+        h.queue("Subject: x\r\n\r\nbody\r\n")
+        h.run(limit: 5) { false }
+        #expect(h.delivery.upstreamState(now: h.now).hasPrefix("all 3 upstreams unreachable"))
+        #expect(h.delivery.active == 0)
+        h.kernel.refusePorts = [25]
+        h.now += 700 * 1_000_000_000
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 1)
+        #expect(h.kernel.outgoing.map { $0.endpoint.port } == [26])
     }
 }

@@ -129,13 +129,18 @@ final class ScriptedKernel: Kernel {
     /// Outgoing connections, in order; `refuseConnect` makes the next ones fail.
     var outgoing: [(endpoint: cl_ip_endpoint, fd: Int32)] = []
     var refuseConnect: Int32? = nil
+    /// Connections to these ports are refused at once (ECONNREFUSED).
+    var refusePorts: Set<Int32> = []
+    /// Connects report "in progress"; `connectResult` then gives the outcome.
+    var connectInProgress = false
 
     func connect(_ endpoint: cl_ip_endpoint) -> Result<(fd: Int32, inProgress: Bool), Errno> {
         if let e = refuseConnect { return .failure(Errno(e, "connect")) }
+        if refusePorts.contains(endpoint.port) { return .failure(Errno(ECONNREFUSED, "connect")) }
         nextFD += 1
         sockets[nextFD] = Socket()
         outgoing.append((endpoint, nextFD))
-        return .success((nextFD, false))
+        return .success((nextFD, connectInProgress))
     }
 
     func connectResult(_ fd: Int32) -> Int32 { 0 }

@@ -400,3 +400,104 @@ def test_tls_memory_flat_for_5mb(pki, tls_upstream, make_daemon):
     large = d.status_kb("VmHWM")
     print(f"\nVmHWM over TLS after 2 KB: {small} kB; after 5 MB: {large} kB")
     assert large - small < 1024, f"peak RSS grew {large - small} KiB for 5 MB over TLS"
+
+
+# --------------------------------------------------------------------------------
+# password_command
+
+
+def script(workdir, name, text):
+    p = Path(workdir) / name
+    p.write_text("#!/bin/sh\n" + text)
+    os.chmod(p, 0o700)
+    return str(p)
+
+
+def test_password_command_token_once_per_connection(pki, tls_upstream, make_daemon, workdir):
+    """Issue 8 item 3: the command runs without a shell when a connection needs
+    the secret (not per message); its standard output is the token."""
+    up = tls_upstream(mode="implicit", logins={"me@gmail.example": "ya29.fresh-token"})
+    runs = Path(workdir) / "runs"
+    cmd = script(workdir, "token", f"echo run >> {runs}\necho ya29.fresh-token\n")
+    s = tls_settings(pki, up, "implicit", auth="xoauth2", username="me@gmail.example",
+                     password_command=f"{cmd} --account 'me@gmail.example'")
+    d = relay(make_daemon, up, s)
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
+        for i in range(3):
+            c.sendmail("a@client.example", ["ops@example.com"], make_message(f"batch {i}"))
+    up.wait_for(3)
+    assert runs.read_text().count("run") <= 2, "the token command ran per message"
+    assert "ya29.fresh-token" not in d.log_text()
+    res = subprocess.run([POSTERN_BIN, "check-config", "--config", str(d.config_path)], capture_output=True, text=True)
+    assert f"password_command = {cmd} …" in res.stdout and "me@gmail" not in res.stdout.split("password_command")[1].split("\n")[0]
+
+
+def test_password_command_that_hangs_is_killed(pki, tls_upstream, make_daemon, workdir):
+    """A command that never ends is killed at its 15 s limit (with what it
+    started), the attempt fails as an AUTH error, the mail stays queued, and the
+    receiver keeps answering meanwhile."""
+    up = tls_upstream(logins={"u": "pw"})
+    cmd = script(workdir, "hang", "sleep 600 &\nwait\n")
+    d = relay(make_daemon, up, tls_settings(pki, up, username="u", password_command=cmd))
+    send_one(d.port, "waiting for a token")
+    wait_until(lambda: subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).returncode == 0,
+               what="the command to start")
+    send_one(d.port, "the receiver still answers")
+    line = d.wait_for_log("timed out after 15s and was killed", timeout=30)
+    assert "cannot authenticate" in line[0]
+    wait_until(lambda: subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).returncode != 0,
+               what="the command's own child to be killed too")
+    assert up.mail_count == 0
+
+
+def test_password_command_failure_is_reported(pki, tls_upstream, make_daemon, workdir):
+    up = tls_upstream(logins={"u": "pw"})
+    cmd = script(workdir, "broken", "echo 'refresh token revoked' >&2\nexit 3\n")
+    d = relay(make_daemon, up, tls_settings(pki, up, username="u", password_command=cmd))
+    send_one(d.port, "no token")
+    line = d.wait_for_log("exited with status 3: refresh token revoked")
+    assert line[0].startswith("level=error event=deferred")
+
+
+# --------------------------------------------------------------------------------
+# a board without a real-time clock
+
+CLOCK_SHIM = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <sys/timex.h>
+#include <unistd.h>
+/* adjtimex(2) as the kernel answers before NTP has set the clock, while the
+   file named by POSTERN_TEST_UNSYNC exists. */
+int adjtimex(struct timex *tx) {
+    const char *flag = getenv("POSTERN_TEST_UNSYNC");
+    memset(tx, 0, sizeof *tx);
+    if (flag && access(flag, F_OK) == 0) { tx->status = STA_UNSYNC; return TIME_ERROR; }
+    return TIME_OK;
+}
+"""
+
+
+def test_not_yet_valid_with_unset_clock_waits_for_the_clock(pki, tls_upstream, make_daemon, workdir):
+    """Issue 8 item 2: "not yet valid" while the kernel says the clock is not
+    synchronised is said as such, and the upstream is tried again as soon as the
+    clock is set — not after the (here one hour) backoff."""
+    src, lib, flag = workdir / "shim.c", workdir / "shim.so", workdir / "unsync"
+    src.write_text(CLOCK_SHIM)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    flag.write_text("")
+    future = tls_upstream(cert=pki.not_yet_valid)
+    d = make_daemon(future.port, start=False, retry__initial="1h", retry__max="1h")
+    d.settings["upstream"] = tls_settings(pki, future)
+    d.env = {"LD_PRELOAD": str(lib), "POSTERN_TEST_UNSYNC": str(flag)}
+    d.start()
+    send_one(d.port, "after the clock is set")
+    line = d.wait_for_log("this system's clock is not synchronised")
+    assert "waiting for the clock to be set" in line[0]
+    port = future.port
+    future.stop()
+    good = tls_upstream(port=port)
+    flag.unlink()
+    (m,) = good.wait_for(1, timeout=15)
+    assert b"after the clock is set" in m.content
+    assert d.find("the system clock is synchronised now")
