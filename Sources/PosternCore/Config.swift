@@ -16,6 +16,7 @@ public struct Config: Sendable {
     public var upstreams: [UpstreamConfig] = []
     public var retry = RetryConfig()
     public var control = ControlConfig()
+    public var notify = NotifyConfig()
     /// "section.key" of each setting not written but derived from another one, for
     /// `postern check-config` to say so.
     public var derived: [String] = []
@@ -166,6 +167,9 @@ public struct UpstreamConfig: Sendable {
     /// The reverse-path used toward this upstream, when the smarthost accepts only
     /// its own account as sender; nil forwards the client's.
     public var envelopeFrom: Mailbox? = nil
+    /// Also rewrite the `From:` header to `envelopeFrom`, keeping the original as
+    /// the display name and as `Reply-To:` (issue 8 item 7).
+    public var rewriteFrom = false
     /// Line of the section header, for messages about this upstream.
     public var line = 0
 
@@ -196,6 +200,14 @@ public struct RetryConfig: Sendable {
     public static func initial(forMax max: Int) -> Int { Swift.min(RetryConfig().initial, max) }
 
     public static func max(forInitial initial: Int) -> Int { Swift.max(RetryConfig().max, initial) }
+}
+
+public struct NotifyConfig: Sendable {
+    /// Gets the failure notice (RFC 3464) when the sender of a failed message
+    /// is empty or local to the board; nil: such failures are only logged.
+    public var postmaster: Mailbox? = nil
+
+    public init() {}
 }
 
 public struct ControlConfig: Sendable {

@@ -46,7 +46,6 @@ public struct ConfigParser {
         "receiver.tls_cert": "STARTTLS for clients",
         "receiver.tls_key": "STARTTLS for clients",
         "receiver.auth_users": "SMTP AUTH for clients",
-        "upstream.rewrite_from": "From: rewriting",
     ]
 
     public func parse(_ text: [UInt8]) -> Result<Config, ConfigError> {
@@ -94,13 +93,13 @@ public struct ConfigParser {
                 try finishSection()
                 let name = ASCII.string(ASCII.trimmed(line.dropFirst().dropLast()))
                 switch name {
-                case "receiver", "spool", "retry", "control":
+                case "receiver", "spool", "retry", "control", "notify":
                     if seenSections.contains(name) { throw error(lineNumber, "section [\(name)] appears twice") }
                 case "upstream":
                     config.upstreams.append(UpstreamConfig())
                     config.upstreams[config.upstreams.count - 1].line = lineNumber
                     upstreamHostSeen = false
-                case "aliases", "notify":
+                case "aliases":
                     throw error(lineNumber, "section [\(name)] is not supported by this version of Postern")
                 default:
                     throw error(lineNumber, "unknown section [\(name)]")
@@ -132,6 +131,7 @@ public struct ConfigParser {
                 try upstreamKey(key, value, lineNumber, &config.upstreams[config.upstreams.count - 1])
             case "retry": try retryKey(key, value, lineNumber, &config.retry)
             case "control": try controlKey(key, value, lineNumber, &config.control)
+            case "notify": try notifyKey(key, value, lineNumber, &config.notify)
             default: break
             }
         }
@@ -307,6 +307,7 @@ public struct ConfigParser {
             case .failure(let e):
                 throw error(n, "password_command: \(e)")
             }
+        case "rewrite_from": u.rewriteFrom = try yesNo(value, n, key)
         case "envelope_from":
             guard let m = Mailbox.parse(Array(value.utf8)[...], allowNull: false), m.atIndex != nil else {
                 throw error(n, "envelope_from: '\(value)' is not a mailbox like alerts@example.com")
@@ -349,6 +350,9 @@ public struct ConfigParser {
             for key in ["verify", "ca_file", "fingerprint", "client_cert", "client_key"] where keys.contains(key) {
                 throw error(line(key), "\(key) has no effect with tls = none (line \(line("tls")))")
             }
+        }
+        if u.rewriteFrom && u.envelopeFrom == nil {
+            throw error(line("rewrite_from"), "rewrite_from = yes needs envelope_from: the address to write into From:")
         }
         if u.fingerprint != nil && !u.verify {
             throw error(line("fingerprint"), "fingerprint (line \(line("fingerprint"))) and verify = no (line \(line("verify"))) contradict each other")
@@ -398,6 +402,17 @@ public struct ConfigParser {
         switch key {
         case "socket": c.socket = path(value)
         default: throw unknown(key, "control", n)
+        }
+    }
+
+    func notifyKey(_ key: String, _ value: String, _ n: Int, _ c: inout NotifyConfig) throws(ConfigError) {
+        switch key {
+        case "postmaster":
+            guard let m = Mailbox.parse(Array(value.utf8)[...], allowNull: false), m.atIndex != nil else {
+                throw error(n, "postmaster: '\(value)' is not a mailbox like admin@example.com")
+            }
+            c.postmaster = m
+        default: throw unknown(key, "notify", n)
         }
     }
 

@@ -33,7 +33,8 @@
 //  1 envelope   i64 arrival (wall-clock seconds), u8 flags (bit 0: 8BITMIME;
 //               bit 1: a relocated copy, see Compaction; bit 2: the wall clock
 //               was synchronised at arrival, so the arrival time can be trusted
-//               for the message's age), u16 len + reverse-path bytes, u16 count,
+//               for the message's age; bit 3: a failure notice Postern wrote,
+//               never itself the subject of one), u16 len + reverse-path bytes, u16 count,
 //               then count × (u16 len + recipient bytes). Written when DATA is
 //               accepted.
 //  2 text       a chunk of message text: unstuffed, CRLF line endings, the
@@ -143,11 +144,15 @@ public enum SpoolCodec {
         public var relocated: Bool
         /// The wall clock was synchronised at arrival (flags bit 2).
         public var arrivalSynchronised: Bool
+        /// A delivery status notification Postern made (flags bit 3): when it
+        /// fails, it is logged and dropped, never answered with another.
+        public var notice: Bool
         public var from: [UInt8]
         public var recipients: [[UInt8]]
 
         public init(arrival: Int64, eightBit: Bool, relocated: Bool = false, arrivalSynchronised: Bool = false,
-                    from: [UInt8], recipients: [[UInt8]]) {
+                    notice: Bool = false, from: [UInt8], recipients: [[UInt8]]) {
+            self.notice = notice
             self.arrival = arrival
             self.eightBit = eightBit
             self.relocated = relocated
@@ -214,7 +219,7 @@ public enum SpoolCodec {
         precondition(canEncode(e), "envelope does not fit the record format")
         var out: [UInt8] = []
         putLE(&out, UInt64(bitPattern: e.arrival), 8)
-        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0) | (e.arrivalSynchronised ? 4 : 0))
+        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0) | (e.arrivalSynchronised ? 4 : 0) | (e.notice ? 8 : 0))
         putLE(&out, UInt64(e.from.count), 2)
         out += e.from
         putLE(&out, UInt64(e.recipients.count), 2)
@@ -342,7 +347,7 @@ public enum SpoolCodec {
         }
         guard at == p.count else { return nil }
         return EnvelopeRecord(arrival: arrival, eightBit: flags & 1 != 0, relocated: flags & 2 != 0,
-                              arrivalSynchronised: flags & 4 != 0, from: from, recipients: rcpts)
+                              arrivalSynchronised: flags & 4 != 0, notice: flags & 8 != 0, from: from, recipients: rcpts)
     }
 
     /// The committed text size; nil when the payload is not 8 bytes or the size

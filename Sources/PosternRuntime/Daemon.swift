@@ -50,7 +50,7 @@ public final class Daemon {
                       expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
                             expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log,
-                            kernel: kernel)
+                            kernel: kernel, postmaster: config.notify.postmaster)
         control = ControlServer(path: config.control.socket, spool: spool, delivery: delivery, log: log,
                                 facts: DaemonFacts(startedMonotonic: started, activeConnections: 0,
                                                    maxConnections: config.receiver.maxConnections),

@@ -84,6 +84,8 @@ extension Daemon {
             || new.upstreams.map { $0.envelopeFrom } != delivery.upstreams.map { $0.envelopeFrom }
         delivery.upstreams = new.upstreams
         delivery.heloName = hostname
+        delivery.notices?.policy = NoticePolicy(postmaster: new.notify.postmaster, hostname: hostname)
+        delivery.notices?.hostname = hostname
         delivery.policy = RetryPolicy(new.retry)
         delivery.expiry = ExpiryPolicy(maxAge: new.spool.maxAge)
         if upstreamChanged {

@@ -21,6 +21,9 @@ public final class Delivery {
         var from: Mailbox
         var deferred = false
         var deferReply: Reply? = nil
+        /// Recipients refused for good in this transaction: recorded, with one
+        /// failure notice for all of them, when the transaction ends.
+        var failed: [FailureNotices.Failed] = []
     }
 
     /// What `postern status` says about one upstream.
@@ -58,13 +61,14 @@ public final class Delivery {
     let spool: Spool
     let log: Log
     let link: UpstreamTransport
+    /// Failure notices (RFC 3464); nil in tests that do not look at them.
+    var notices: FailureNotices?
 
     let input = ByteBuffer(capacity: BufferSizes.senderInput)
     let output = ByteBuffer(capacity: BufferSizes.senderOutput)
-    let reader = MessageReader()
+    let text = OutboundText()
     var framer = LineFramer(maxLineLength: BufferSizes.senderInput, strict: false)
     var replies = ReplyParser()
-    var encoder = DataEncoder()
     var machine: SMTPSender
 
     public var fd: Int32 { link.fd }
@@ -114,8 +118,9 @@ public final class Delivery {
     static let reapPollNanoseconds: Int64 = 100_000_000
 
     public init(upstreams: [UpstreamConfig], heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
-                spool: Spool, log: Log, kernel: any Kernel = PosixKernel()) {
+                spool: Spool, log: Log, kernel: any Kernel = PosixKernel(), postmaster: Mailbox? = nil) {
         precondition(!upstreams.isEmpty, "the configuration guarantees one [upstream]")
+        notices = FailureNotices(postmaster: postmaster, hostname: heloName, spool: spool, log: log)
         link = UpstreamTransport(kernel: kernel)
         self.upstreams = upstreams
         statuses = [UpstreamStatus](repeating: UpstreamStatus(), count: upstreams.count)
@@ -230,6 +235,10 @@ public final class Delivery {
                 ("age", age), ("pending", "\(m.pendingRecipients.count)"),
                 ("reply", lastReply(of: m) ?? lastError ?? "none"),
             ])
+            let reply = lastReply(of: m)
+            let failed = m.pendingRecipients.map { FailureNotices.Failed(index: $0, status: "4.4.7", reply: reply, upstream: nil) }
+            notices?.send(about: id, failed: failed,
+                          reason: .expired(queuedSeconds: max(0, clock.wall - m.arrival)), now: now)
             for i in m.pendingRecipients { spool.recordOutcome(id, recipient: i, .failed, now: now) }
         }
     }
@@ -657,7 +666,7 @@ public final class Delivery {
 
     func startMessage(_ m: QueuedMessage, now: Int64) {
         let envelope: SpoolCodec.EnvelopeRecord
-        switch reader.open(m, spool: spool) {
+        switch text.reader.open(m, spool: spool) {
         case .success(let e): envelope = e
         case .failure(let f):
             unreadable(m.id, f, now: now)
@@ -678,8 +687,8 @@ public final class Delivery {
         current = Current(id: m.id, recipientIndex: indices, recipients: rcpts, from: from)
         spool.queue.setInFlight(m.id, true)
         spool.queue.countAttempt(m.id)
-        encoder = DataEncoder()
-        perform(machine.start(message: OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size,
+        text.begin(rewriteFrom: upstream.rewriteFrom ? upstream.envelopeFrom : nil, qualifyDomain: heloName)
+        perform(machine.start(message: OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size + text.sizeAllowance,
                                                        eightBit: envelope.eightBit)), now: now)
     }
 
@@ -767,7 +776,10 @@ public final class Delivery {
             spool.recordOutcome(c.id, recipient: spooledIndex, .delivered, now: now)
         case .failed:
             log.event(.failed, .error, "recipient refused by the upstream; giving up", fields)
-            spool.recordOutcome(c.id, recipient: spooledIndex, .failed, now: now)
+            // Recorded when the transaction ends, after its failure notice is queued.
+            c.failed.append(FailureNotices.Failed(index: spooledIndex, status: reply.enhanced ?? "5.0.0",
+                                                  reply: reply.description, upstream: upstream.host))
+            current = c
         case .deferred:
             log.event(.deferred, .warning, "deferred; will retry", fields)
             spool.queue.setLastReply(c.id, intern(reply.description))
@@ -780,6 +792,10 @@ public final class Delivery {
         guard let c = current else { return }
         current = nil
         streaming = false
+        if !c.failed.isEmpty {
+            notices?.send(about: c.id, failed: c.failed, reason: .refused, now: now)
+            for f in c.failed { spool.recordOutcome(c.id, recipient: f.index, .failed, now: now) }
+        }
         if spool.queue.message(c.id) != nil {
             let attempts = spool.queue.message(c.id)?.attempts ?? 1
             spool.queue.deferMessage(c.id, now: now, delay: policy.delayNanoseconds(afterAttempt: attempts, random: Clock.random()))
@@ -794,36 +810,23 @@ public final class Delivery {
         spool.queue.setInFlight(c.id, false)
     }
 
-    /// Fills the output buffer with dot-stuffed text; appends the end-of-data
-    /// marker to the same buffer as the last text, so it leaves in the same write.
+    /// Fills the output buffer with wire text (`OutboundText`); the end-of-data
+    /// marker goes in the same buffer as the last text, so it leaves in the same write.
     func pumpText(now: Int64) {
-        while streaming {
-            if output.freeSpace < 64 { output.compact() }
-            if output.freeSpace < 64 { return }
-            if reader.pendingText.isEmpty {
-                switch reader.next(spool: spool) {
-                case .success(.text):
-                    continue
-                case .success(.end):
-                    output.append(encoder.terminator())
-                    streaming = false
-                    _ = machine.textSent()
-                    return
-                case .failure(let f):
-                    let id = current?.id
-                    streaming = false
-                    // Abandon the transaction without the final dot so the upstream
-                    // discards the partial text.
-                    perform(machine.connectionLost("spool read failed"), now: now)
-                    if let id = id { unreadable(id, f, now: now) }
-                    return
-                }
-            }
-            // Keep room for the terminator (at most 5 bytes).
-            let room = UnsafeMutableRawBufferPointer(rebasing: output.writable[0..<(output.freeSpace - 5)])
-            let step = encoder.encode(reader.pendingText, into: room)
-            reader.advance(step.consumed)
-            output.didWrite(step.produced)
+        guard streaming else { return }
+        switch text.fill(output, spool: spool) {
+        case .more:
+            return
+        case .done:
+            streaming = false
+            _ = machine.textSent()
+        case .failed(let f):
+            let id = current?.id
+            streaming = false
+            // Abandon the transaction without the final dot so the upstream
+            // discards the partial text.
+            perform(machine.connectionLost("spool read failed"), now: now)
+            if let id = id { unreadable(id, f, now: now) }
         }
     }
 

@@ -243,10 +243,10 @@ public final class Spool {
     public private(set) var ioFailure: Errno? = nil
 
     /// Opens a transaction: writes the envelope record.
-    public func begin(_ envelope: Envelope, arrival: Int64, arrivalSynchronised: Bool = false,
+    public func begin(_ envelope: Envelope, arrival: Int64, arrivalSynchronised: Bool = false, notice: Bool = false,
                       now: Int64) -> Result<SpoolTransaction, Errno> {
         let record = SpoolCodec.EnvelopeRecord(
-            arrival: arrival, eightBit: envelope.eightBit, arrivalSynchronised: arrivalSynchronised,
+            arrival: arrival, eightBit: envelope.eightBit, arrivalSynchronised: arrivalSynchronised, notice: notice,
             from: envelope.from.bytes,
             recipients: envelope.recipients.map { $0.bytes })
         guard SpoolCodec.canEncode(record) else { return .failure(Errno(EMSGSIZE, "envelope too large for the spool")) }

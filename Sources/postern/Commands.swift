@@ -294,10 +294,14 @@ func effectiveSettings(_ c: Config) -> [String] {
         case nil: break
         }
         if let f = u.envelopeFrom { lines.append("envelope_from = " + f.text) }
+        lines.append("rewrite_from = " + (u.rewriteFrom ? "yes" : "no"))
     }
     lines += ["", "[retry]", "initial = " + duration(c.retry.initial) + note("retry.initial"),
               "max = " + duration(c.retry.max) + note("retry.max"),
-              "", "[control]", "socket = " + c.control.socket]
+              "", "[control]", "socket = " + c.control.socket,
+              "", "[notify]",
+              c.notify.postmaster.map { "postmaster = " + $0.text }
+                ?? "#postmaster =   (not set: failures of local or empty senders are only logged)"]
     return lines
 }
 

@@ -377,7 +377,26 @@ struct ConfigParserErrorTests {
         #expect(e?.message.contains("unknown section [mailer]") == true)
     }
 
-    @Test("Sections of features not yet supported", arguments: ["aliases", "notify"])
+    @Test("[notify] postmaster (issue 8 item 6)")
+    func notifySection() throws {
+        let c = try parseConfig(upstream + "[notify]\npostmaster = admin@example.com\n").get()
+        #expect(c.notify.postmaster == mailbox("admin@example.com"))
+        #expect(try parseConfig(upstream).get().notify.postmaster == nil)
+        let e = configError(upstream + "[notify]\npostmaster = root\n")
+        #expect(e?.line == 5)
+        #expect(e?.message.contains("not a mailbox") == true)
+    }
+
+    @Test("[upstream] rewrite_from needs envelope_from")
+    func rewriteFromNeedsEnvelopeFrom() throws {
+        let e = configError("[upstream]\nhost = h.example\nrewrite_from = yes\n")
+        #expect(e?.line == 3)
+        #expect(e?.message.contains("needs envelope_from") == true)
+        let c = try parseConfig("[upstream]\nhost = h.example\nenvelope_from = a@example.com\nrewrite_from = yes\n").get()
+        #expect(c.upstreams[0].rewriteFrom)
+    }
+
+    @Test("Sections of features not yet supported", arguments: ["aliases"])
     func unsupportedSection(name: String) {
         let e = configError(upstream + "[\(name)]\nroot = admin@example.com\n")
         #expect(e?.line == 4)
@@ -388,7 +407,6 @@ struct ConfigParserErrorTests {
         ("receiver", "tls_cert", "/etc/ssl/cert.pem"),
         ("receiver", "tls_key", "/etc/ssl/key.pem"),
         ("receiver", "auth_users", "/etc/postern/users"),
-        ("upstream", "rewrite_from", "yes"),
     ])
     func unsupportedKey(section: String, key: String, value: String) {
         let text = section == "upstream" ? "[upstream]\nhost = h.example\n\(key) = \(value)\n"

@@ -398,7 +398,7 @@ class Daemon:
         }
         for key, value in overrides.items():
             section, name = key.split("__", 1)
-            self.settings[section][name] = value
+            self.settings.setdefault(section, {})[name] = value
         self.config_path = self.workdir / "postern.conf"
         self.proc = None
         self.lines: list[str] = []
