@@ -22,6 +22,9 @@ let usage = """
       queue [--json] [--config FILE]                 list queued messages (read from the spool when no daemon runs)
       flush [--config FILE]                          retry every deferred message now
       status [--config FILE]                         uptime, queue, last delivery, upstream state
+      probe [--config FILE] [--send-to ADDRESS]      connect to each upstream as the daemon would and say
+                                                     what happened at each step; send a test message
+                                                     through each only with --send-to
       version                                        print the version
 
     """
@@ -30,6 +33,8 @@ struct Options {
     var configPath = defaultConfig
     var debug = false
     var json = false
+    /// `probe --send-to`: where the test message goes.
+    var sendTo: String? = nil
     /// nil: the journal when stderr is connected to it (JOURNAL_STREAM), else stderr.
     var log: Log.Sink? = nil
 }
@@ -57,6 +62,10 @@ func parseOptions(_ args: [String], allowed: [String]) -> Result<Options, UsageE
         case "--debug":
             o.debug = true
             i += 1
+        case "--send-to":
+            guard i + 1 < args.count else { return .failure(UsageError(message: "--send-to needs an address")) }
+            o.sendTo = args[i + 1]
+            i += 2
         case "--json":
             o.json = true
             i += 1
@@ -131,6 +140,29 @@ func checkConfigCommand(_ args: [String]) -> Int32 {
     for line in MemoryBudget(c).lines(c) { out += "# " + line + "\n" }
     Sys.writeStdout(out)
     return 0
+}
+
+/// `probe`: each upstream, step by step (`Probe`). Exit status 0 only when
+/// every upstream would take mail.
+func probeCommand(_ args: [String]) -> Int32 {
+    let options: Options, config: Config
+    do throws(Exit) {
+        (options, config) = try optionsAndConfig("probe", args, allowed: ["--config", "--send-to"])
+    } catch {
+        return error.code
+    }
+    var sendTo: Mailbox? = nil
+    if let text = options.sendTo {
+        guard let m = Mailbox.parse(Array(text.utf8)[...], allowNull: false), m.atIndex != nil else {
+            Sys.writeStderr("postern probe: --send-to: '\(text)' is not an address like admin@example.com\n")
+            return exUsage
+        }
+        sendTo = m
+    }
+    for p in UpstreamChecks.problems(config) { Sys.writeStdout("problem: \(p)\n") }
+    let probe = Probe(config: config, heloName: config.receiver.hostname ?? Sys.hostname(), sendTo: sendTo,
+                      print: { Sys.writeStdout($0 + "\n") })
+    return probe.run() ? 0 : 1
 }
 
 /// `queue`, `flush` and `status`: one request over the control socket. `queue`
@@ -322,6 +354,7 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
     case "queue": return controlCommand("queue", rest, allowed: ["--config", "--json"])
     case "flush": return controlCommand("flush", rest, allowed: ["--config"])
     case "status": return controlCommand("status", rest, allowed: ["--config"])
+    case "probe": return probeCommand(rest)
     case "version", "--version":
         Sys.writeStdout("postern \(posternVersion)\n")
         return 0

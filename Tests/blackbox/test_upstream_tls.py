@@ -501,3 +501,62 @@ def test_not_yet_valid_with_unset_clock_waits_for_the_clock(pki, tls_upstream, m
     (m,) = good.wait_for(1, timeout=15)
     assert b"after the clock is set" in m.content
     assert d.find("the system clock is synchronised now")
+
+
+# --------------------------------------------------------------------------------
+# postern probe
+
+
+def probe(config_path, *extra):
+    return subprocess.run([POSTERN_BIN, "probe", "--config", str(config_path), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_probe_says_every_step_and_sends_nothing(pki, tls_upstream, make_daemon, workdir):
+    """Issue 8 item 8: resolved addresses, TCP, greeting, capabilities, STARTTLS,
+    the certificate with its key to pin, verification and AUTH; no MAIL without
+    --send-to; exit 0 only when every upstream would take mail."""
+    good = tls_upstream(logins={"u@example.com": "pw"})
+    bad = tls_upstream(cert=pki.wrong_host, mode="implicit")
+    d = make_daemon(good.port, start=False)
+    d.settings["upstream"] = tls_settings(pki, good, username="u@example.com",
+                                          password_file=secret_file(workdir, "pw", "pw\n"))
+    d.write_config()
+    res = probe(d.config_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    for fragment in ("resolved localhost: 127.0.0.1", "connected to 127.0.0.1", "< 220 ", "> EHLO postern.test",
+                     "250-STARTTLS", "> STARTTLS", "TLS TLSv1.", "certificate: CN=good.test",
+                     "issued by CN=Postern Test CA", pki.pin(pki.good), "certificate verified",
+                     "> AUTH response (not shown)", "authenticated with AUTH PLAIN", "would take mail"):
+        assert fragment in out, f"{fragment!r} missing from:\n{out}"
+    assert "MAIL FROM" not in out and good.mail_count == 0
+    assert "pw" not in out.replace("password_file", "").replace("/pw", "")
+
+    d.settings["upstream#2"] = tls_settings(pki, bad, "implicit")
+    d.write_config()
+    res = probe(d.config_path)
+    assert res.returncode == 1
+    assert "FAILED: TLS: wrong host name: the certificate is not for localhost" in res.stdout
+    assert pki.pin(pki.wrong_host) in res.stdout
+
+
+def test_probe_send_to_delivers_a_test_message(pki, tls_upstream, make_daemon, workdir):
+    up = tls_upstream(mode="implicit")
+    d = make_daemon(up.port, start=False)
+    d.settings["upstream"] = tls_settings(pki, up, "implicit", envelope_from="alerts@example.com")
+    d.write_config()
+    res = probe(d.config_path, "--send-to", "admin@example.com")
+    assert res.returncode == 0, res.stdout
+    (m,) = up.wait_for(1)
+    assert m.rcpt_tos == ["admin@example.com"] and m.mail_from == "alerts@example.com"
+    assert b"Subject: Postern probe from postern.test" in m.content
+    assert "test message to <admin@example.com>: accepted" in res.stdout
+
+
+def test_probe_unreachable_upstream_fails(make_daemon, stopped_upstream):
+    d = make_daemon(stopped_upstream.port, start=False)
+    d.write_config()
+    res = probe(d.config_path)
+    assert res.returncode == 1
+    assert "Connection refused" in res.stdout and "would NOT take mail" in res.stdout
