@@ -186,8 +186,8 @@ $(FUZZ_DIR)/embedded/bin/%: Tests/fuzz/%.swift $(FUZZ_HARNESS) Tests/fuzz/harnes
 	$(FUZZ_EMBEDDED_SWIFTC) -module-name fuzz_$* -I $(FUZZ_DIR)/embedded/modules -I $(CLIBC)/include -I Sources/CSystemd \
 		-c $(filter %.swift,$^) -o $(FUZZ_DIR)/embedded/obj/fuzz_$*.o
 	gcc -o $@ $(FUZZ_DIR)/embedded/obj/fuzz_$*.o $(FUZZ_DIR)/embedded/obj/PosternCore.o \
-		$(if $(filter $*,$(FUZZ_RUNTIME_ALL)),$(FUZZ_DIR)/embedded/obj/PosternRuntime.o $(FUZZ_LIBS)) \
-		$(FUZZ_CLIBC_OBJS) -lm $(EMBEDDED_LIBS)
+		$(if $(filter $*,$(FUZZ_RUNTIME_ALL)),$(FUZZ_DIR)/embedded/obj/PosternRuntime.o) \
+		$(FUZZ_CLIBC_OBJS) $(FUZZ_LIBS) -lm $(EMBEDDED_LIBS)
 
 $(FUZZ_RUNTIME_ALL:%=$(FUZZ_DIR)/embedded/bin/%): $(FUZZ_DIR)/embedded/obj/PosternRuntime.o
 

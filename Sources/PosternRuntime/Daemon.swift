@@ -108,7 +108,7 @@ public final class Daemon {
     /// start and reload; mail is still taken in and queued meanwhile.
     func logUpstreamChecks(_ c: Config) {
         for w in UpstreamChecks.warnings(c) { log.warning(w) }
-        for p in UpstreamChecks.problems(c) { log.error(p + "; mail for it stays queued") }
+        for p in UpstreamChecks.problems(c, loadingTLS: false) { log.error(p + "; mail for it stays queued") }
     }
 
     func receiverSettings(_ c: Config) -> ReceiverSettings {

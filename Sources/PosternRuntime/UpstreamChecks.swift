@@ -7,15 +7,17 @@ import PosternCore
 /// them at every start and reload (issue 8 items 2 and 3).
 public enum UpstreamChecks {
     /// Files the upstreams need that cannot be used: each names the file and the
-    /// [upstream] it belongs to.
-    public static func problems(_ c: Config) -> [String] {
+    /// [upstream] it belongs to. `loadingTLS` also loads ca_file and the client
+    /// certificate as a connection would; the daemon leaves that to its first
+    /// connection, so an idle daemon has nothing of OpenSSL initialised.
+    public static func problems(_ c: Config, loadingTLS: Bool = true) -> [String] {
         var out: [String] = []
         for u in c.upstreams {
             let at = "[upstream] \(u.name) (line \(u.line))"
             if case .file(let path)? = u.secret, let p = SecretFile.problem(path) {
                 out.append("\(at): \(p)")
             }
-            if u.tls != .none, u.caFile != nil || u.clientCert != nil {
+            if loadingTLS, u.tls != .none, u.caFile != nil || u.clientCert != nil {
                 // Loads the CA file and the client certificate as a connection would.
                 var error = [CChar](repeating: 0, count: 300)
                 let ctx = error.withUnsafeMutableBufferPointer { e in

@@ -1,14 +1,18 @@
 #!/usr/bin/python3
-"""Memory figures of the release binary, from /proc/PID/status (`make bench-memory`).
+"""Memory figures of the release binary, from /proc/PID/status and
+/proc/PID/smaps_rollup (`make bench-memory`).
 
-Starts build/postern on loopback with an aiosmtpd upstream, then reports:
-the binary's size, VmRSS when idle, and VmHWM (peak RSS) after relaying a 2 KB
-message and after relaying a 20 MB message, each waited for upstream.
+Starts build/postern on loopback with an aiosmtpd upstream, once over plain SMTP
+and once over implicit TLS (a throwaway CA and certificate made by openssl),
+then reports: the binary's size, VmRSS and Private_Dirty (what the board pays;
+libc and libssl pages are shared) when idle, and VmHWM (peak RSS) after relaying
+a 2 KB message and after relaying a 20 MB message, each waited for upstream.
 """
 import os
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -52,16 +56,53 @@ def wait_for(predicate, timeout=60):
     raise TimeoutError("timed out waiting")
 
 
+def private_dirty(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1])
+    raise KeyError("Private_Dirty")
+
+
+def certificate(tmp):
+    """A CA and a certificate for 127.0.0.1 signed by it, made by openssl."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=bench CA")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "up.key", "-out", "up.csr", "-subj", "/CN=bench upstream",
+            "-addext", "subjectAltName=IP:127.0.0.1")
+    open(os.path.join(tmp, "ext"), "w").write("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "up.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "30", "-extfile", "ext", "-out", "up.pem")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(tmp, "up.pem"), os.path.join(tmp, "up.key"))
+    return ctx, os.path.join(tmp, "ca.pem")
+
+
 def main():
+    for tls in (False, True):
+        measure(tls)
+
+
+def measure(tls):
     upstream_port, port = free_port(), free_port()
     handler = Counter()
-    controller = Controller(handler, hostname="127.0.0.1", port=upstream_port)
-    controller.start()
     with tempfile.TemporaryDirectory() as tmp:
+        if tls:
+            ctx, ca = certificate(tmp)
+            controller = Controller(handler, hostname="127.0.0.1", port=upstream_port, ssl_context=ctx)
+            upstream = f"tls = implicit\nca_file = {ca}\n"
+        else:
+            controller = Controller(handler, hostname="127.0.0.1", port=upstream_port)
+            upstream = "tls = none\n"
+        controller.start()
         conf = os.path.join(tmp, "postern.conf")
         with open(conf, "w") as f:
             f.write(f"[receiver]\nlisten = 127.0.0.1:{port}\nmax_message_size = 25M\n"
-                    f"[spool]\ndir = {tmp}/spool\n[upstream]\nhost = 127.0.0.1\nport = {upstream_port}\n")
+                    f"[spool]\ndir = {tmp}/spool\n[upstream]\nhost = 127.0.0.1\nport = {upstream_port}\n"
+                    + upstream)
         daemon = subprocess.Popen([BIN, "run", "--config", conf, "--log", "stderr"],
                                   stderr=open(os.path.join(tmp, "log"), "w"))
         try:
@@ -74,6 +115,7 @@ def main():
             wait_for(listening)
             time.sleep(0.5)
             idle = status(daemon.pid, "VmRSS")
+            idle_private = private_dirty(daemon.pid)
             small = b"Subject: small\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25
             big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 20000
             with smtplib.SMTP("127.0.0.1", port) as s:
@@ -84,14 +126,20 @@ def main():
                 s.sendmail("bench@example.com", ["ops@example.com"], big)
             wait_for(lambda: handler.count == 2)
             after_big = status(daemon.pid, "VmHWM")
+            time.sleep(3)   # the idle connection is let go after 2 s
+            rss_after = status(daemon.pid, "VmRSS")
+            private_after = private_dirty(daemon.pid)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=10)
             controller.stop()
+    print(f"--- {'implicit TLS (verified, ca_file)' if tls else 'plain SMTP (tls = none)'}")
     print(f"binary size:                   {os.path.getsize(BIN)} bytes ({BIN})")
     print(f"idle VmRSS:                    {idle} kB")
+    print(f"idle Private_Dirty:            {idle_private} kB")
     print(f"peak VmHWM after a 2 KB message:  {after_small} kB")
     print(f"peak VmHWM after a 20 MB message: {after_big} kB  (+{after_big - after_small} kB)")
+    print(f"idle again after both:         VmRSS {rss_after} kB, Private_Dirty {private_after} kB")
 
 
 if __name__ == "__main__":

@@ -3,17 +3,24 @@
 // Whole sender sessions against an upstream whose replies are the fuzzer's
 // bytes: the lenient line framer and the reply parser (ReplyParser) feeding the
 // sender state machine (SMTPSender), as Delivery drives them, with the EHLO
-// capability lines (PIPELINING, SIZE, 8BITMIME) coming from the input too.
+// capability lines (PIPELINING, SIZE, 8BITMIME, STARTTLS, AUTH) coming from the
+// input too. Flags choose STARTTLS and an AUTH mechanism (issue 8), so the TLS
+// and SASL states (334 challenges included) meet hostile replies as well.
 //
-// Input: a flags byte, the number of messages and recipients, the read size, a
+// Input: a flags byte, a security byte, the number of messages and recipients, the read size, a
 // message size, then the upstream's byte stream.
 
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
     var input = FuzzInput(data)
     let flags = input.byte()
+    let security = input.byte()
+    let auth: [AuthChoice] = [.none, .auto, .plain, .login, .xoauth2]
     var driver = SenderDriver(messages: input.int(0...3), recipients: input.int(1...4),
                               size: input.int(0...70_000), eightBit: flags & 1 != 0,
-                              maxLine: flags & 2 != 0 ? 64 : BufferSizes.senderInput)
+                              maxLine: flags & 2 != 0 ? 64 : BufferSizes.senderInput,
+                              security: SenderSecurity(startTLS: security & 1 != 0, implicitTLS: security & 2 != 0,
+                                                       auth: auth[Int(security >> 2) % auth.count], username: "u@fuzz"),
+                              secretFails: security & 0x80 != 0)
     let readSize = input.int(1...64)
     let stream = input.rest()
     var at = 0
@@ -33,7 +40,8 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
 }
 
 struct SenderDriver {
-    var machine = SMTPSender(heloName: "postern.fuzz")
+    var machine: SMTPSender
+    let secretFails: Bool
     var framer: LineFramer
     var parser = ReplyParser()
     var pending: [UInt8] = []
@@ -45,7 +53,10 @@ struct SenderDriver {
     /// Outcomes of the message in flight, by recipient index.
     var current: [RecipientOutcome?]? = nil
 
-    init(messages: Int, recipients: Int, size: Int, eightBit: Bool, maxLine: Int) {
+    init(messages: Int, recipients: Int, size: Int, eightBit: Bool, maxLine: Int, security: SenderSecurity,
+         secretFails: Bool) {
+        machine = SMTPSender(heloName: "postern.fuzz", security: security)
+        self.secretFails = secretFails
         messagesLeft = messages
         self.recipients = recipients
         self.size = size
@@ -83,6 +94,17 @@ struct SenderDriver {
             switch action {
             case .send(let bytes):
                 checkCommands(bytes)
+            case .sendSecret(let bytes):
+                // RFC 4954 §4: an AUTH line with its initial response may be
+                // longer than 512 octets; it is still one CRLF line.
+                checkCommands(bytes, limit: 12288)
+                require(machine.security.auth != .none, "an AUTH response without AUTH configured")
+            case .startTLS:
+                require(machine.security.startTLS && !machine.tlsActive, "STARTTLS not asked for")
+                perform(machine.tlsEstablished())
+            case .needSecret:
+                require(machine.security.auth != .none, "a secret without AUTH configured")
+                perform(secretFails ? machine.secretUnavailable("fuzz") : machine.provideSecret(Array("s3cret".utf8)))
             case .sendText:
                 require(current != nil, "text without a message")
                 perform(machine.textSent())
@@ -95,6 +117,10 @@ struct SenderDriver {
                 } else {
                     perform(machine.finish())
                 }
+                // Mail only after the TLS and AUTH that were asked for.
+                require(!machine.security.startTLS || machine.tlsActive, "ready without STARTTLS")
+                require(machine.security.auth == .none || machine.authenticatedWith != nil || machine.isClosed,
+                        "ready without AUTH")
             case .recipient(let index, let outcome, let reply):
                 guard var c = current else { fatalError("an outcome without a message") }
                 require(index >= 0 && index < c.count, "recipient index \(index)")
@@ -122,7 +148,7 @@ struct SenderDriver {
 
     /// Commands go out as whole CRLF lines with no bare CR or LF, each at most
     /// 512 octets (RFC 5321 §4.5.3.1.4, plus RFC 1870's 26 for SIZE=).
-    func checkCommands(_ bytes: [UInt8]) {
+    func checkCommands(_ bytes: [UInt8], limit: Int = 512 + 26) {
         require(bytes.count >= 2 && bytes.suffix(2) == [ASCII.cr, ASCII.lf], "a command not ending in CRLF")
         var length = 0
         var previous: UInt8 = 0
@@ -130,7 +156,7 @@ struct SenderDriver {
             length += 1
             if b == ASCII.lf {
                 require(previous == ASCII.cr, "a bare LF in a command")
-                require(length <= 512 + 26, "a command line of \(length) octets")
+                require(length <= limit, "a command line of \(length) octets")
                 length = 0
             } else {
                 require(previous != ASCII.cr, "a bare CR in a command")
