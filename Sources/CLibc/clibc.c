@@ -148,6 +148,8 @@ int cl_socket_error(int fd) {
     return err;
 }
 
+int cl_ignore_sigpipe(void) { return signal(SIGPIPE, SIG_IGN) == SIG_ERR ? -1 : 0; }
+
 int cl_set_nodelay(int fd) {
     int one = 1;
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -158,30 +160,6 @@ ssize_t cl_send(int fd, const void *buf, size_t len) {
     do { n = send(fd, buf, len, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
     return n;
 }
-
-int cl_resolve(const char *host, int port, cl_ip_endpoint *out, int max) {
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    int rc = getaddrinfo(host, NULL, &hints, &res);
-    if (rc != 0) return rc < 0 ? rc : -rc;
-    int n = 0;
-    for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
-        struct sockaddr_storage ss;
-        memset(&ss, 0, sizeof ss);
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        from_sockaddr(&ss, &out[n]);
-        if (out[n].family == 0) continue;
-        out[n].port = port;
-        n++;
-    }
-    freeaddrinfo(res);
-    return n;
-}
-
-const char *cl_resolve_error(int code) { return gai_strerror(code); }
 
 static int unix_address(const char *path, struct sockaddr_un *sa) {
     memset(sa, 0, sizeof *sa);

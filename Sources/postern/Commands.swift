@@ -159,6 +159,7 @@ func probeCommand(_ args: [String]) -> Int32 {
         }
         sendTo = m
     }
+    _ = cl_ignore_sigpipe()
     for p in UpstreamChecks.problems(config) { Sys.writeStdout("problem: \(p)\n") }
     let probe = Probe(config: config, heloName: config.receiver.hostname ?? Sys.hostname(), sendTo: sendTo,
                       print: { Sys.writeStdout($0 + "\n") })

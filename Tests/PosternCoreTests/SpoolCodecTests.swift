@@ -240,6 +240,9 @@ struct SpoolRecordTests {
         SpoolRecordTests.envelope,
         SpoolCodec.EnvelopeRecord(arrival: 0, eightBit: false, from: [], recipients: []),
         SpoolCodec.EnvelopeRecord(arrival: -86400, eightBit: false, from: [], recipients: [Array("x@y".utf8)]),
+        // A failure notice (flags bit 3, issue 8 item 6) keeps its mark.
+        SpoolCodec.EnvelopeRecord(arrival: 1, eightBit: false, arrivalSynchronised: true, notice: true, from: [],
+                                  recipients: [Array("a@b.example".utf8)]),
         SpoolCodec.EnvelopeRecord(arrival: Int64.max, eightBit: true, from: [UInt8](repeating: 0x61, count: 254),
                                   recipients: Array(repeating: [UInt8](repeating: 0x62, count: 254), count: 100)),
     ])

@@ -560,3 +560,28 @@ def test_probe_unreachable_upstream_fails(make_daemon, stopped_upstream):
     res = probe(d.config_path)
     assert res.returncode == 1
     assert "Connection refused" in res.stdout and "would NOT take mail" in res.stdout
+
+
+def test_client_certificate(pki, make_daemon):
+    """client_cert / client_key: an upstream that requires a client certificate
+    takes mail with it; without one, nothing is delivered and the log says why."""
+    ctx = pki.context(pki.good)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(pki.ca_file)
+    up = Upstream(implicit=ctx).start()
+    try:
+        client = pki.leaf("client", "subjectAltName=DNS:board.test")
+        s = tls_settings(pki, up, "implicit", client_cert=str(client[0]), client_key=str(client[1]))
+        d = relay(make_daemon, up, s)
+        send_one(d.port, "with a client certificate")
+        (m,) = up.wait_for(1)
+        assert m.tls
+        d.stop()
+
+        d2 = relay(make_daemon, up, tls_settings(pki, up, "implicit"))
+        send_one(d2.port, "without one")
+        line = d2.wait_for_log("event=deferred")
+        assert "certificate" in line[0] or "alert" in line[0] or "closed" in line[0], line
+        assert up.count() == 1
+    finally:
+        up.stop()

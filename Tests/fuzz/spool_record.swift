@@ -48,7 +48,7 @@ func checkPayload(_ kind: SpoolCodec.Kind, _ p: UnsafeRawBufferPointer) {
         guard let e = SpoolCodec.parseEnvelope(p) else { return }
         // Flag bits this version does not know are ignored, so they do not come back.
         var original = Array(p)
-        original[8] &= 7
+        original[8] &= 15
         require(SpoolCodec.envelopePayload(e) == original, "envelope round trip")
     case .commit:
         guard let size = SpoolCodec.parseCommit(p) else { return }

@@ -77,12 +77,10 @@ int cl_set_nodelay(int fd);
 /// send(2) with MSG_NOSIGNAL.
 ssize_t cl_send(int fd, const void *buf, size_t len);
 
-/// getaddrinfo(3) for TCP; blocking. Fills up to max endpoints with port set.
-/// Returns the count, or a negative EAI_* code.
-int cl_resolve(const char *host, int port, cl_ip_endpoint *out, int max);
-
-/// gai_strerror for cl_resolve's negative results.
-const char *cl_resolve_error(int code);
+/// signal(SIGPIPE, SIG_IGN), for commands that write to sockets outside the
+/// daemon (which ignores it in cl_signalfd_open): OpenSSL writes without
+/// MSG_NOSIGNAL. Returns 0 or -1.
+int cl_ignore_sigpipe(void);
 
 /// A listening AF_UNIX stream socket at `path` with mode 0600 (owner only),
 /// non-blocking and close-on-exec. Returns the fd or -1 with errno.
