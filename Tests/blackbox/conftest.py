@@ -164,6 +164,10 @@ class UpstreamHandler:
         self.data_replies: list[str] = []
         self.ehlo_count = 0
         self.mail_count = 0
+        # Postern's own failure notices (null reverse-path, RFC 3464) are kept
+        # apart from the relayed mail, so counts of relayed messages stay exact.
+        self.notices: list[Received] = []
+        self.notice_mail_count = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -177,7 +181,10 @@ class UpstreamHandler:
         # Commands sent in the same write as MAIL are already buffered by now.
         envelope.pipelined = bool(getattr(server._reader, "_buffer", b""))
         with self.lock:
-            self.mail_count += 1
+            if address in ("", "<>"):
+                self.notice_mail_count += 1
+            else:
+                self.mail_count += 1
             if self.mail_replies:
                 return self.mail_replies.pop(0)
         envelope.mail_from = address
@@ -208,7 +215,10 @@ class UpstreamHandler:
             # Whether this session was encrypted (STARTTLS or implicit TLS) and as whom.
             received.tls = bool(server._tls_protocol or server.transport.get_extra_info("ssl_object"))
             received.login = getattr(session, "auth_data", None)
-            self.messages.append(received)
+            if envelope.mail_from in ("", "<>"):
+                self.notices.append(received)
+            else:
+                self.messages.append(received)
         return "250 2.0.0 Ok: captured"
 
 
@@ -308,6 +318,12 @@ class Upstream:
     def count(self):
         with self.handler.lock:
             return len(self.handler.messages)
+
+    @property
+    def notices(self) -> list[Received]:
+        """Failure notices Postern sent (MAIL FROM:<>), apart from ``messages``."""
+        with self.handler.lock:
+            return list(self.handler.notices)
 
     def wait_for(self, n, timeout=DEFAULT_TIMEOUT):
         """Waits until at least ``n`` messages have arrived; returns them all."""

@@ -20,7 +20,7 @@ int adjtimex(struct timex *tx) { memset(tx, 0, sizeof *tx); return TIME_OK; }
 
 
 def notices(upstream):
-    return [m for m in upstream.messages if m.mail_from == "<>" or m.mail_from == ""]
+    return upstream.notices
 
 
 def parse(m):
@@ -50,7 +50,7 @@ def test_refused_recipient_gets_one_notice(make_daemon, upstream):
     assert n.rcpt_tos == ["sender@client.example"]
     parts = check_report(parse(n), "never@example.com", "5.1.1", "half refused")
     assert "550 5.1.1" in parts[1].as_string()
-    assert [m.rcpt_tos for m in upstream.messages if m not in notices(upstream)] == [["ok@example.com"]]
+    assert [m.rcpt_tos for m in upstream.messages] == [["ok@example.com"]]
     # Restarting does not repeat it: the recipient is finished in the spool.
     d.stop()
     d.start()
@@ -112,4 +112,4 @@ def test_expired_message_gets_a_notice(make_daemon, stopped_upstream, workdir):
     assert n.rcpt_tos == ["sender@client.example"]
     parts = check_report(parse(n), "ops@example.com", "4.4.7", "too old")
     assert "1 minute" in parts[0].get_content() or "60" in parts[0].get_content() or "minute" in parts[0].get_content()
-    assert stopped_upstream.count() == 1, "the expired message itself was sent"
+    assert stopped_upstream.count() == 0, "the expired message itself was sent"
