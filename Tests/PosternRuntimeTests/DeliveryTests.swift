@@ -16,6 +16,8 @@ final class DeliveryHarness: LoopHarness {
     var replyChunk = Int.max
     /// Reply to the end of data; nil: 250.
     var finalReply: String? = nil
+    /// Greetings other than 220, by the upstream's port.
+    var greetings: [Int32: String] = [:]
     /// Upstream bytes of each connection already answered.
     var answered: [Int32: Int] = [:]
     /// Message text the upstream received, per transaction (dot-stuffing undone).
@@ -51,12 +53,12 @@ final class DeliveryHarness: LoopHarness {
 
     /// The upstream: greets a new connection and answers each complete line.
     func upstreamTurn() {
-        for (_, fd) in kernel.outgoing {
+        for (endpoint, fd) in kernel.outgoing {
             guard let s = kernel.sockets[fd], !s.closed else { continue }
             var replies = ""
             if answered[fd] == nil {
                 answered[fd] = 0
-                replies += "220 upstream.test ESMTP\r\n"
+                replies += (greetings[endpoint.port] ?? "220 upstream.test ESMTP") + "\r\n"
             }
             var at = answered[fd] ?? 0
             while let lf = s.sent[at...].firstIndex(of: 10) {
@@ -222,5 +224,16 @@ struct DeliveryTests {
         h.run { h.spool.queue.isEmpty }
         #expect(h.received.count == 1)
         #expect(h.kernel.outgoing.map { $0.endpoint.port } == [26])
+    }
+
+    @Test("A 4xx greeting moves on to the next upstream at once (issue 8 item 4)")
+    func greeting4xxMovesOn() {
+        let h = DeliveryHarness(upstreams: 2)
+        h.greetings[25] = "421 4.3.2 too busy"
+        h.queue("Subject: x\r\n\r\nbody\r\n")
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 1)
+        #expect(h.kernel.outgoing.map { $0.endpoint.port } == [25, 26])
+        #expect(h.delivery.statuses[0].lastError?.hasPrefix("421 4.3.2") == true)
     }
 }

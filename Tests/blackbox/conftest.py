@@ -167,7 +167,6 @@ class UpstreamHandler:
         # Postern's own failure notices (null reverse-path, RFC 3464) are kept
         # apart from the relayed mail, so counts of relayed messages stay exact.
         self.notices: list[Received] = []
-        self.notice_mail_count = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -181,9 +180,8 @@ class UpstreamHandler:
         # Commands sent in the same write as MAIL are already buffered by now.
         envelope.pipelined = bool(getattr(server._reader, "_buffer", b""))
         with self.lock:
-            if address in ("", "<>"):
-                self.notice_mail_count += 1
-            else:
+            # MAIL FROM:<> (a notice, or a relayed bounce) is not counted here.
+            if address not in ("", "<>"):
                 self.mail_count += 1
             if self.mail_replies:
                 return self.mail_replies.pop(0)
@@ -215,7 +213,7 @@ class UpstreamHandler:
             # Whether this session was encrypted (STARTTLS or implicit TLS) and as whom.
             received.tls = bool(server._tls_protocol or server.transport.get_extra_info("ssl_object"))
             received.login = getattr(session, "auth_data", None)
-            if envelope.mail_from in ("", "<>"):
+            if envelope.mail_from in ("", "<>") and b"X-Postern-Queue-ID:" in envelope.original_content:
                 self.notices.append(received)
             else:
                 self.messages.append(received)
