@@ -43,7 +43,7 @@ public final class AsyncResolver {
 
     enum State {
         case running
-        case ending(Ending, nextTry: Int64, delay: Int64)
+        case ending(Ending, ReapSchedule)
         case finished(Outcome)
     }
 
@@ -136,8 +136,8 @@ public final class AsyncResolver {
     public func nextDeadline() -> Int64? {
         switch state {
         case .running: return deadline
-        case .ending(.answered, let nextTry, _): return min(nextTry, deadline)
-        case .ending(_, let nextTry, _): return nextTry
+        case .ending(.answered, let reaping): return min(reaping.nextTry, deadline)
+        case .ending(_, let reaping): return reaping.nextTry
         case .finished: return nil
         }
     }
@@ -161,7 +161,7 @@ public final class AsyncResolver {
             if recordCount > Self.recordLimit { kill(.killed("the resolver's answer was malformed"), now: now) }
         case .success(.eof):
             closePipe()
-            state = .ending(.answered, nextTry: now, delay: 0)
+            state = .ending(.answered, ReapSchedule(now: now))
             tryReap(now: now)
         case .success(.wouldBlock):
             break
@@ -176,13 +176,13 @@ public final class AsyncResolver {
         switch state {
         case .running:
             if now >= deadline { kill(.timedOut, now: now) }
-        case .ending(.answered, let nextTry, _):
+        case .ending(.answered, let reaping):
             // The answer is read; the child only has to be reaped. Past the
             // deadline it is killed (it is one _exit away from done anyway).
             if now >= deadline && !reaped { ChildReaper.killProcess(pid) }
-            if now >= nextTry || now >= deadline { tryReap(now: now) }
-        case .ending(_, let nextTry, _):
-            if now >= nextTry { tryReap(now: now) }
+            if now >= reaping.nextTry || now >= deadline { tryReap(now: now) }
+        case .ending(_, let reaping):
+            if now >= reaping.nextTry { tryReap(now: now) }
         case .finished:
             break
         }
@@ -194,7 +194,7 @@ public final class AsyncResolver {
     @discardableResult
     public func cancel(now: Int64) -> Bool {
         switch state {
-        case .running, .ending(.answered, _, _):
+        case .running, .ending(.answered, _):
             kill(.killed("cancelled"), now: now)
         case .ending, .finished:
             break
@@ -207,23 +207,20 @@ public final class AsyncResolver {
     func kill(_ ending: Ending, now: Int64) {
         closePipe()
         if !reaped { ChildReaper.killProcess(pid) }
-        state = .ending(ending, nextTry: now, delay: 0)
+        state = .ending(ending, ReapSchedule(now: now))
         tryReap(now: now)
     }
 
     func tryReap(now: Int64) {
-        guard case .ending(let ending, _, let delay) = state else { return }
+        guard case .ending(let ending, var reaping) = state else { return }
         var status = ExitStatus.unknown
         if !reaped {
-            switch ChildReaper.reap(pid) {
-            case .reaped(let s):
-                reaped = true
-                status = s
-            case .running:
-                let next = ChildReaper.backoff(delay)
-                state = .ending(ending, nextTry: ChildReaper.later(now, next), delay: next)
+            guard let s = reaping.attempt(pid, now: now) else {
+                state = .ending(ending, reaping)
                 return
             }
+            reaped = true
+            status = s
         }
         switch ending {
         case .answered:

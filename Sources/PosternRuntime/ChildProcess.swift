@@ -57,8 +57,8 @@ public final class ChildProcess {
 
     enum State {
         case running
-        /// Waiting to reap it: the next waitpid at `nextTry`, after `delay`.
-        case ending(Ending, nextTry: Int64, delay: Int64)
+        /// Waiting to reap it (`ReapSchedule`).
+        case ending(Ending, ReapSchedule)
         case finished(Outcome)
     }
 
@@ -169,8 +169,8 @@ public final class ChildProcess {
     public func nextDeadline() -> Int64? {
         switch state {
         case .running: return deadline
-        case .ending(.closedOutput, let nextTry, _): return min(nextTry, deadline)
-        case .ending(_, let nextTry, _): return nextTry
+        case .ending(.closedOutput, let reaping): return min(reaping.nextTry, deadline)
+        case .ending(_, let reaping): return reaping.nextTry
         case .finished: return nil
         }
     }
@@ -195,7 +195,7 @@ public final class ChildProcess {
         if case .running = state, stdoutFD < 0, stderrFD < 0 {
             // Both pipes closed: the child has exited, or closed them and runs on
             // (then the deadline still applies).
-            state = .ending(.closedOutput, nextTry: now, delay: 0)
+            state = .ending(.closedOutput, ReapSchedule(now: now))
             tryReap(now: now)
         }
     }
@@ -206,14 +206,14 @@ public final class ChildProcess {
         switch state {
         case .running:
             if now >= deadline { kill(.timedOut, now: now) }
-        case .ending(.closedOutput, let nextTry, _):
+        case .ending(.closedOutput, let reaping):
             if now >= deadline {
                 kill(.timedOut, now: now)
-            } else if now >= nextTry {
+            } else if now >= reaping.nextTry {
                 tryReap(now: now)
             }
-        case .ending(_, let nextTry, _):
-            if now >= nextTry { tryReap(now: now) }
+        case .ending(_, let reaping):
+            if now >= reaping.nextTry { tryReap(now: now) }
         case .finished:
             break
         }
@@ -226,7 +226,7 @@ public final class ChildProcess {
     @discardableResult
     public func cancel(now: Int64) -> Bool {
         switch state {
-        case .running, .ending(.closedOutput, _, _):
+        case .running, .ending(.closedOutput, _):
             kill(.killed("cancelled"), now: now)
         case .ending, .finished:
             break
@@ -313,24 +313,22 @@ public final class ChildProcess {
     func kill(_ ending: Ending, now: Int64) {
         closePipes()
         if !reaped { ChildReaper.killGroup(pid) }
-        state = .ending(ending, nextTry: now, delay: 0)
+        state = .ending(ending, ReapSchedule(now: now))
         tryReap(now: now)
     }
 
     func tryReap(now: Int64) {
-        guard case .ending(let ending, _, let delay) = state else { return }
+        guard case .ending(let ending, var reaping) = state else { return }
         if reaped {
             finish(ending, .unknown)
             return
         }
-        switch ChildReaper.reap(pid) {
-        case .reaped(let status):
-            reaped = true
-            finish(ending, status)
-        case .running:
-            let next = ChildReaper.backoff(delay)
-            state = .ending(ending, nextTry: ChildReaper.later(now, next), delay: next)
+        guard let status = reaping.attempt(pid, now: now) else {
+            state = .ending(ending, reaping)
+            return
         }
+        reaped = true
+        finish(ending, status)
     }
 
     func finish(_ ending: Ending, _ status: ExitStatus) {

@@ -121,3 +121,30 @@ public enum ChildReaper {
         return overflow ? Int64.max : sum
     }
 }
+
+/// Reaping one child that is ending, without blocking the loop: waitpid(WNOHANG)
+/// at once, then again after 1 ms, 2 ms, … up to `ChildReaper.maxRetryNanoseconds`
+/// while it has not died yet (the kernel closes a process's files a moment before
+/// it can be reaped, so EOF on its pipes does not mean it is reapable).
+struct ReapSchedule: Equatable {
+    /// When `attempt` should run again.
+    private(set) var nextTry: Int64
+    private var delay: Int64 = 0
+
+    init(now: Int64) {
+        nextTry = now
+    }
+
+    /// One waitpid of `pid`: its exit status once reaped; nil while it still
+    /// runs, with the next attempt scheduled.
+    mutating func attempt(_ pid: Int32, now: Int64) -> ExitStatus? {
+        switch ChildReaper.reap(pid) {
+        case .reaped(let status):
+            return status
+        case .running:
+            delay = ChildReaper.backoff(delay)
+            nextTry = ChildReaper.later(now, delay)
+            return nil
+        }
+    }
+}
