@@ -49,7 +49,9 @@ enum SecretFile {
 
     static func open(_ path: String) -> Result<Int32, Problem> {
         let fd: Int32
-        switch Sys.open(path, O_RDONLY | O_CLOEXEC) {
+        // O_NONBLOCK: a FIFO put in its place must not stop the loop in open(2);
+        // it is refused below as not a regular file.
+        switch Sys.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) {
         case .success(let f): fd = f
         case .failure(let e): return .failure("cannot open password_file \(path): \(e.text)")
         }

@@ -585,3 +585,16 @@ def test_client_certificate(pki, make_daemon):
         assert up.count() == 1
     finally:
         up.stop()
+
+
+def test_password_file_that_is_a_fifo_is_refused_without_blocking(pki, tls_upstream, make_daemon, workdir):
+    """A FIFO in place of the password file must not stop the daemon in open(2):
+    it is refused as not a regular file, and the receiver keeps answering."""
+    up = tls_upstream(logins={"u": "pw"})
+    fifo = Path(workdir) / "secret-fifo"
+    os.mkfifo(fifo, 0o600)
+    d = relay(make_daemon, up, tls_settings(pki, up, username="u", password_file=str(fifo)))
+    send_one(d.port, "fifo")
+    d.wait_for_log(f"password_file {fifo} is not a regular file")
+    send_one(d.port, "still answering")
+    assert up.mail_count == 0
