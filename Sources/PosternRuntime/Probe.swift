@@ -60,6 +60,8 @@ public final class Probe {
         var machine = SMTPSender(heloName: heloName, security: Delivery.security(u))
         var verdict: Bool? = nil
         var sentText = false
+        /// The test message, made once when it is started.
+        var testText: [UInt8] = []
         var pending: [SMTPSender.Action] = []
         var deadline = Clock.monotonic() + Self.stepTimeoutNanoseconds
 
@@ -97,18 +99,16 @@ public final class Probe {
                         sentText = true
                         let from = u.envelopeFrom ?? Mailbox.parse(Array("postern@\(heloName)".utf8)[...], allowNull: false)
                             ?? Mailbox.null
+                        testText = testMessage(u, to: to, from: from)
                         pending += machine.start(message: OutboundMessage(from: from, recipients: [to],
-                                                                          size: testMessage(u, to: to, from: from).count,
-                                                                          eightBit: false))
+                                                                          size: testText.count, eightBit: false))
                     } else {
                         if verdict == nil { verdict = true }
                         pending += machine.finish()
                     }
                 case .sendText:
-                    let to = sendTo ?? Mailbox.null
-                    let from = u.envelopeFrom ?? Mailbox.null
                     var encoder = DataEncoder()
-                    let text = testMessage(u, to: to, from: from)
+                    let text = testText
                     var wire = [UInt8](repeating: 0, count: text.count * 4 + 8)
                     let n = text.withUnsafeBytes { t in wire.withUnsafeMutableBytes { encoder.encode(t, into: $0).produced } }
                     output.append(Array(wire[0..<n]) + encoder.terminator())
