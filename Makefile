@@ -28,9 +28,11 @@ CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=build/obj/c/%.o)
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
 # `make deb`: dpkg-shlibdeps (dpkg-dev) for the Depends: line.
 DEB_DEBS := dpkg-dev
-# The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd).
+# The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd), and
+# install the package in a Debian 12 chroot made with debootstrap (which checks
+# the mirror's signatures with debian-archive-keyring).
 TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace \
-	$(DEB_DEBS) man-db systemd
+	$(DEB_DEBS) man-db systemd debootstrap debian-archive-keyring
 
 .PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build \
 	install deb deps-deb lint-deb fuzz fuzz-smoke fuzz-build fuzz-embedded-build
@@ -112,7 +114,11 @@ bench-flash: deps-test build
 	@Tests/tools/ensure-debs strace e2fsprogs util-linux
 	$(PY) Tests/bench/flash_wear.py
 
+# First whatever a killed package test left mounted in build/debian-chroot
+# (test_deploy.py: overlays, tmpfs and proc; never a bind of the host's files).
 clean:
+	@awk -v top="$(CURDIR)/build/" 'index($$5, top) == 1 {print $$5}' /proc/self/mountinfo | sort -r | \
+		xargs -r -n1 umount --lazy
 	rm -rf build .build
 
 # --- fuzzing (Tests/fuzz/README.md) --------------------------------------------------
@@ -206,7 +212,7 @@ fuzz: fuzz-build
 
 # --- installation and the Debian package --------------------------------------------
 #
-#   make install [DESTDIR=/stage] [PREFIX=/usr/local]
+#   make install [DESTDIR=/stage] [PREFIX=/usr/local] [SENDMAIL_LINKS=no]
 #   make deb        build/postern_<version>_<arch>.deb (apt install ./build/postern_*.deb)
 #
 # The binary goes to $(PREFIX)/sbin, the man pages to $(PREFIX)/share/man, and
@@ -220,9 +226,22 @@ fuzz: fuzz-build
 #
 # A plain `make install` (no DESTDIR) onto a running system also creates the user
 # and the spool and updates the journal catalog, as the package's postinst does.
+#
+# Postern is also the system's mail transport agent: the same binary called as
+# sendmail, mailq or newaliases (by argv[0]). So install makes relative symbolic
+# links to $(SBINDIR)/postern: $(SBINDIR)/sendmail, $(BINDIR)/mailq and
+# $(BINDIR)/newaliases, and with PREFIX=/usr also /usr/lib/sendmail (the
+# historical path old programs call, FHS 3.0 §4.6.2). Other prefixes get no
+# lib/sendmail: nothing looks for $(PREFIX)/lib/sendmail, and /usr/lib/sendmail
+# belongs to the system's package manager. The man pages sendmail(8), mailq(8)
+# and newaliases(8) are links to postern(8). SENDMAIL_LINKS=no installs none of
+# these (Postern alongside another MTA). A link is never written over a file
+# that is not already a link to postern (another MTA's sendmail): install stops
+# before installing anything and names it.
 
 PREFIX ?= /usr/local
 SBINDIR = $(PREFIX)/sbin
+BINDIR = $(PREFIX)/bin
 MANDIR = $(PREFIX)/share/man
 ifeq ($(PREFIX),/usr)
 UNITDIR ?= /lib/systemd/system
@@ -233,8 +252,24 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
 CONFDIR = /etc/postern
+SENDMAIL_LINKS ?= yes
+ifeq ($(SENDMAIL_LINKS),yes)
+# Each links to $(SBINDIR)/postern (postern.8.gz), relative to its own directory.
+MTA_LINKS := $(SBINDIR)/sendmail $(BINDIR)/mailq $(BINDIR)/newaliases $(if $(filter /usr,$(PREFIX)),/usr/lib/sendmail)
+MTA_MAN_LINKS := $(MANDIR)/man8/sendmail.8.gz $(MANDIR)/man8/mailq.8.gz $(MANDIR)/man8/newaliases.8.gz
+else ifneq ($(SENDMAIL_LINKS),no)
+$(error SENDMAIL_LINKS must be yes or no, not "$(SENDMAIL_LINKS)")
+endif
 
 install: build
+	@for l in $(MTA_LINKS:%=$(DESTDIR)%) $(MTA_MAN_LINKS:%=$(DESTDIR)%); do \
+		if [ -e "$$l" ] || [ -L "$$l" ]; then \
+			case "$$(readlink "$$l")" in *postern|*postern.8.gz) ;; *) \
+				echo "$$l exists and is not Postern's (another MTA?): remove it, or make install SENDMAIL_LINKS=no" >&2; \
+				exit 1;; \
+			esac; \
+		fi; \
+	done
 	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
 		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(CONFDIR)
@@ -248,6 +283,12 @@ install: build
 	gzip -9nc Deploy/postern.8 > $(DESTDIR)$(MANDIR)/man8/postern.8.gz
 	gzip -9nc Deploy/postern.conf.5 > $(DESTDIR)$(MANDIR)/man5/postern.conf.5.gz
 	chmod 0644 $(DESTDIR)$(MANDIR)/man8/postern.8.gz $(DESTDIR)$(MANDIR)/man5/postern.conf.5.gz
+	@set -e; for l in $(MTA_LINKS); do \
+		target=$$(realpath -m --relative-to="$$(dirname "$$l")" $(SBINDIR)/postern); \
+		install -d -m 0755 "$(DESTDIR)$$(dirname "$$l")"; \
+		echo "ln -sfn $$target $(DESTDIR)$$l"; ln -sfn "$$target" "$(DESTDIR)$$l"; \
+	done; \
+	for l in $(MTA_MAN_LINKS); do echo "ln -sfn postern.8.gz $(DESTDIR)$$l"; ln -sfn postern.8.gz "$(DESTDIR)$$l"; done
 	@if [ -e $(DESTDIR)$(CONFDIR)/postern.conf ]; then \
 		echo "kept the existing $(DESTDIR)$(CONFDIR)/postern.conf (the example is Deploy/postern.conf)"; \
 	else \
@@ -269,13 +310,14 @@ DEB_MAINTAINER ?= Postern maintainers <maintainers@postern.invalid>
 deps-deb:
 	@Tests/tools/ensure-debs $(DEB_DEBS)
 
-# The package is staged by `make install DESTDIR=… PREFIX=/usr`, then given its
+# The package is staged by `make install DESTDIR=… PREFIX=/usr` (always with the
+# sendmail links: the package is the system's MTA), then given its
 # control file (the version from `build/postern version`, Depends from
 # dpkg-shlibdeps), conffiles, md5sums and the maintainer scripts of
 # Deploy/debian/, and built with dpkg-deb as root:root whoever builds it.
 deb: deps-deb build
 	rm -rf $(DEB_ROOT) build/postern_*.deb
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr SENDMAIL_LINKS=yes
 	install -d -m 0755 $(DEB_STAGE)/usr/share/doc/postern $(DEB_STAGE)/DEBIAN
 	set -euo pipefail; \
 	first=$$(git log --format=%cd --date=format:%Y 2>/dev/null | tail -n 1); \
