@@ -123,9 +123,11 @@ def test_service_unit_matches_what_the_daemon_does():
     assert one["Install.Also"] == "postern.socket"
 
 
-def test_socket_unit_passes_loopback_port_25_as_smtp():
+def test_socket_unit_passes_loopback_port_25_and_the_submission_socket():
     u = unit_settings(DEPLOY / "postern.socket")
-    assert u["Socket.ListenStream"] == ["127.0.0.1:25", "[::1]:25"]
+    # The daemon tells the unix socket (sendmail's) from the TCP ones by its family.
+    assert u["Socket.ListenStream"] == ["127.0.0.1:25", "[::1]:25", "/run/postern/submit"]
+    assert u["Socket.SocketMode"] == ["0666"]
     assert u["Socket.FileDescriptorName"] == ["smtp"]
     assert u.get("Socket.Accept", ["no"]) == ["no"]
     assert u["Install.WantedBy"] == ["sockets.target"]

@@ -379,3 +379,33 @@ def test_a_planted_symlink_or_fifo_in_the_drop_directory_is_refused_not_followed
     assert upstream.count() == 0
     names = sorted(p.name for p in drop_dir(d).iterdir())
     assert names == ["failed.m.0000000000000000.link", "failed.m.0000000000000001.fifo"], names
+
+
+def test_socket_activated_submission_socket_starts_the_daemon(make_daemon, upstream, mta):
+    """As postern.socket passes /run/postern/submit: sendmail's connection to the
+    passed unix socket starts the daemon (systemd-socket-activate, as systemd
+    does at boot), which takes it as the submission socket by its family."""
+    if not shutil.which("systemd-socket-activate"):
+        pytest.fail("systemd-socket-activate is missing (package systemd)")
+    d = make_daemon(upstream.port, start=False, **ALIASES)
+    path = d.workdir / "activated.sock"
+    d.settings["local"]["socket"] = str(path)
+    d.write_config()
+    log = d.workdir / "activated.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(["systemd-socket-activate", "-l", str(path), "--fdname=smtp",
+                                 POSTERN_BIN, "run", "--config", str(d.config_path), "--log", "stderr"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=d.workdir)
+    try:
+        wait_until(lambda: path.exists(), what="the activated socket")
+        assert "postern started" not in log.read_text()    # not yet: the first connection starts it
+        res = sendmail(mta, d, ["root"], b"Subject: activated\n\nx\n")
+        assert res.returncode == 0, res.stderr
+        m = upstream.wait_for(1)[0]
+        assert m.header("Subject") == "activated" and m.rcpt_tos == ["admin@example.com"]
+        text = log.read_text()
+        assert re.search(r"socket=\S*activated\.sock from=systemd", text), text
+        assert dropped(d) == []
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0, log.read_text()
