@@ -75,6 +75,10 @@ struct HeaderAddressList {
             while i < v.endIndex {
                 let start = i
                 var tokens: [Token] = []
+                // The tokens so far are words and dots only: a colon after
+                // them ends a group's display name. Kept as a flag so that a
+                // run of colons costs no rescan.
+                var phraseOnly = true
                 // Collect the tokens of one element, up to a separator.
                 element: while i < v.endIndex {
                     let b = v[i]
@@ -82,21 +86,22 @@ struct HeaderAddressList {
                     case ASCII.space, ASCII.tab, ASCII.cr, ASCII.lf:
                         i += 1
                     case 40 /* ( */:
-                        i = HeaderAddressList.commentEnd(v, i) ?? fail(&tokens)
-                    case ASCII.comma:
-                        break element
-                    case 59 /* ; */:
+                        if let e = HeaderAddressList.commentEnd(v, i) {
+                            i = e
+                        } else {
+                            i = fail(&tokens)
+                        }
+                    case ASCII.comma, 59 /* ; */:
                         break element
                     case ASCII.colon:
                         // A group's display name ends here (§3.4): what came
                         // before must be a phrase, and it is dropped.
-                        if tokens.allSatisfy({ if case .word = $0 { return true }; return $0 == .dot }) {
+                        if phraseOnly {
                             tokens.removeAll()
-                            i += 1
                         } else {
                             tokens.append(.bad)
-                            i += 1
                         }
+                        i += 1
                     case ASCII.quote:
                         if let e = HeaderAddressList.quotedStringEnd(v, i) {
                             tokens.append(.word(i..<e))
@@ -105,6 +110,7 @@ struct HeaderAddressList {
                             i = fail(&tokens)
                         }
                     case 91 /* [ */:
+                        phraseOnly = false
                         if let e = HeaderAddressList.literalEnd(v, i) {
                             tokens.append(.literal(i..<e))
                             i = e
@@ -112,6 +118,7 @@ struct HeaderAddressList {
                             i = fail(&tokens)
                         }
                     case ASCII.lessThan:
+                        phraseOnly = false
                         if let e = HeaderAddressList.angleEnd(v, i) {
                             tokens.append(.angle((i + 1)..<(e - 1)))
                             i = e
@@ -122,6 +129,7 @@ struct HeaderAddressList {
                         tokens.append(.dot)
                         i += 1
                     case ASCII.at:
+                        phraseOnly = false
                         tokens.append(.at)
                         i += 1
                     default:
@@ -130,6 +138,7 @@ struct HeaderAddressList {
                             while i < v.endIndex && HeaderMailbox.isWordOctet(v[i]) { i += 1 }
                             tokens.append(.word(s..<i))
                         } else {
+                            phraseOnly = false
                             tokens.append(.bad)
                             i += 1
                         }
@@ -151,7 +160,7 @@ struct HeaderAddressList {
         }
 
         private func element(_ tokens: [Token], text: ArraySlice<UInt8>) -> Element {
-            let invalid = Element.invalid(Array(ASCII.trimmed(HeaderAddressList.blanked(text)[...])))
+            var invalid: Element { Element.invalid(Array(ASCII.trimmed(HeaderAddressList.blanked(text)[...]))) }
             if tokens.contains(.bad) { return invalid }
             // name-addr: a phrase, then the angle-addr, then nothing (§3.4).
             if let a = tokens.firstIndex(where: { if case .angle = $0 { return true }; return false }) {

@@ -20,7 +20,13 @@
 ///   as Postfix ignores them, with their value where they take one: `-A`, `-G`,
 ///   `-U`, `-c`, `-m`, `-n`, `-x`, `-L`, `-N`, `-O`, `-R`, `-V`, `-X`, `-e`,
 ///   `-h`, `-p`, `-d`, and every `-o` but `-oi` (`-oem`, `-odi`, `-oQ/dir`,
-///   `-o7`, …). `-B` must say `7BIT` or `8BITMIME` (RFC 6152), as in Postfix.
+///   `-o7`, …). `-B` must say `7BIT` or `8BITMIME` (RFC 6152), as in Postfix
+///   (here in any case).
+///   `-n` is accepted as Postfix's manual says (its code refuses it; in
+///   Sendmail it only turns off aliasing).
+/// - What Postern cannot do is refused: `-bd`, `-bl` (run as a daemon: that is
+///   `postern run`), `-bv` (verify recipients), `-q` with a letter other than
+///   R, S or I.
 /// - Anything else is a usage error: a `Problem` that names the option.
 ///
 /// Checks after the options, as Postfix makes them: `-t` only when delivering,

@@ -78,8 +78,9 @@
 /// the header section, the three added fields (each value cut at
 /// `maxFieldValue` octets), 8 octets of output held back when the output room
 /// runs out. When the header section is complete, `recipients` is filled —
-/// at most `maxRecipients` mailboxes of at most 256 octets each — and
-/// `problems`, at most `maxProblems`. The body costs nothing.
+/// at most `maxRecipients` mailboxes of at most 256 octets each, found with a
+/// set of their canonical forms that is freed at once — and `problems`, at
+/// most `maxProblems`. The body costs nothing.
 ///
 /// Progress: a call to `filter` with input left and at least one octet of
 /// output room consumes or produces at least one octet, or completes the
@@ -171,6 +172,9 @@ public struct SubmissionFilter: Sendable {
     }
 
     private let options: Options
+    /// `maxHeaderSection`, smaller in tests and the fuzz target (to reach the
+    /// limit with short inputs).
+    private let headerLimit: Int
     private let dateField: [UInt8]
     private let messageIDField: [UInt8]
     private let fromField: [UInt8]
@@ -215,11 +219,16 @@ public struct SubmissionFilter: Sendable {
     private(set) var hadFrom = false
 
     public init(_ options: Options) {
+        self.init(options, headerLimit: Self.maxHeaderSection)
+    }
+
+    init(_ options: Options, headerLimit: Int) {
         self.options = options
+        self.headerLimit = max(0, headerLimit)
         dateField = Self.field("Date: ", options.date)
         messageIDField = Self.field("Message-ID: ", options.messageID)
         fromField = Self.field("From: ", options.from)
-        held.reserveCapacity(Self.maxHeaderSection + 2)
+        held.reserveCapacity(self.headerLimit + 2)
         generated.reserveCapacity(dateField.count + messageIDField.count + fromField.count + 2)
         pending.reserveCapacity(8)
     }
@@ -266,7 +275,7 @@ public struct SubmissionFilter: Sendable {
                     if phase != .holding { break loop }
                     continue loop
                 }
-                if held.count >= Self.maxHeaderSection {
+                if held.count >= headerLimit {
                     // `b` is not taken: it is the next octet of the body.
                     overflow()
                     break loop
@@ -274,7 +283,7 @@ public struct SubmissionFilter: Sendable {
                 held.append(b)
                 i += 1
                 // The rest of the line, up to the bound.
-                let room = Self.maxHeaderSection - held.count
+                let room = headerLimit - held.count
                 var k = 0
                 while k < room && i < n {
                     let c = input[i]
@@ -481,9 +490,11 @@ public struct SubmissionFilter: Sendable {
 
     private mutating func overflow() {
         headerTruncated = true
+        // The partial line goes on in the body. (Asked before completeHeader,
+        // which may move it when it removes Bcc: fields.)
+        let partial = held.count > lineStart
         completeHeader(.overflow)
-        // The partial line goes on in the body.
-        line = held.count > lineStart ? .middle : .start
+        line = partial ? .middle : .start
     }
 
     /// The header section is `held[..<lineStart]`: read it, remove Bcc: when
@@ -504,7 +515,7 @@ public struct SubmissionFilter: Sendable {
         if options.extractRecipients {
             extractRecipients(resent: resent)
             if end == .overflow {
-                report(Problem("the header section is longer than \(Self.maxHeaderSection) octets: recipients were taken only from its first part, and the rest may name more (or hold a Bcc: that would be sent as text)"))
+                report(Problem("the header section is longer than \(headerLimit) octets: recipients were taken only from its first part, and the rest may name more (or hold a Bcc: that would be sent as text)"))
             }
             headerLength = removeBcc()
         }
@@ -693,12 +704,13 @@ public struct SubmissionFilter: Sendable {
     /// a phrase (RFC 5322 §3.2.5): kept as it is when it is atoms (atext, or
     /// 8-bit octets, RFC 6532 §3.2) separated by single spaces, else made one
     /// quoted-string with `"` and `\` escaped (§3.2.4). Control characters
-    /// become spaces; at most `maxFullName` octets of the name are used.
+    /// and DEL become spaces; at most `maxFullName` octets of the name are used.
     public static func fromValue(fullName: [UInt8], address: [UInt8]) -> [UInt8] {
         var cut = min(fullName.count, maxFullName)
         // Do not split a UTF-8 sequence: back off over continuation octets.
         while cut > 0 && cut < fullName.count && fullName[cut] & 0xC0 == 0x80 { cut -= 1 }
-        let name = HeaderFolding.sanitized(fullName[..<cut])
+        // DEL is no qtext either (RFC 5322 §3.2.4): a space, like the other controls.
+        let name = HeaderFolding.sanitized(fullName[..<cut].map { $0 == 127 ? ASCII.space : $0 })
         guard !name.isEmpty else { return address }
         var atoms = true
         var previousSpace = false

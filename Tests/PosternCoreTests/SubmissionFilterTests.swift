@@ -17,8 +17,9 @@ func submissionOptions(extract: Bool = false, dotEnds: Bool = true, stuffed: Boo
 /// of `outputSize` octets, as `postern sendmail` does with stdin; checks that
 /// nothing comes out before the header is done and that every call progresses.
 func submitAll(_ text: [UInt8], _ options: SubmissionFilter.Options, chunk: Int = Int.max,
-               outputSize: Int = 4096) -> (text: [UInt8], filter: SubmissionFilter) {
-    var f = SubmissionFilter(options)
+               outputSize: Int = 4096, headerLimit: Int = SubmissionFilter.maxHeaderSection)
+    -> (text: [UInt8], filter: SubmissionFilter) {
+    var f = SubmissionFilter(options, headerLimit: headerLimit)
     let reserved = f.reservedOctets
     var out: [UInt8] = []
     var output = [UInt8](repeating: 0, count: outputSize)
@@ -333,6 +334,17 @@ struct SubmissionFilterTests {
         #expect(f.problems.map(\.text) == [problem])
     }
 
+    @Test("A header of colons and at-signs is read in linear time (no rescan per colon)")
+    func pathologicalList() throws {
+        let input = "To: " + String(repeating: "a@b:", count: 8000) + "\nCc: " + String(repeating: "(", count: 8000)
+            + "\nBcc: " + String(repeating: "x:", count: 8000) + "\n\nb\n"
+        let (out, f) = submit(input, submissionOptions(extract: true))
+        #expect(f.problems.count == 2)
+        #expect(f.recipients.isEmpty && !f.headerTruncated)
+        let ending = out.hasSuffix(addedFields + "\r\nb\r\n")
+        #expect(ending)
+    }
+
     @Test("Problems are bounded: the last one says more were left out")
     func manyProblems() throws {
         let input = "To: " + (0..<50).map { "bad\($0) word" }.joined(separator: ", ") + "\n\nb\n"
@@ -384,6 +396,17 @@ struct SubmissionFilterTests {
         #expect(out == addedFields + "\r\n." + long + "\r\n")
     }
 
+    @Test("A header over the limit with Bcc: removed: the partial line stays mid-line, so a dot in it is text (fuzz find)")
+    func overLimitAfterBccRemoval() throws {
+        // The limit falls just before the ".": the line "0123456789." is cut
+        // there, and the body goes on in the middle of that line.
+        let input = "To: a@example.com\nBcc: b@example.com\n0123456789.\n"
+        let limit = 19 + 20 + 10    // the two fields held with CRLF, then "0123456789"
+        let (out, f) = submitAll(Array(input.utf8), submissionOptions(extract: true, stuffed: true), headerLimit: limit)
+        #expect(f.headerTruncated && !f.inputEnded)
+        #expect(String(decoding: out, as: UTF8.self) == "To: a@example.com\r\n" + addedFields + "\r\n0123456789.\r\n")
+    }
+
     @Test("A line of exactly the limit fits; the next octet starts the body")
     func exactLimit() throws {
         let line = "X: " + String(repeating: "y", count: SubmissionFilter.maxHeaderSection - 3)
@@ -413,11 +436,16 @@ struct SubmissionFilterTests {
         ]
         for input in inputs {
             for options in [submissionOptions(extract: true, stuffed: true), submissionOptions(dotEnds: false)] {
-                let whole = submitAll(Array(input.utf8), options)
-                for chunk in 1...8 {
-                    let cut = submitAll(Array(input.utf8), options, chunk: chunk, outputSize: outputSize)
-                    #expect(cut.text == whole.text, "chunk \(chunk), output \(outputSize): \(input)")
-                    #expect(cut.filter.recipients == whole.filter.recipients)
+                // The real header limit, and one that the inputs overflow.
+                for limit in [SubmissionFilter.maxHeaderSection, 20] {
+                    let whole = submitAll(Array(input.utf8), options, headerLimit: limit)
+                    for chunk in 1...8 {
+                        let cut = submitAll(Array(input.utf8), options, chunk: chunk, outputSize: outputSize,
+                                            headerLimit: limit)
+                        #expect(cut.text == whole.text, "chunk \(chunk), output \(outputSize), limit \(limit): \(input)")
+                        #expect(cut.filter.recipients == whole.filter.recipients)
+                        #expect(cut.filter.problems == whole.filter.problems)
+                    }
                 }
             }
         }
