@@ -60,7 +60,7 @@ public final class SubmissionClient {
     /// One whole transaction. `source` fills the buffer it is given with the next
     /// plain text and returns the count, 0 at the end, or nil when the text
     /// cannot be read (the transaction is then abandoned, nothing is queued).
-    public func transfer(heloName: String, sender: Mailbox, recipients: [Mailbox],
+    public func transfer(heloName: String, sender: Mailbox, recipients: [Mailbox], sevenBit: Bool = false,
                          source: (UnsafeMutableRawBufferPointer) -> Int?) -> Outcome {
         switch exchange(nil, Self.greetingMs) {
         case .failure(let p): return .failed("no greeting: \(p)")
@@ -72,9 +72,10 @@ public final class SubmissionClient {
         case .success(let r) where r.code != 250: return r.isPermanent ? .refused("EHLO: \(r)") : .failed("EHLO: \(r)")
         default: break
         }
-        // BODY=8BITMIME always: whether the text has 8-bit octets is known only
-        // once it has been read, and the daemon stores it as given (RFC 6152 §3).
-        switch exchange("MAIL FROM:\(sender) BODY=8BITMIME", Self.commandMs) {
+        // BODY=8BITMIME unless the program said 7BIT (sendmail -B): whether the
+        // text has 8-bit octets is known only once it has been read, and the
+        // daemon stores it as given (RFC 6152 §3).
+        switch exchange("MAIL FROM:\(sender) BODY=\(sevenBit ? "7BIT" : "8BITMIME")", Self.commandMs) {
         case .failure(let p): return .failed("MAIL: \(p)")
         case .success(let r) where r.code != 250: return outcome("MAIL FROM:\(sender)", r)
         default: break

@@ -155,7 +155,8 @@ final class Submission {
         case .failure(let p):
             daemonProblem = "postern is not running (\(p))"
         case .success(let client):
-            let outcome = client.transfer(heloName: hostname, sender: sender, recipients: recipients) { input.fill($0) }
+            let outcome = client.transfer(heloName: hostname, sender: sender, recipients: recipients,
+                                          sevenBit: options.bodyType == .sevenBit) { input.fill($0) }
             switch outcome {
             case .accepted(let reply, let refused):
                 input.copy?.discard()
