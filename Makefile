@@ -32,7 +32,10 @@ DEB_DEBS := dpkg-dev
 # install the package in a Debian 12 chroot made with debootstrap (which checks
 # the mirror's signatures with debian-archive-keyring).
 TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace \
-	$(DEB_DEBS) man-db systemd debootstrap debian-archive-keyring
+	$(DEB_DEBS) man-db systemd debootstrap debian-archive-keyring liblockfile1 libbsd0
+# mail(1) of bsd-mailx, unpacked rather than installed: its package depends on an
+# MTA, and the MTA under test is Postern (Tests/tools/unpack-deb).
+MAILX_DIR := build/tools/bsd-mailx
 
 .PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build \
 	install deb deps-deb lint-deb fuzz fuzz-smoke fuzz-build fuzz-embedded-build
@@ -44,6 +47,7 @@ deps-build:
 
 deps-test:
 	@Tests/tools/ensure-debs $(TEST_DEBS)
+	@Tests/tools/unpack-deb bsd-mailx $(MAILX_DIR)
 
 # --- the release build: Embedded Swift, linked by gcc --------------------------
 
