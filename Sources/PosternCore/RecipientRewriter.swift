@@ -26,10 +26,11 @@
 ///   alias is left as written;
 /// - a field with something replaced is written again unfolded and folded
 ///   anew by `HeaderFolding` (lines of at most 998 octets, RFC 5322 §2.1.1),
-///   its name as written; everything else in it stays, except that control
-///   octets become spaces, runs of more than 64 blanks are shortened and blanks
-///   at the ends are dropped (`HeaderFolding.sanitized`), none of which changes
-///   what the field means (blanks are CFWS, §3.2.2);
+///   its name as written; everything else in it stays, except that runs of
+///   more than 64 blanks are shortened and blanks at the ends are dropped
+///   (`foldable`), which changes only CFWS, display names and comments
+///   (§3.2.2), and that a run of more than 998 octets without a blank is
+///   broken by `HeaderFolding` (the one way to keep the line legal);
 /// - a field with nothing to replace, one that does not parse, one longer than
 ///   `maxField`, and one whose rewritten form would exceed `maxRewritten`
 ///   passes through unchanged, octet for octet — as does every other field.
@@ -354,9 +355,36 @@ public struct RecipientRewriter: Sendable {
         out.append(contentsOf: value[copied...])
 
         var field: [UInt8] = []
-        HeaderFolding.append(raw[...colon] + [ASCII.space], HeaderFolding.sanitized(out), to: &field)
+        HeaderFolding.append(raw[...colon] + [ASCII.space], foldable(out), to: &field)
         if !endsWithCRLF { field.removeLast(2) }
         return field.count <= maxRewritten ? field : nil
+    }
+
+    /// `value` fit for `HeaderFolding.append` (which it is but for blanks: it
+    /// holds no CR or LF, see the unfolding above): blanks at the ends
+    /// dropped, so no folded line is blanks only, and runs of more than
+    /// `HeaderFolding.maxBlankRun` blanks shortened, so that every line has a
+    /// word within reach. Both change only CFWS, a display name or a comment,
+    /// never whether an address is local: a quoted local part holding such a
+    /// run is longer than 64 octets before and after (RFC 5321 §4.5.3.1.1).
+    /// Other octets stay, control octets included, as in a field that passes
+    /// unchanged: turning them into spaces could make a quoted local part
+    /// that is no recipient into one.
+    static func foldable(_ value: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(value.count)
+        var run = 0
+        for b in value {
+            if ASCII.isSpace(b) {
+                if out.isEmpty || run >= HeaderFolding.maxBlankRun { continue }
+                run += 1
+            } else {
+                run = 0
+            }
+            out.append(b)
+        }
+        while let last = out.last, ASCII.isSpace(last) { out.removeLast() }
+        return out
     }
 
     /// The aliases of the mailbox `f` when its address is local and has an

@@ -245,6 +245,16 @@ struct AliasMapTests {
         #expect(expanded(aliasMap(["all = b, b, B", "b = " + b]), "all")?.count == 600)
     }
 
+    @Test("A chain of aliases that each add a shared list of 999 stops at the expansion bound")
+    func deepSharedList() {
+        let shared = "b = " + (0..<999).map { "u\($0)@example.com" }.joined(separator: ", ")
+        let chain = (0..<99).map { "a\($0) = b, a\($0 + 1)" } + ["a99 = end@example.com", shared]
+        let e = aliasError(chain)
+        // a98 reaches 999 + 1 addresses; a97 reaches 999 + 1,000.
+        #expect(e?.line == 98)
+        #expect(e?.message == "alias a97: expands to more than 1000 addresses")
+    }
+
     @Test("All names together store at most 10,000 addresses")
     func totalBound() {
         let thousand = (0..<1000).map { "u\($0)@example.com" }.joined(separator: ", ")

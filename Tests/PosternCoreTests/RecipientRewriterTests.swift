@@ -227,6 +227,21 @@ struct RecipientRewriterTests {
         #expect(rewriteRecipients("To: j\u{f6}rg\r\n\r\n", aliases: rewriteAliasesWithWildcard) == "To: j\u{f6}rg\r\n\r\n")
     }
 
+    @Test("Control octets in a rewritten field stay: spaced out, a quoted local part could become a recipient (RFC 5321 §4.1.2)")
+    func controlOctetsStay() {
+        let text: [UInt8] = Array("Cc: root, \"".utf8) + [1, 0] + Array("x\" (\u{7f})\r\n\r\n".utf8)
+        let expected: [UInt8] = Array("Cc: admin@example.com, \"".utf8) + [1, 0] + Array("x\" (\u{7f})\r\n\r\n".utf8)
+        #expect(rewriteRecipients(text, aliases: rewriteAliasesWithWildcard) == expected)
+    }
+
+    @Test("A rewritten field loses only blanks at its ends and beyond 64 in a run (RFC 5322 §3.2.2 CFWS)")
+    func blanks() {
+        let run = String(repeating: " ", count: 100)
+        let out = rewriteRecipients(Array(("To:   root ," + run + "(x)  \r\n\r\n").utf8))
+        // Folded before the run of blanks (the line would pass 78 octets).
+        #expect(String(decoding: out, as: UTF8.self) == "To: admin@example.com ,\r\n" + String(repeating: " ", count: 64) + "(x)\r\n\r\n")
+    }
+
     @Test("The output does not depend on the input's chunks or the output room", arguments: [1, 2, 3, 5, 7, 64])
     func splits(size: Int) {
         let texts = [
