@@ -286,7 +286,7 @@ public struct AliasMap: Equatable, Sendable {
         }
 
         var map: [[UInt8]: [Mailbox]] = [:]
-        for (key, node) in index { map[key] = resolved[node].map(\.mailbox) }
+        for (key, node) in index { map[key] = resolved[node].map { $0.mailbox } }
         return AliasMap(entries: map, localDomains: domains)
     }
 
