@@ -32,8 +32,10 @@
 ///   (§3.2.2), and that a run of more than 998 octets without a blank is
 ///   broken by `HeaderFolding` (the one way to keep the line legal);
 /// - a field with nothing to replace, one that does not parse, one longer than
-///   `maxField`, and one whose rewritten form would exceed `maxRewritten`
-///   passes through unchanged, octet for octet — as does every other field.
+///   `maxField`, one whose rewritten form would exceed `maxRewritten`, and one
+///   that would make the message grow by more than `maxGrowth` (32,768
+///   octets) in all passes through unchanged, octet for octet — as does every
+///   other field.
 ///
 /// Only CRLF ends a line (RFC 5322 §2.1): a bare CR or LF is an ordinary octet
 /// of its line (and a To: field holding one is not parsed, so it passes
@@ -59,6 +61,11 @@ public struct RecipientRewriter: Sendable {
     /// Octets of a rewritten field at most; a field whose aliases would make it
     /// longer passes unchanged.
     public static let maxRewritten = 16 * 1024
+    /// Octets the rewriting adds to one message at most, all its fields
+    /// together; a field that would go past this passes unchanged. So the
+    /// text sent is at most this much longer than the spooled text, which
+    /// bounds the SIZE= the sender declares (RFC 1870 §3).
+    public static let maxGrowth = 2 * maxRewritten
     /// Octets of a field's start held until its name is known (as `FromRewriter`).
     public static let maxFieldName = FromRewriter.maxFieldName
 
@@ -104,6 +111,8 @@ public struct RecipientRewriter: Sendable {
     private var previousWasCR = false
     /// `finish` was called.
     private var finishing = false
+    /// Octets added to this message so far (`maxGrowth`).
+    private var grown = 0
 
     public init(aliases: AliasMap) {
         self.aliases = aliases
@@ -119,6 +128,7 @@ public struct RecipientRewriter: Sendable {
         written = 0
         previousWasCR = false
         finishing = false
+        grown = 0
     }
 
     /// Octets held now (for tests and the fuzz target: never above the bounds).
@@ -298,6 +308,9 @@ public struct RecipientRewriter: Sendable {
     private mutating func composed(endsWithCRLF: Bool) -> Bool {
         guard let field = Self.rewrittenField(held, endsWithCRLF: endsWithCRLF, aliases: aliases),
               field.count <= rewritten.capacity else { return false }
+        let growth = max(0, field.count - held.count)
+        guard growth <= Self.maxGrowth - grown else { return false }
+        grown += growth
         rewritten.removeAll(keepingCapacity: true)
         rewritten.append(contentsOf: field)
         held.removeAll(keepingCapacity: true)

@@ -211,6 +211,33 @@ struct RecipientRewriterTests {
         #expect(rewriteRecipients(Array(text.utf8), aliases: short) != Array(text.utf8))
     }
 
+    @Test("The message grows by at most maxGrowth: later fields pass unchanged once it is spent (RFC 1870 §3)")
+    func growthBudget() {
+        let list = (0..<400).map { "user-\($0)@example.com" }.joined(separator: ", ")
+        let map = aliasMap(["all = " + list])
+        let field = "Cc: all\r\n"
+        let text = String(repeating: field, count: 4) + "\r\nbody\r\n"
+        let out = rewriteRecipients(Array(text.utf8), aliases: map)
+        // Each rewritten field adds about 9,700 octets: three fit in 32,768.
+        let fields = String(decoding: out, as: UTF8.self).split(separator: "\r\nCc:", omittingEmptySubsequences: false)
+        #expect(fields.count == 4)
+        #expect(fields.filter { $0.hasPrefix(" all\r\n") || $0.hasPrefix("Cc: all\r\n") }.count == 1)
+        #expect(out.count - text.utf8.count <= RecipientRewriter.maxGrowth)
+        #expect(String(decoding: out, as: UTF8.self).hasSuffix("\r\nCc: all\r\n\r\nbody\r\n"))
+        #expect(String(decoding: out, as: UTF8.self).hasPrefix("Cc: user-0@example.com, "))
+        // A new message has the whole budget again.
+        var r = RecipientRewriter(aliases: map)
+        var output = [UInt8](repeating: 0, count: 65536)
+        for _ in 0..<2 {
+            r.reset()
+            let step = Array(text.utf8).withUnsafeBytes { i in output.withUnsafeMutableBytes { r.rewrite(i, into: $0) } }
+            var all = Array(output[0..<step.produced])
+            let e = output.withUnsafeMutableBytes { r.finish(into: $0) }
+            all += output[0..<e.produced]
+            #expect(all == out)
+        }
+    }
+
     @Test("Other fields, 8-bit octets and bare CR or LF pass through unchanged")
     func otherFields() {
         let raw: [UInt8] = Array("X-Raw: ".utf8) + [0xe9, 0x00, 0xff, 13, 10] + Array("Subject: a\rb\nc\r\n".utf8)

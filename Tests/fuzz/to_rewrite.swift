@@ -13,7 +13,8 @@
 // every field but To: and Cc: octet for octet; a To:/Cc: field that changed
 // had a local address with an alias, keeps its name, has CRLF lines of at most
 // 998 octets and (when it parses) no local address with an alias left; a short
-// one that has such an address does change; the body comes out byte for byte.
+// one that has such an address does change while the growth budget lasts; the
+// message grows by at most maxGrowth; the body comes out byte for byte.
 
 let localDomains: [[UInt8]] = [Array("localhost".utf8), Array("gateway.local".utf8)]
 
@@ -191,6 +192,8 @@ func checkStructure(input: [UInt8], output: [UInt8], map: AliasMap, smallExpansi
     let (outFields, outEnd) = headerFields(output)
     require(Array(input[inEnd...]) == Array(output[outEnd...]), "the body changed")
     require(inFields.count == outFields.count, "\(inFields.count) fields in, \(outFields.count) out")
+    require(output.count - input.count <= RecipientRewriter.maxGrowth, "the message grew by \(output.count - input.count)")
+    var grown = 0
     for (a, b) in zip(inFields, outFields) {
         let same = a.elementsEqual(b)
         guard isAddressField(a) else {
@@ -200,10 +203,14 @@ func checkStructure(input: [UInt8], output: [UInt8], map: AliasMap, smallExpansi
         let original = unfoldedValue(a)
         let aliased = original.flatMap { aliasedMailboxes($0.value, map) } ?? 0
         if same {
-            // A short field with an aliased address cannot stay (small aliases cannot reach maxRewritten).
-            require(!(smallExpansions && aliased > 0 && a.count <= 400), "a To:/Cc: field with an aliased address stayed")
+            // A short field with an aliased address cannot stay (small
+            // aliases cannot reach maxRewritten; it grows by less than 8,000
+            // octets), unless the message's growth budget is spent.
+            require(!(smallExpansions && aliased > 0 && a.count <= 400 && grown + 8000 <= RecipientRewriter.maxGrowth),
+                    "a To:/Cc: field with an aliased address stayed")
             continue
         }
+        grown += max(0, b.count - a.count)
         require(a.count <= RecipientRewriter.maxField, "a field longer than maxField changed")
         require(aliased > 0, "a To:/Cc: field without an aliased address changed")
         require(isAddressField(b), "the rewritten field is not To: or Cc:")
