@@ -28,9 +28,14 @@ CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=build/obj/c/%.o)
 BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
 # `make deb`: dpkg-shlibdeps (dpkg-dev) for the Depends: line.
 DEB_DEBS := dpkg-dev
-# The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd).
+# The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd), and
+# install the package in a Debian 12 chroot made with debootstrap (which checks
+# the mirror's signatures with debian-archive-keyring).
 TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace \
-	$(DEB_DEBS) man-db systemd
+	$(DEB_DEBS) man-db systemd debootstrap debian-archive-keyring liblockfile1 libbsd0
+# mail(1) of bsd-mailx, unpacked rather than installed: its package depends on an
+# MTA, and the MTA under test is Postern (Tests/tools/unpack-deb).
+MAILX_DIR := build/tools/bsd-mailx
 
 .PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline clean debug-build \
 	install deb deps-deb lint-deb fuzz fuzz-smoke fuzz-build fuzz-embedded-build
@@ -42,6 +47,7 @@ deps-build:
 
 deps-test:
 	@Tests/tools/ensure-debs $(TEST_DEBS)
+	@Tests/tools/unpack-deb bsd-mailx $(MAILX_DIR)
 
 # --- the release build: Embedded Swift, linked by gcc --------------------------
 
@@ -52,20 +58,23 @@ build/obj/c/%.o: $(CLIBC)/%.c $(CLIBC_H)
 	gcc -O2 -Wall -D_FORTIFY_SOURCE=2 -fstack-protector-strong -ffunction-sections -fdata-sections \
 		-I$(CLIBC)/include -c $< -o $@
 
-build/obj/PosternCore.o: $(CORE_SOURCES)
-	@mkdir -p build/obj build/modules
-	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternCore -emit-module \
-		-emit-module-path build/modules/PosternCore.swiftmodule -c $(CORE_SOURCES) -o $@
+# The release binary is compiled as one Swift module: the sources of the three
+# SPM modules (Package.swift keeps them apart, which the regular build checks)
+# with their `import PosternCore`/`import PosternRuntime` lines dropped, in one
+# whole-module invocation. Embedded Swift specialises generic code in every
+# module that uses it, so three modules carried up to three copies of it:
+# 1,041,736 bytes as three modules, 985,912 as one (measured in issue 9).
+SINGLE_DIR := build/single
+build/obj/postern-single.o: $(CORE_SOURCES) $(RUNTIME_SOURCES) $(MAIN_SOURCES) $(CLIBC_H) Sources/CSystemd/shim.h
+	@rm -rf $(SINGLE_DIR) && mkdir -p $(SINGLE_DIR) build/obj
+	@for f in $(CORE_SOURCES) $(RUNTIME_SOURCES) $(MAIN_SOURCES); do \
+		d=$$(basename $$(dirname $$f)); \
+		sed -e '/^import PosternCore$$/d' -e '/^import PosternRuntime$$/d' $$f > $(SINGLE_DIR)/$${d}_$$(basename $$f); \
+	done
+	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name postern -I $(CLIBC)/include -I Sources/CSystemd \
+		-c $(SINGLE_DIR)/*.swift -o $@
 
-build/obj/PosternRuntime.o: $(RUNTIME_SOURCES) build/obj/PosternCore.o $(CLIBC_H) Sources/CSystemd/shim.h
-	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name PosternRuntime -I build/modules -I $(CLIBC)/include -I Sources/CSystemd \
-		-emit-module -emit-module-path build/modules/PosternRuntime.swiftmodule -c $(RUNTIME_SOURCES) -o $@
-
-build/obj/postern.o: $(MAIN_SOURCES) build/obj/PosternRuntime.o
-	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name postern -I build/modules -I $(CLIBC)/include -I Sources/CSystemd \
-		-c $(MAIN_SOURCES) -o $@
-
-build/postern: $(CLIBC_OBJS) build/obj/PosternCore.o build/obj/PosternRuntime.o build/obj/postern.o
+build/postern: $(CLIBC_OBJS) build/obj/postern-single.o
 	gcc -o $@ $^ -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now \
 		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
 	strip $@
@@ -112,7 +121,11 @@ bench-flash: deps-test build
 	@Tests/tools/ensure-debs strace e2fsprogs util-linux
 	$(PY) Tests/bench/flash_wear.py
 
+# First whatever a killed package test left mounted in build/debian-chroot
+# (test_deploy.py: overlays, tmpfs and proc; never a bind of the host's files).
 clean:
+	@awk -v top="$(CURDIR)/build/" 'index($$5, top) == 1 {print $$5}' /proc/self/mountinfo | sort -r | \
+		xargs -r -n1 umount --lazy
 	rm -rf build .build
 
 # --- fuzzing (Tests/fuzz/README.md) --------------------------------------------------
@@ -206,7 +219,7 @@ fuzz: fuzz-build
 
 # --- installation and the Debian package --------------------------------------------
 #
-#   make install [DESTDIR=/stage] [PREFIX=/usr/local]
+#   make install [DESTDIR=/stage] [PREFIX=/usr/local] [SENDMAIL_LINKS=no]
 #   make deb        build/postern_<version>_<arch>.deb (apt install ./build/postern_*.deb)
 #
 # The binary goes to $(PREFIX)/sbin, the man pages to $(PREFIX)/share/man, and
@@ -220,9 +233,22 @@ fuzz: fuzz-build
 #
 # A plain `make install` (no DESTDIR) onto a running system also creates the user
 # and the spool and updates the journal catalog, as the package's postinst does.
+#
+# Postern is also the system's mail transport agent: the same binary called as
+# sendmail, mailq or newaliases (by argv[0]). So install makes relative symbolic
+# links to $(SBINDIR)/postern: $(SBINDIR)/sendmail, $(BINDIR)/mailq and
+# $(BINDIR)/newaliases, and with PREFIX=/usr also /usr/lib/sendmail (the
+# historical path old programs call, FHS 3.0 §4.6.2). Other prefixes get no
+# lib/sendmail: nothing looks for $(PREFIX)/lib/sendmail, and /usr/lib/sendmail
+# belongs to the system's package manager. The man pages sendmail(8), mailq(8)
+# and newaliases(8) are links to postern(8). SENDMAIL_LINKS=no installs none of
+# these (Postern alongside another MTA). A link is never written over a file
+# that is not already a link to postern (another MTA's sendmail): install stops
+# before installing anything and names it.
 
 PREFIX ?= /usr/local
 SBINDIR = $(PREFIX)/sbin
+BINDIR = $(PREFIX)/bin
 MANDIR = $(PREFIX)/share/man
 ifeq ($(PREFIX),/usr)
 UNITDIR ?= /lib/systemd/system
@@ -233,8 +259,24 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
 CONFDIR = /etc/postern
+SENDMAIL_LINKS ?= yes
+ifeq ($(SENDMAIL_LINKS),yes)
+# Each links to $(SBINDIR)/postern (postern.8.gz), relative to its own directory.
+MTA_LINKS := $(SBINDIR)/sendmail $(BINDIR)/mailq $(BINDIR)/newaliases $(if $(filter /usr,$(PREFIX)),/usr/lib/sendmail)
+MTA_MAN_LINKS := $(MANDIR)/man8/sendmail.8.gz $(MANDIR)/man8/mailq.8.gz $(MANDIR)/man8/newaliases.8.gz
+else ifneq ($(SENDMAIL_LINKS),no)
+$(error SENDMAIL_LINKS must be yes or no, not "$(SENDMAIL_LINKS)")
+endif
 
 install: build
+	@for l in $(MTA_LINKS:%=$(DESTDIR)%) $(MTA_MAN_LINKS:%=$(DESTDIR)%); do \
+		if [ -e "$$l" ] || [ -L "$$l" ]; then \
+			case "$$(readlink "$$l")" in *postern|*postern.8.gz) ;; *) \
+				echo "$$l exists and is not Postern's (another MTA?): remove it, or make install SENDMAIL_LINKS=no" >&2; \
+				exit 1;; \
+			esac; \
+		fi; \
+	done
 	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
 		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(CONFDIR)
@@ -248,6 +290,12 @@ install: build
 	gzip -9nc Deploy/postern.8 > $(DESTDIR)$(MANDIR)/man8/postern.8.gz
 	gzip -9nc Deploy/postern.conf.5 > $(DESTDIR)$(MANDIR)/man5/postern.conf.5.gz
 	chmod 0644 $(DESTDIR)$(MANDIR)/man8/postern.8.gz $(DESTDIR)$(MANDIR)/man5/postern.conf.5.gz
+	@set -e; for l in $(MTA_LINKS); do \
+		target=$$(realpath -m --relative-to="$$(dirname "$$l")" $(SBINDIR)/postern); \
+		install -d -m 0755 "$(DESTDIR)$$(dirname "$$l")"; \
+		echo "ln -sfn $$target $(DESTDIR)$$l"; ln -sfn "$$target" "$(DESTDIR)$$l"; \
+	done; \
+	for l in $(MTA_MAN_LINKS); do echo "ln -sfn postern.8.gz $(DESTDIR)$$l"; ln -sfn postern.8.gz "$(DESTDIR)$$l"; done
 	@if [ -e $(DESTDIR)$(CONFDIR)/postern.conf ]; then \
 		echo "kept the existing $(DESTDIR)$(CONFDIR)/postern.conf (the example is Deploy/postern.conf)"; \
 	else \
@@ -269,13 +317,14 @@ DEB_MAINTAINER ?= Postern maintainers <maintainers@postern.invalid>
 deps-deb:
 	@Tests/tools/ensure-debs $(DEB_DEBS)
 
-# The package is staged by `make install DESTDIR=… PREFIX=/usr`, then given its
+# The package is staged by `make install DESTDIR=… PREFIX=/usr` (always with the
+# sendmail links: the package is the system's MTA), then given its
 # control file (the version from `build/postern version`, Depends from
 # dpkg-shlibdeps), conffiles, md5sums and the maintainer scripts of
 # Deploy/debian/, and built with dpkg-deb as root:root whoever builds it.
 deb: deps-deb build
 	rm -rf $(DEB_ROOT) build/postern_*.deb
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr SENDMAIL_LINKS=yes
 	install -d -m 0755 $(DEB_STAGE)/usr/share/doc/postern $(DEB_STAGE)/DEBIAN
 	set -euo pipefail; \
 	first=$$(git log --format=%cd --date=format:%Y 2>/dev/null | tail -n 1); \

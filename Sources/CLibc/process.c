@@ -40,7 +40,7 @@ static int cloexec_pipe(int fds[2]) {
     return 0;
 }
 
-int cl_spawn(char *const argv[], cl_child *out) {
+int cl_spawn(char *const argv[], int stdin_fd, cl_child *out) {
     if (!argv || !argv[0] || !out) return EINVAL;
     int o[2], e[2];
     if (cloexec_pipe(o) != 0) return errno;
@@ -61,7 +61,8 @@ int cl_spawn(char *const argv[], cl_child *out) {
         if (rc != 0) posix_spawn_file_actions_destroy(&actions);
     }
     if (rc == 0) {
-        rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+        rc = stdin_fd >= 0 ? posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0)
+                           : posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, o[1], 1);
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, e[1], 2);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))

@@ -36,7 +36,10 @@ public struct Mailbox: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     /// Parses the inside of a path (without angle brackets), dropping an obsolete
     /// source route ("@a,@b:user@c", RFC 5321 §4.1.2 and Appendix C).
-    public static func parse(_ raw: ArraySlice<UInt8>, allowNull: Bool) -> Mailbox? {
+    /// `allowUnqualified` also takes a local part without a domain (`root`, as
+    /// cron and mail(1) address the board's own users): a recipient for
+    /// `[aliases]`; otherwise only "postmaster" may come without one.
+    public static func parse(_ raw: ArraySlice<UInt8>, allowNull: Bool, allowUnqualified: Bool = false) -> Mailbox? {
         var s = raw
         if s.isEmpty { return allowNull ? .null : nil }
         // RFC 5321 §4.5.3.1.3: 256 octets for the whole path, route and brackets included.
@@ -92,8 +95,9 @@ public struct Mailbox: Equatable, Hashable, Sendable, CustomStringConvertible {
         let localLength = i - s.startIndex
         guard localLength <= maxLocalPart else { return nil }
         if i == s.endIndex {
-            // Only "postmaster" may come without a domain (RFC 5321 §4.1.1.3).
-            guard ASCII.equalsIgnoringCase(s, Array("postmaster".utf8)) else { return nil }
+            // Only "postmaster" may come without a domain (RFC 5321 §4.1.1.3),
+            // unless the caller maps local names.
+            guard allowUnqualified || ASCII.equalsIgnoringCase(s, Array("postmaster".utf8)) else { return nil }
             return Mailbox(bytes: Array(s), atIndex: nil)
         }
         guard s[i] == ASCII.at else { return nil }
@@ -155,7 +159,8 @@ public struct PathArgument: Equatable, Sendable {
     /// Parses `FROM:<path> params` or `TO:<path> params` (the text after the verb).
     /// Tolerates a space after the colon and a path without brackets, as Postfix
     /// does: alerting devices send both.
-    public static func parse(_ arg: ArraySlice<UInt8>, prefix: String, allowNull: Bool) -> Result<PathArgument, Failure> {
+    public static func parse(_ arg: ArraySlice<UInt8>, prefix: String, allowNull: Bool,
+                             allowUnqualified: Bool = false) -> Result<PathArgument, Failure> {
         let p = Array(prefix.utf8)
         guard ASCII.hasPrefixIgnoringCase(arg, prefix) else { return .failure(.missingPrefix) }
         var s = arg.dropFirst(p.count)
@@ -183,7 +188,9 @@ public struct PathArgument: Equatable, Sendable {
             rest = s[end...]
             if path.isEmpty { return .failure(.badPath) }
         }
-        guard let mailbox = Mailbox.parse(path, allowNull: allowNull) else { return .failure(.badPath) }
+        guard let mailbox = Mailbox.parse(path, allowNull: allowNull, allowUnqualified: allowUnqualified) else {
+            return .failure(.badPath)
+        }
         var params: [(keyword: String, value: String?)] = []
         if let f = rest.first, !ASCII.isSpace(f) { return .failure(.badParameter) }
         for token in rest.split(whereSeparator: { ASCII.isSpace($0) }) {

@@ -17,6 +17,9 @@ public struct Config: Sendable {
     public var retry = RetryConfig()
     public var control = ControlConfig()
     public var notify = NotifyConfig()
+    public var local = LocalConfig()
+    /// `[aliases]`, resolved: local recipients to real addresses.
+    public var aliases = AliasMap.empty
     /// "section.key" of each setting not written but derived from another one, for
     /// `postern check-config` to say so.
     public var derived: [String] = []
@@ -170,6 +173,9 @@ public struct UpstreamConfig: Sendable {
     /// Also rewrite the `From:` header to `envelopeFrom`, keeping the original as
     /// the display name and as `Reply-To:` (issue 8 item 7).
     public var rewriteFrom = false
+    /// Also rewrite local addresses in `To:` and `Cc:` (`root`) to what
+    /// `[aliases]` maps them to: Amazon SES and others refuse `To: root`.
+    public var rewriteTo = false
     /// Line of the section header, for messages about this upstream.
     public var line = 0
 
@@ -214,4 +220,25 @@ public struct ControlConfig: Sendable {
     public var socket = "/run/postern/control"
 
     public init() {}
+}
+
+/// How the board's own programs hand mail over (`postern sendmail`, issue 9).
+public struct LocalConfig: Sendable {
+    /// The submission socket: every local user may connect (mode 0666), and the
+    /// daemon learns who did from the kernel (SO_PEERCRED), not from the client.
+    /// Under systemd, postern.socket passes it; else the daemon creates it.
+    public var socket = "/run/postern/submit"
+    /// Where `sendmail` stores a message durably when the daemon does not answer,
+    /// and the daemon takes it in, in order. Mode 3733: anyone may add a file,
+    /// no one may list the directory, nor remove or read another's file.
+    /// nil: `maildrop` inside the spool directory.
+    public var dropDir: String? = nil
+
+    public init() {}
+
+    /// The drop directory for a spool in `spoolDir`.
+    public func dropDirectory(spoolDir: String) -> String {
+        if let d = dropDir { return d }
+        return spoolDir.hasSuffix("/") ? spoolDir + "maildrop" : spoolDir + "/maildrop"
+    }
 }

@@ -28,10 +28,14 @@ public struct ConfigParser {
     /// `Int.max` of the board the daemon runs on. Tests set `Int32.max` to check a
     /// 32-bit board's limits on a 64-bit host.
     var platformIntMax = Int64(Int.max)
+    /// The board's host name (gethostname): one of the local domains of
+    /// `[aliases]`, with `localhost` and `[receiver] hostname`.
+    public var systemHostname: String? = nil
 
-    public init(file: String, baseDirectory: String) {
+    public init(file: String, baseDirectory: String, systemHostname: String? = nil) {
         self.file = file
         self.baseDirectory = baseDirectory
+        self.systemHostname = systemHostname
     }
 
     /// Sizes above this are refused as too large for the platform: half its
@@ -71,6 +75,7 @@ public struct ConfigParser {
         /// "section.key" -> (line, value) of every key written, for defaults that
         /// depend on other keys and for errors that name two lines.
         var written: [String: (line: Int, value: String)] = [:]
+        var aliasLines: [AliasMap.Line] = []
 
         func finishSection() throws(ConfigError) {
             guard section == "upstream" else { return }
@@ -93,14 +98,14 @@ public struct ConfigParser {
                 try finishSection()
                 let name = ASCII.string(ASCII.trimmed(line.dropFirst().dropLast()))
                 switch name {
-                case "receiver", "spool", "retry", "control", "notify":
+                case "receiver", "spool", "retry", "control", "notify", "local":
                     if seenSections.contains(name) { throw error(lineNumber, "section [\(name)] appears twice") }
                 case "upstream":
                     config.upstreams.append(UpstreamConfig())
                     config.upstreams[config.upstreams.count - 1].line = lineNumber
                     upstreamHostSeen = false
                 case "aliases":
-                    throw error(lineNumber, "section [\(name)] is not supported by this version of Postern")
+                    if seenSections.contains(name) { throw error(lineNumber, "section [\(name)] appears twice") }
                 default:
                     throw error(lineNumber, "unknown section [\(name)]")
                 }
@@ -132,12 +137,18 @@ public struct ConfigParser {
             case "retry": try retryKey(key, value, lineNumber, &config.retry)
             case "control": try controlKey(key, value, lineNumber, &config.control)
             case "notify": try notifyKey(key, value, lineNumber, &config.notify)
+            case "local": try localKey(key, value, lineNumber, &config.local)
+            case "aliases": aliasLines.append(AliasMap.Line(name: key, value: value, line: lineNumber))
             default: break
             }
         }
         try finishSection()
         if config.upstreams.isEmpty { throw error(0, "no [upstream] section: Postern needs a smarthost to forward to") }
         try fillDependentDefaults(&config, written)
+        switch AliasMap.build(aliasLines, localDomains: localDomains(config)) {
+        case .success(let map): config.aliases = map
+        case .failure(let e): throw error(e.line, e.message)
+        }
         return config
     }
 
@@ -308,6 +319,7 @@ public struct ConfigParser {
                 throw error(n, "password_command: \(e)")
             }
         case "rewrite_from": u.rewriteFrom = try yesNo(value, n, key)
+        case "rewrite_to": u.rewriteTo = try yesNo(value, n, key)
         case "envelope_from":
             guard let m = Mailbox.parse(Array(value.utf8)[...], allowNull: false), m.atIndex != nil else {
                 throw error(n, "envelope_from: '\(value)' is not a mailbox like alerts@example.com")
@@ -402,6 +414,22 @@ public struct ConfigParser {
         switch key {
         case "socket": c.socket = path(value)
         default: throw unknown(key, "control", n)
+        }
+    }
+
+    /// What `[aliases]` calls local besides an address without a domain.
+    func localDomains(_ config: Config) -> [[UInt8]] {
+        var names = ["localhost", "localhost.localdomain"]
+        if let h = config.receiver.hostname { names.append(h) }
+        if let h = systemHostname, !h.isEmpty { names.append(h) }
+        return names.map { Array($0.utf8) }
+    }
+
+    func localKey(_ key: String, _ value: String, _ n: Int, _ l: inout LocalConfig) throws(ConfigError) {
+        switch key {
+        case "socket": l.socket = path(value)
+        case "drop_dir": l.dropDir = path(value)
+        default: throw unknown(key, "local", n)
         }
     }
 

@@ -31,6 +31,10 @@ public struct ReceiverSettings: Sendable {
     /// has more recipients than we take keeps its transaction (RFC 5321
     /// §4.5.3.1.10), one that sends thousands is eventually cut off.
     public var recipientOvershootLimit = 1000
+    /// `[aliases]`: local recipients (no domain, `@localhost`, `@` the board's
+    /// names) are replaced by their addresses at RCPT; an unmapped one gets
+    /// 550 5.1.1 at once rather than a bounce later.
+    public var aliases = AliasMap.empty
 
     public init(hostname: String, maxMessageSize: Int, maxRecipients: Int, recipients: RecipientPolicy) {
         self.hostname = hostname
@@ -396,7 +400,7 @@ public struct SMTPReceiver: Sendable {
     /// RCPT TO (RFC 5321 §4.1.1.3).
     mutating func rcpt(_ arg: ArraySlice<UInt8>) -> [Action] {
         switch checkRcpt(arg) {
-        case .success(let mailbox): return proceedRcpt(mailbox)
+        case .success(let mailboxes): return proceedRcpt(mailboxes)
         case .failure(.refused(let reply)):
             updateTransaction { $0.refusedRecipients += 1 }
             return refuse("RCPT", reply)
@@ -412,15 +416,16 @@ public struct SMTPReceiver: Sendable {
         }
     }
 
-    /// Parses and validates RCPT; returns the mailbox to add.
-    func checkRcpt(_ arg: ArraySlice<UInt8>) -> Result<Mailbox, RcptRefusal> {
+    /// Parses and validates RCPT; returns the mailboxes to add: the one given,
+    /// or for a local recipient the addresses its alias stands for.
+    func checkRcpt(_ arg: ArraySlice<UInt8>) -> Result<[Mailbox], RcptRefusal> {
         let transaction: Transaction
         switch state {
         case .gotMail(let t), .gotRecipients(let t): transaction = t
         default: return .failure(.refused(Reply(503, "5.5.1", "Error: need MAIL command")))
         }
         let path: PathArgument
-        switch PathArgument.parse(arg, prefix: "TO:", allowNull: false) {
+        switch PathArgument.parse(arg, prefix: "TO:", allowNull: false, allowUnqualified: true) {
         case .failure(.missingPrefix): return .failure(.refused(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")))
         case .failure(.badPath): return .failure(.refused(Reply(501, "5.1.3", "Bad recipient address syntax")))
         case .failure(.badParameter): return .failure(.refused(Reply(501, "5.5.4", "Syntax error in parameters")))
@@ -429,21 +434,35 @@ public struct SMTPReceiver: Sendable {
         if let p = path.parameters.first {
             return .failure(.refused(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)")))
         }
-        // RFC 5321 §4.5.1: mail to the domain-less <Postmaster> must be accepted,
-        // whatever allow_recipients says.
-        if !settings.recipients.allows(path.mailbox) && path.mailbox.atIndex != nil {
-            return .failure(.refused(Reply(550, "5.7.1", "\(path.mailbox): Recipient address rejected: relay access denied")))
+        let mailbox = path.mailbox
+        var add = [mailbox]
+        if settings.aliases.isLocal(mailbox) {
+            if let targets = settings.aliases.expand(localPart: mailbox.localPart) {
+                // The administrator's own mapping: its addresses are not subject
+                // to allow_recipients.
+                add = targets
+            } else if mailbox.atIndex == nil && ASCII.equalsIgnoringCase(mailbox.bytes[...], Self.postmaster) {
+                // RFC 5321 §4.5.1: the domain-less <Postmaster> is always accepted;
+                // without an alias for it, it is forwarded as it came.
+            } else {
+                // RFC 3463 §3.2 X.1.1: bad destination mailbox address.
+                return .failure(.refused(Reply(550, "5.1.1", "\(mailbox): Recipient address rejected: no such local user (see [aliases])")))
+            }
+        } else if !settings.recipients.allows(mailbox) {
+            return .failure(.refused(Reply(550, "5.7.1", "\(mailbox): Recipient address rejected: relay access denied")))
         }
-        if transaction.recipients.count >= settings.maxRecipients
-            && !transaction.recipientKeys.contains(path.mailbox.canonical) {
+        let new = add.filter { !transaction.recipientKeys.contains($0.canonical) }
+        if !new.isEmpty && transaction.recipients.count + new.count > settings.maxRecipients {
             return .failure(.tooMany)
         }
-        return .success(path.mailbox)
+        return .success(add)
     }
 
-    mutating func proceedRcpt(_ mailbox: Mailbox) -> [Action] {
+    static let postmaster = Array("postmaster".utf8)
+
+    mutating func proceedRcpt(_ mailboxes: [Mailbox]) -> [Action] {
         updateTransaction { t in
-            if t.recipientKeys.insert(mailbox.canonical).inserted { t.recipients.append(mailbox) }
+            for mailbox in mailboxes where t.recipientKeys.insert(mailbox.canonical).inserted { t.recipients.append(mailbox) }
         }
         return [.reply(Reply(250, "2.1.5", "Ok"))]
     }

@@ -12,10 +12,14 @@ public enum TraceHeader {
         /// header never discloses the other recipients of a message.
         public var recipient: Mailbox?
         public var date: String
+        /// Set for a submission from the board itself (`postern sendmail`): the
+        /// header then names the local user instead of a client host.
+        public var local: LocalSender? = nil
 
         public init(heloName: String, clientAddress: IPAddress, hostname: String, protocolName: String,
-                    queueID: String, recipient: Mailbox?, date: String) {
+                    queueID: String, recipient: Mailbox?, date: String, local: LocalSender? = nil) {
             self.heloName = heloName
+            self.local = local
             self.clientAddress = clientAddress
             self.hostname = hostname
             self.protocolName = protocolName
@@ -27,8 +31,17 @@ public enum TraceHeader {
 
     /// The header, folded onto continuation lines (RFC 5322 §2.2.3), ending in CRLF.
     public static func received(_ i: Info) -> [UInt8] {
-        var s = "Received: from \(i.heloName) (\(i.clientAddress.literal))\r\n"
-        s += "\tby \(i.hostname) (Postern) with \(i.protocolName) id \(i.queueID)"
+        var s: String
+        if let l = i.local {
+            // A local submission has no client host: as Postfix writes
+            // "Received: by host (Postfix, from userid 1000)" for its sendmail,
+            // the From clause is left out and the user goes in the comment.
+            s = "Received: by \(i.hostname) (Postern, from \(l))\r\n"
+            s += "\twith \(i.protocolName) id \(i.queueID)"
+        } else {
+            s = "Received: from \(i.heloName) (\(i.clientAddress.literal))\r\n"
+            s += "\tby \(i.hostname) (Postern) with \(i.protocolName) id \(i.queueID)"
+        }
         if let r = i.recipient { s += "\r\n\tfor \(r)" }
         s += "; \(i.date)\r\n"
         return Array(s.utf8)

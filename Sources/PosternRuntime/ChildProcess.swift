@@ -5,7 +5,7 @@ import PosternCore
 /// time and output, driven by the poll loop without ever blocking it.
 ///
 /// The program runs without a shell (`cl_spawn`: posix_spawnp with an argv; see
-/// `CommandLineWords` for a configured command line), stdin from /dev/null, stdout
+/// `CommandLineWords` for a configured command line), stdin from /dev/null (or a file the caller gives), stdout
 /// and stderr on two pipes whose read ends the loop polls, no other descriptor of
 /// the daemon, in its own process group. The loop:
 ///
@@ -71,6 +71,10 @@ public final class ChildProcess {
     /// The child's pid (its process group id); kept after it is reaped, for logs. 0
     /// when it never started.
     public private(set) var pid: Int32 = 0
+    /// The exit status of a child that exited by itself, once reaped (nil when
+    /// it was killed, timed out or never ran): a protocol between the daemon
+    /// and its own `postern pickup`.
+    public private(set) var exitCode: Int32? = nil
     /// Whether `pid` has been reaped (or never existed).
     public private(set) var reaped = true
     public private(set) var stdoutFD: Int32 = -1
@@ -86,14 +90,15 @@ public final class ChildProcess {
     var errorBytes = 0
     let scratch: UnsafeMutableRawPointer
 
-    /// Starts `argv` (argv[0] is looked up in PATH when it has no '/').
-    /// `maxOutput` is 1 ... 1 MiB (a programmer's constant). The result may already
-    /// be finished: a program that cannot be run fails at once.
+    /// Starts `argv` (argv[0] is looked up in PATH when it has no '/'), its
+    /// standard input `stdin` when that is a descriptor (it stays the caller's),
+    /// else /dev/null. `maxOutput` is 1 ... 1 MiB (a programmer's constant). The
+    /// result may already be finished: a program that cannot be run fails at once.
     public static func start(argv: [String], timeoutNanoseconds: Int64, maxOutput: Int = defaultMaxOutput,
-                             now: Int64) -> ChildProcess {
+                             stdin: Int32 = -1, now: Int64) -> ChildProcess {
         let child = ChildProcess(program: argv.first ?? "", timeoutNanoseconds: timeoutNanoseconds,
                                  maxOutput: maxOutput, now: now)
-        child.spawn(argv)
+        child.spawn(argv, stdin: stdin)
         return child
     }
 
@@ -123,7 +128,7 @@ public final class ChildProcess {
         scratch.deallocate()
     }
 
-    func spawn(_ argv: [String]) {
+    func spawn(_ argv: [String], stdin: Int32) {
         guard let first = argv.first, !first.isEmpty else {
             state = .finished(.failure("no command to run"))
             return
@@ -142,7 +147,7 @@ public final class ChildProcess {
         }
         cArgs.append(nil)
         var spawned = cl_child()
-        let rc = cArgs.withUnsafeBufferPointer { cl_spawn($0.baseAddress, &spawned) }
+        let rc = cArgs.withUnsafeBufferPointer { cl_spawn($0.baseAddress, stdin, &spawned) }
         guard rc == 0 else {
             state = .finished(.failure("cannot run \(first): \(Errno(rc, "posix_spawn").text)"))
             return
@@ -332,6 +337,7 @@ public final class ChildProcess {
     }
 
     func finish(_ ending: Ending, _ status: ExitStatus) {
+        if case (.closedOutput, .exited(let code)) = (ending, status) { exitCode = code }
         let outcome: Outcome
         switch (ending, status) {
         case (.closedOutput, .exited(0)):

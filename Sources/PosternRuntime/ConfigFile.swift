@@ -15,6 +15,6 @@ public enum ConfigFile {
             base = String(decoding: path.utf8[..<slash], as: UTF8.self)
             if base.isEmpty { base = "/" }
         }
-        return ConfigParser(file: path, baseDirectory: base).parse(bytes)
+        return ConfigParser(file: path, baseDirectory: base, systemHostname: Sys.hostname()).parse(bytes)
     }
 }

@@ -24,7 +24,11 @@ public final class Daemon {
     let kernel: any Kernel
     var context: ReceiverContext? = nil
     var pool: ReceiverPool? = nil
-    var listeners: [(fd: Int32, endpoint: Endpoint?)] = []
+    /// `local`: the submission socket of `postern sendmail` (AF_UNIX).
+    var listeners: [(fd: Int32, endpoint: Endpoint?, local: Bool)] = []
+    /// The submission socket's path when the daemon created it (removed at exit).
+    var ownedLocalSocket: String? = nil
+    var mailDrop: MailDrop? = nil
     /// The listeners came from systemd (LISTEN_FDS): `[receiver] listen` is unused.
     var socketActivated = false
     var signalFD: Int32 = -1
@@ -32,7 +36,7 @@ public final class Daemon {
     var stopDeadline: Int64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
-    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int) }
+    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop }
     var owners: [Owner] = []
 
     /// How long a stopping daemon waits for the upstream's reply to a message it
@@ -51,6 +55,7 @@ public final class Daemon {
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
                             expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log,
                             kernel: kernel, postmaster: config.notify.postmaster)
+        delivery.aliases = config.aliases
         control = ControlServer(path: config.control.socket, spool: spool, delivery: delivery, log: log,
                                 facts: DaemonFacts(startedMonotonic: started, activeConnections: 0,
                                                    maxConnections: config.receiver.maxConnections),
@@ -97,6 +102,9 @@ public final class Daemon {
         self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
         pool = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
+        let drop = MailDrop(path: config.local.dropDirectory(spoolDir: config.spool.dir), socketPath: localSocketPath, log: log)
+        drop.open(now: Clock.monotonic())
+        mailDrop = drop
         log.notice("postern started", [("hostname", hostname), ("upstream", config.upstreams.map { $0.name }.joined(separator: ", ")),
                                        ("queued", "\(spool.queue.count)")], id: MessageIDs.started)
         // READY=1 only now: the spool is recovered and every listener is open.
@@ -112,8 +120,10 @@ public final class Daemon {
     }
 
     func receiverSettings(_ c: Config) -> ReceiverSettings {
-        ReceiverSettings(hostname: c.receiver.hostname ?? Sys.hostname(), maxMessageSize: c.receiver.maxMessageSize,
-                         maxRecipients: c.receiver.maxRecipients, recipients: c.receiver.allowRecipients)
+        var s = ReceiverSettings(hostname: c.receiver.hostname ?? Sys.hostname(), maxMessageSize: c.receiver.maxMessageSize,
+                                 maxRecipients: c.receiver.maxRecipients, recipients: c.receiver.allowRecipients)
+        s.aliases = c.aliases
+        return s
     }
 
     /// The listening sockets: those systemd passed (socket activation, sd_listen_fds(3)),
@@ -122,23 +132,31 @@ public final class Daemon {
         let passed = Systemd.listenFDs()
         if !passed.isEmpty {
             for (fd, name) in passed {
+                if cl_is_listening_unix(fd) != 0 {
+                    // postern.socket's ListenStream=/run/postern/submit.
+                    _ = cl_set_nonblocking(fd)
+                    listeners.append((fd, nil, true))
+                    log.info("listening", [("socket", Self.unixPath(fd) ?? "?"), ("from", "systemd"), ("name", name),
+                                           ("for", "postern sendmail")])
+                    continue
+                }
                 guard cl_is_listening_tcp(fd) != 0 else {
-                    return "the socket systemd passed as '\(name)' (fd \(fd)) is not a listening TCP socket"
+                    return "the socket systemd passed as '\(name)' (fd \(fd)) is not a listening TCP or unix socket"
                 }
                 _ = cl_set_nonblocking(fd)
-                listeners.append((fd, nil))
+                listeners.append((fd, nil, false))
                 var bound = cl_ip_endpoint()
                 _ = cl_local_endpoint(fd, &bound)
                 log.info("listening", [("address", Self.describe(bound)), ("from", "systemd"), ("name", name)])
             }
             socketActivated = true
             log.info("socket-activated: [receiver] listen is not used", [("sockets", "\(passed.count)")])
-            return nil
+            return openLocalListener()
         }
         for endpoint in config.receiver.listen {
             switch Self.listen(endpoint) {
             case .success(let fd):
-                listeners.append((fd, endpoint))
+                listeners.append((fd, endpoint, false))
                 var bound = cl_ip_endpoint()
                 _ = cl_local_endpoint(fd, &bound)
                 log.info("listening", [("address", Self.describe(bound))])
@@ -146,7 +164,46 @@ public final class Daemon {
                 return "cannot listen on \(endpoint): \(e.text)"
             }
         }
+        return openLocalListener()
+    }
+
+    /// The local submission socket (`[local] socket`), unless systemd passed one:
+    /// mode 0666, since every local user may submit (cron runs users' jobs as
+    /// them); the kernel tells who connected.
+    func openLocalListener() -> String? {
+        if listeners.contains(where: { $0.local }) { return nil }
+        let path = config.local.socket
+        if let slash = path.utf8.lastIndex(of: 47), slash != path.utf8.startIndex {
+            let parent = String(decoding: path.utf8[..<slash], as: UTF8.self)
+            if case .failure(let e) = Sys.mkdir(parent, 0o755) { return "local submission socket: \(e)" }
+        }
+        // A socket file left by a daemon that died is removed; one that answers
+        // belongs to a running postern.
+        let probe = cl_connect_unix(path)
+        if probe >= 0 {
+            Sys.close(probe)
+            return "local submission socket \(path) is in use by another running postern"
+        }
+        _ = Sys.unlink(path)
+        let fd = cl_listen_unix_mode(path, 128, 0o666)
+        if fd < 0 { return "cannot listen on the local submission socket \(path): \(Errno.current("bind").text)" }
+        listeners.append((fd, nil, true))
+        ownedLocalSocket = path
+        log.info("listening", [("socket", path), ("for", "postern sendmail")])
         return nil
+    }
+
+    /// The path of the local submission socket in use (passed or created).
+    var localSocketPath: String {
+        if let l = listeners.first(where: { $0.local }), let p = Self.unixPath(l.fd) { return p }
+        return config.local.socket
+    }
+
+    static func unixPath(_ fd: Int32) -> String? {
+        var buf = [CChar](repeating: 0, count: 128)
+        let n = buf.withUnsafeMutableBufferPointer { cl_unix_socket_path(fd, $0.baseAddress, $0.count) }
+        guard n > 0, n < buf.count else { return nil }
+        return String(decoding: buf[0..<Int(n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func listen(_ endpoint: Endpoint) -> Result<Int32, Errno> {
@@ -238,6 +295,12 @@ public final class Daemon {
             pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
             owners.append(.control(entry.index))
         }
+        if !stopping {
+            for entry in mailDrop?.pollEntries() ?? [] {
+                pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
+                owners.append(.mailDrop)
+            }
+        }
     }
 
     /// Milliseconds until the earliest timer; 0 when work is pending; -1 for none.
@@ -250,6 +313,7 @@ public final class Daemon {
         if let t = delivery.nextWakeup(now: now) { earliest(t) }
         if let t = control.nextDeadline() { earliest(t) }
         if let t = service.nextWakeup() { earliest(t) }
+        if !stopping, let t = mailDrop?.nextWakeup(now: now) { earliest(t) }
         if stopping { earliest(stopDeadline) }
         guard let t = next else { return -1 }
         if t <= now { return 0 }
@@ -265,7 +329,13 @@ public final class Daemon {
             case .signals:
                 handleSignals(now: now)
             case .listener(let i):
-                pool?.accept(from: listeners[i].fd, now: now)
+                if listeners[i].local {
+                    pool?.acceptLocal(from: listeners[i].fd, now: now, identify: identifyLocal)
+                } else {
+                    pool?.accept(from: listeners[i].fd, now: now)
+                }
+            case .mailDrop:
+                mailDrop?.ready(fd: p.fd, now: now)
             case .receiver(let i):
                 pool?.ready(index: i, revents: p.revents, now: now)
             case .control(let i):
@@ -307,6 +377,14 @@ public final class Daemon {
     func timers(now: Int64) {
         pool?.timers(now: now)
         control.timers(now: now)
+        if !stopping { mailDrop?.tick(now: now, canAccept: spool.acceptsMail(now: now)) }
+    }
+
+    /// A local submitter as the kernel names it; the pickup child speaks for the
+    /// owner of the drop file it submits.
+    func identifyLocal(_ cred: cl_peer_cred) -> LocalSender {
+        if let owner = mailDrop?.identify(cred) { return owner }
+        return LocalSender(uid: cred.uid, user: LocalUsers.name(cred.uid), pid: cred.pid)
     }
 
     // MARK: stopping
@@ -335,6 +413,8 @@ public final class Daemon {
         if delivery.fd >= 0 { delivery.closeSocket() }
         pool?.shutdown(now: Clock.monotonic())
         control.close()
+        mailDrop?.close(now: Clock.monotonic())
+        if let path = ownedLocalSocket { _ = Sys.unlink(path) }
         spool.close()
         log.notice("postern stopped", [("queued", "\(spool.queue.count)")], id: MessageIDs.stopped)
     }

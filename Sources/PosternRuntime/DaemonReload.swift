@@ -31,13 +31,13 @@ extension Daemon {
         }
 
         // Open what the new configuration needs before changing anything.
-        var opened: [(fd: Int32, endpoint: Endpoint?)] = []
+        var opened: [(fd: Int32, endpoint: Endpoint?, local: Bool)] = []
         var listenChanged = false
         if !socketActivated && new.receiver.listen != config.receiver.listen {
             listenChanged = true
             for endpoint in new.receiver.listen where !listeners.contains(where: { $0.endpoint == endpoint }) {
                 switch Self.listen(endpoint) {
-                case .success(let fd): opened.append((fd, endpoint))
+                case .success(let fd): opened.append((fd, endpoint, false))
                 case .failure(let e):
                     for o in opened { Sys.close(o.fd) }
                     return "cannot listen on \(endpoint): \(e.text)"
@@ -58,8 +58,12 @@ extension Daemon {
         // Apply.
         var changed: [String] = []
         if listenChanged {
-            for l in listeners where !new.receiver.listen.contains(where: { $0 == l.endpoint }) { Sys.close(l.fd) }
-            listeners = listeners.filter { l in new.receiver.listen.contains(where: { $0 == l.endpoint }) } + opened
+            // The local submission socket is not one of `[receiver] listen`: it stays.
+            func kept(_ l: (fd: Int32, endpoint: Endpoint?, local: Bool)) -> Bool {
+                l.local || new.receiver.listen.contains(where: { $0 == l.endpoint })
+            }
+            for l in listeners where !kept(l) { Sys.close(l.fd) }
+            listeners = listeners.filter(kept) + opened
             for o in opened { log.info("listening", [("address", o.endpoint?.description ?? "?")]) }
             changed.append("listen")
         }
@@ -84,6 +88,7 @@ extension Daemon {
             || new.upstreams.map { $0.envelopeFrom } != delivery.upstreams.map { $0.envelopeFrom }
         delivery.upstreams = new.upstreams
         delivery.heloName = hostname
+        delivery.aliases = new.aliases
         delivery.notices?.policy = NoticePolicy(postmaster: new.notify.postmaster, hostname: hostname)
         delivery.notices?.hostname = hostname
         delivery.policy = RetryPolicy(new.retry)
@@ -93,6 +98,11 @@ extension Daemon {
             // one's backoff would be pointless.
             _ = delivery.retryNow()
             changed.append("upstream")
+        }
+        if new.local.socket != config.local.socket
+            || new.local.dropDirectory(spoolDir: new.spool.dir) != config.local.dropDirectory(spoolDir: config.spool.dir) {
+            log.warning("[local] socket and drop_dir take effect at the next start; the running ones stay",
+                        [("socket", localSocketPath), ("drop_dir", mailDrop?.path ?? "")])
         }
         config = new
         logUpstreamChecks(new)

@@ -53,6 +53,8 @@ public final class Delivery {
     public internal(set) var active = 0
     public var upstream: UpstreamConfig { upstreams[active] }
     public var heloName: String
+    /// `[aliases]`, for `[upstream] rewrite_to` (set by the daemon, and on reload).
+    public var aliases = AliasMap.empty
     public var policy: RetryPolicy
     public var expiry: ExpiryPolicy
     /// While the clock is unsynchronised, expired deadlines are looked at again
@@ -439,7 +441,8 @@ public final class Delivery {
         current = Current(id: m.id, recipientIndex: indices, recipients: rcpts, from: from)
         spool.queue.setInFlight(m.id, true)
         spool.queue.countAttempt(m.id)
-        text.begin(rewriteFrom: upstream.rewriteFrom ? upstream.envelopeFrom : nil, qualifyDomain: heloName)
+        text.begin(rewriteFrom: upstream.rewriteFrom ? upstream.envelopeFrom : nil, qualifyDomain: heloName,
+                   rewriteTo: upstream.rewriteTo ? aliases : nil)
         perform(machine.start(message: OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size + text.sizeAllowance,
                                                        eightBit: envelope.eightBit)), now: now)
     }

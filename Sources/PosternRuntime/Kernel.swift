@@ -38,6 +38,16 @@ public protocol Kernel: AnyObject {
     func close(_ fd: Int32)
     /// poll(2); an interrupted poll reports no descriptor ready.
     func poll(_ fds: inout [pollfd], timeoutMilliseconds: Int32) -> Result<Int, Errno>
+    /// getsockopt(SO_PEERCRED) of an accepted local connection: the process
+    /// that connected, as the kernel recorded it; nil when it cannot say.
+    func peerCredentials(_ fd: Int32) -> cl_peer_cred?
+}
+
+extension Kernel {
+    public func peerCredentials(_ fd: Int32) -> cl_peer_cred? {
+        var cred = cl_peer_cred()
+        return cl_peer_credentials(fd, &cred) == 0 ? cred : nil
+    }
 }
 
 /// The real kernel, through `Sys` and the C helpers.

@@ -60,6 +60,10 @@ public final class ReceiverConnection {
     var framer = LineFramer()
     var decoder = DataDecoder()
     var peer = IPAddress.loopbackV4
+    /// Set for a connection on the local submission socket: who it is, from the
+    /// kernel. Such a client is always allowed to send (any local user may, as
+    /// with Postfix's sendmail); `peer` is then loopback, for the slot reservation.
+    var local: LocalSender? = nil
     var connectionID = ""
     /// The spool transaction of the message being received; kept until the
     /// group commit has answered for it.
@@ -99,9 +103,10 @@ public final class ReceiverConnection {
     }
 
     /// Takes over an accepted socket.
-    public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64) {
+    public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil) {
         self.fd = fd
-        self.peer = peer.unmapped
+        self.peer = local == nil ? peer.unmapped : IPAddress.loopbackV4
+        self.local = local
         connectionID = id
         input.clear(); text.clear(); output.clear()
         machine = SMTPReceiver(settings: context.settings)
@@ -111,9 +116,10 @@ public final class ReceiverConnection {
         inputEnded = false
         peerGone = false
         restartDeadline(now)
-        let allowed = context.allowClients.contains { $0.contains(self.peer) }
-        context.log.debug("client connected", [("conn", id), ("client", self.peer.description), ("allowed", allowed ? "yes" : "no")])
-        perform(machine.start(clientAllowed: allowed, clientText: self.peer.literal), now: now)
+        let allowed = local != nil || context.allowClients.contains { $0.contains(self.peer) }
+        context.log.debug("client connected", clientFields + [("conn", id), ("allowed", allowed ? "yes" : "no")])
+        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? self.peer.literal),
+                now: now)
         sendOutput(now: now)
     }
 
@@ -151,7 +157,7 @@ public final class ReceiverConnection {
             return
         }
         if !machine.isClosed {
-            context.log.info("client timed out", [("conn", connectionID), ("client", peer.description),
+            context.log.info("client timed out", clientFields + [("conn", connectionID),
                                                    ("state", machine.phase.description)])
             perform(machine.timedOut(), now: now)
             sendOutput(now: now)
@@ -176,8 +182,8 @@ public final class ReceiverConnection {
         context.log.event(.received, .info, "message received", [
             ("queue_id", t.queueID), ("from", env.from.description),
             ("rcpt", env.recipients.map { $0.description }.joined(separator: ",")),
-            ("size", "\(t.size)"), ("client", peer.description), ("conn", connectionID),
-        ])
+            ("size", "\(t.size)"), ("conn", connectionID),
+        ] + clientFields)
         transaction = nil
         perform(machine.committed(queueID: t.queueID), now: now)
         afterCommit(now: now)
@@ -233,7 +239,7 @@ public final class ReceiverConnection {
             // it did not finish is thrown away (RFC 5321 §3.3: no end of data).
             if machine.expectsText {
                 context.log.info("client closed the connection during DATA; message discarded",
-                                 [("conn", connectionID), ("client", peer.description)])
+                                 [("conn", connectionID)] + clientFields)
             }
             perform(machine.disconnected(), now: now)
         }
@@ -336,8 +342,8 @@ public final class ReceiverConnection {
             case .commitMessage:
                 commit(now: now)
             case .rejected(let command, let reply):
-                context.log.event(.rejected, .notice, "command rejected", [
-                    ("client", peer.description), ("command", command), ("reply", reply.description), ("conn", connectionID),
+                context.log.event(.rejected, .notice, "command rejected", clientFields + [
+                    ("command", command), ("reply", reply.description), ("conn", connectionID),
                 ])
             case .close:
                 // The machine is closed now; the connection closes once the
@@ -357,11 +363,23 @@ public final class ReceiverConnection {
             let header = TraceHeader.received(TraceHeader.Info(
                 heloName: env.heloName, clientAddress: peer, hostname: context.settings.hostname,
                 protocolName: env.esmtp ? "ESMTP" : "SMTP", queueID: t.queueID,
-                recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: Clock.rfc5322Date()))
+                recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: Clock.rfc5322Date(),
+                local: local))
             text.append(header)
         case .failure(let e):
             storeFailed(e, now: now)
         }
+    }
+
+    /// The log fields naming the client: its address, or for a local submission
+    /// "local" with the user, uid and pid the kernel gave (POSTERN_USER, POSTERN_UID,
+    /// POSTERN_PID in the journal).
+    var clientFields: [(String, String)] {
+        guard let l = local else { return [("client", peer.description)] }
+        var f: [(String, String)] = [("client", "local"), ("uid", "\(l.uid)")]
+        if let u = l.user { f.append(("user", u)) }
+        if let p = l.pid { f.append(("pid", "\(p)")) } else { f.append(("via", "maildrop")) }
+        return f
     }
 
     /// Writes the commit record (the text was stored with the end of data).

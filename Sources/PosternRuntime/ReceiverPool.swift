@@ -49,7 +49,29 @@ public final class ReceiverPool {
         }
     }
 
-    func admit(_ accepted: AcceptedConnection, now: Int64) {
+    /// Takes the connections waiting on the local submission socket (`postern
+    /// sendmail`), each named by `identify` from the kernel's credentials of the
+    /// connecting process. One whose credentials cannot be read is closed.
+    public func acceptLocal(from listenFD: Int32, now: Int64, identify: (cl_peer_cred) -> LocalSender) {
+        for _ in 0..<64 {
+            switch context.kernel.acceptLocal(listenFD) {
+            case .success(let fd?):
+                guard let cred = context.kernel.peerCredentials(fd) else {
+                    context.log.warning("local connection without credentials closed", [("error", Errno.current("getsockopt").description)])
+                    context.kernel.close(fd)
+                    continue
+                }
+                admit(AcceptedConnection(fd: fd, peer: IPAddress.loopbackV4), now: now, local: identify(cred))
+            case .success(nil):
+                return
+            case .failure(let e):
+                context.log.warning("accept failed", [("error", e.description), ("socket", "local")])
+                return
+            }
+        }
+    }
+
+    func admit(_ accepted: AcceptedConnection, now: Int64, local: LocalSender? = nil) {
         connectionCounter += 1
         let peer = accepted.peer.unmapped
         let loopback = peer.isLoopback
@@ -66,7 +88,7 @@ public final class ReceiverPool {
             ])
             return
         }
-        slot.attach(fd: accepted.fd, peer: peer, id: ASCII.hexTrimmed(connectionCounter), now: now)
+        slot.attach(fd: accepted.fd, peer: peer, id: ASCII.hexTrimmed(connectionCounter), now: now, local: local)
     }
 
     // MARK: the loop

@@ -22,6 +22,10 @@ let usage = """
       queue [--json] [--config FILE]                 list queued messages (read from the spool when no daemon runs)
       flush [--config FILE]                          retry every deferred message now
       status [--config FILE]                         uptime, queue, last delivery, upstream state
+      sendmail [-t] [-i] [-f FROM] [-F NAME] [RCPT...]
+                                                     submit a message from standard input, as
+                                                     sendmail(1) does (also when called as sendmail;
+                                                     mailq and newaliases work too)
       probe [--config FILE] [--send-to ADDRESS]      connect to each upstream as the daemon would and say
                                                      what happened at each step; send a test message
                                                      through each only with --send-to
@@ -30,7 +34,7 @@ let usage = """
     """
 
 struct Options {
-    var configPath = defaultConfig
+    var configPath = configPathFromEnvironment()
     var debug = false
     var json = false
     /// `probe --send-to`: where the test message goes.
@@ -344,12 +348,24 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
     for i in 1..<Int(max(argc, 1)) {
         if let p = argv[i] { args.append(String(cString: p)) }
     }
+    // Called as sendmail, mailq or newaliases (the Debian package's links).
+    let program = argc > 0 ? argv[0].map { programName(String(cString: $0)) } ?? "postern" : "postern"
+    switch program {
+    case "sendmail": return sendmailCommand(args, program: program)
+    case "mailq": return sendmailCommand(["-bp"] + args, program: program)
+    case "newaliases": return 0
+    default: break
+    }
     guard let command = args.first else {
         Sys.writeStderr(usage)
         return exUsage
     }
     let rest = Array(args.dropFirst())
     switch command {
+    case "sendmail": return sendmailCommand(rest, program: "sendmail")
+    case "mailq": return sendmailCommand(["-bp"] + rest, program: "mailq")
+    case "newaliases": return 0
+    case "pickup": return pickupCommand(rest)
     case "run": return runCommand(rest)
     case "check-config": return checkConfigCommand(rest)
     case "queue": return controlCommand("queue", rest, allowed: ["--config", "--json"])

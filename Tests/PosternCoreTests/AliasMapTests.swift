@@ -32,7 +32,7 @@ func aliasError(_ lines: [String]) -> ConfigError? {
 }
 
 /// The texts of `expand` for a local part.
-func expanded(_ map: AliasMap, _ localPart: String) -> [String]? {
+func aliasExpansion(_ map: AliasMap, _ localPart: String) -> [String]? {
     map.expand(localPart: Array(localPart.utf8)[...])?.map(\.text)
 }
 
@@ -58,33 +58,33 @@ struct AliasMapTests {
     func example() {
         let map = aliasMap(Self.example)
         #expect(!map.isEmpty)
-        #expect(expanded(map, "root") == ["admin@example.com"])
-        #expect(expanded(map, "cron-job") == ["ops@example.com", "admin@example.com"])
-        #expect(expanded(map, "postmaster") == ["admin@example.com"])
-        #expect(expanded(map, "smartd") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "root") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "cron-job") == ["ops@example.com", "admin@example.com"])
+        #expect(aliasExpansion(map, "postmaster") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "smartd") == ["admin@example.com"])
     }
 
     @Test("Without a wildcard an unmapped local part expands to nothing (the receiver answers 550 5.1.1)")
     func unmapped() {
         let map = aliasMap(["root = admin@example.com"])
-        #expect(expanded(map, "root") == ["admin@example.com"])
-        #expect(expanded(map, "bob") == nil)
+        #expect(aliasExpansion(map, "root") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "bob") == nil)
     }
 
     @Test("Names compare without case, as Postfix folds the lookup key (postalias(1))")
     func nameCase() {
         let map = aliasMap(["Root = admin@example.com", "MAILER-daemon = ops@example.com"])
-        #expect(expanded(map, "ROOT") == ["admin@example.com"])
-        #expect(expanded(map, "root") == ["admin@example.com"])
-        #expect(expanded(map, "Mailer-Daemon") == ["ops@example.com"])
+        #expect(aliasExpansion(map, "ROOT") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "root") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "Mailer-Daemon") == ["ops@example.com"])
     }
 
     @Test("A quoted local part is the same mailbox as its content (RFC 5321 §4.1.2)")
     func quotedLocalPart() {
         let map = aliasMap(["root = admin@example.com"])
-        #expect(expanded(map, "\"root\"") == ["admin@example.com"])
-        #expect(expanded(map, "\"r\\oot\"") == ["admin@example.com"])
-        #expect(expanded(map, "\"root \"") == nil)
+        #expect(aliasExpansion(map, "\"root\"") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "\"r\\oot\"") == ["admin@example.com"])
+        #expect(aliasExpansion(map, "\"root \"") == nil)
     }
 
     @Test("A name written twice, in any case, is an error naming both lines")
@@ -118,9 +118,9 @@ struct AliasMapTests {
     func goodNames() {
         let long = String(repeating: "x", count: 64)
         let map = aliasMap([long + " = a@example.com", "a.b+c_d-e = b@example.com", "o'brien = c@example.com"])
-        #expect(expanded(map, long) == ["a@example.com"])
-        #expect(expanded(map, "A.B+C_D-E") == ["b@example.com"])
-        #expect(expanded(map, "o'brien") == ["c@example.com"])
+        #expect(aliasExpansion(map, long) == ["a@example.com"])
+        #expect(aliasExpansion(map, "A.B+C_D-E") == ["b@example.com"])
+        #expect(aliasExpansion(map, "o'brien") == ["c@example.com"])
     }
 
     @Test("Empty values, empty list elements and bad addresses are errors naming the line and the address")
@@ -145,7 +145,7 @@ struct AliasMapTests {
     @Test("A target may be in angle brackets and its local part quoted, with a comma inside (RFC 5321 §4.1.2)")
     func targetForms() {
         let map = aliasMap(["root = <admin@example.com>, \"a,b\"@example.com"])
-        #expect(expanded(map, "root") == ["admin@example.com", "\"a,b\"@example.com"])
+        #expect(aliasExpansion(map, "root") == ["admin@example.com", "\"a,b\"@example.com"])
     }
 
     @Test("A local target with no alias and no wildcard is an error naming the line")
@@ -161,14 +161,14 @@ struct AliasMapTests {
     @Test("A local target with no alias of its own goes to the wildcard")
     func localTargetThroughWildcard() {
         let map = aliasMap(["root = bob, carol@example.com", "* = ops@example.com"])
-        #expect(expanded(map, "root") == ["ops@example.com", "carol@example.com"])
+        #expect(aliasExpansion(map, "root") == ["ops@example.com", "carol@example.com"])
     }
 
     @Test("Targets at a local domain are local names; at another domain they are final (RFC 5321 §2.4)")
     func localDomainTargets() {
         let map = aliasMap(["root = admin@Gateway.Local, ops@localhost, x@gateway.local.example",
                             "admin = a@example.com", "ops = o@example.com"])
-        #expect(expanded(map, "root") == ["a@example.com", "o@example.com", "x@gateway.local.example"])
+        #expect(aliasExpansion(map, "root") == ["a@example.com", "o@example.com", "x@gateway.local.example"])
     }
 
     @Test("Chains resolve at build time to final addresses, duplicates removed in first-seen order")
@@ -180,8 +180,8 @@ struct AliasMapTests {
             "root = A@example.com",
         ])
         // Domains compare without case (Mailbox.canonical); local parts with it.
-        #expect(expanded(map, "all") == ["a@example.com", "b@EXAMPLE.com", "c@example.com", "A@example.com"])
-        #expect(expanded(map, "dev") == ["b@example.com", "c@example.com", "a@example.com"])
+        #expect(aliasExpansion(map, "all") == ["a@example.com", "b@EXAMPLE.com", "c@example.com", "A@example.com"])
+        #expect(aliasExpansion(map, "dev") == ["b@example.com", "c@example.com", "a@example.com"])
     }
 
     @Test("expand never returns a local address")
@@ -193,7 +193,7 @@ struct AliasMapTests {
                 #expect(m.domain != nil)
             }
         }
-        #expect(expanded(map, "ops") == ["admin@example.com", "y@example.org"])
+        #expect(aliasExpansion(map, "ops") == ["admin@example.com", "y@example.org"])
     }
 
     @Test("Loops are errors naming the line where the loop closes and the chain", arguments: [
@@ -214,7 +214,7 @@ struct AliasMapTests {
     @Test("A diamond (two paths to one alias) is no loop")
     func diamond() {
         let map = aliasMap(["a = b, c", "b = d", "c = d", "d = x@example.com"])
-        #expect(expanded(map, "a") == ["x@example.com"])
+        #expect(aliasExpansion(map, "a") == ["x@example.com"])
     }
 
     @Test("Chains of up to 100 aliases resolve; a longer one is an error")
@@ -222,7 +222,7 @@ struct AliasMapTests {
         func chain(_ n: Int) -> [String] {
             (0..<n).map { "a\($0) = " + ($0 == n - 1 ? "end@example.com" : "a\($0 + 1)") }
         }
-        #expect(expanded(aliasMap(chain(AliasMap.maxChainDepth)), "a0") == ["end@example.com"])
+        #expect(aliasExpansion(aliasMap(chain(AliasMap.maxChainDepth)), "a0") == ["end@example.com"])
         let e = aliasError(chain(AliasMap.maxChainDepth + 1))
         #expect(e?.line == AliasMap.maxChainDepth)
         #expect(e?.message.hasPrefix("alias a0: a chain of more than 100 aliases: a0 -> a1 -> ") == true)
@@ -232,7 +232,7 @@ struct AliasMapTests {
     @Test("One name reaches at most 1,000 addresses, counted before duplicates are removed")
     func expansionBound() {
         let thousand = (0..<1000).map { "u\($0)@example.com" }
-        #expect(expanded(aliasMap(["big = " + thousand.joined(separator: ", ")]), "big")?.count == 1000)
+        #expect(aliasExpansion(aliasMap(["big = " + thousand.joined(separator: ", ")]), "big")?.count == 1000)
         let e = aliasError(["big = " + (thousand + ["one@example.com"]).joined(separator: ", ")])
         #expect(e?.message == "alias big: expands to more than 1000 addresses")
         // Two lists of 600 with 500 in common: 700 addresses, 1,200 reached.
@@ -242,7 +242,7 @@ struct AliasMapTests {
         #expect(e2?.line == 1)
         #expect(e2?.message == "alias all: expands to more than 1000 addresses")
         // The same alias named twice counts once.
-        #expect(expanded(aliasMap(["all = b, b, B", "b = " + b]), "all")?.count == 600)
+        #expect(aliasExpansion(aliasMap(["all = b, b, B", "b = " + b]), "all")?.count == 600)
     }
 
     @Test("A chain of aliases that each add a shared list of 999 stops at the expansion bound")

@@ -396,11 +396,42 @@ struct ConfigParserErrorTests {
         #expect(c.upstreams[0].rewriteFrom)
     }
 
-    @Test("Sections of features not yet supported", arguments: ["aliases"])
-    func unsupportedSection(name: String) {
-        let e = configError(upstream + "[\(name)]\nroot = admin@example.com\n")
-        #expect(e?.line == 4)
-        #expect(e?.message.contains("not supported") == true)
+    @Test("[aliases] is read and resolved; the receiver's hostname and localhost are local (issue 9 item 4)")
+    func aliasesSection() throws {
+        let c = try parseConfig(upstream + "[receiver]\nhostname = board.example\n[aliases]\nroot = admin@example.com\n"
+                                + "cron-job = ops@example.com, root\n").get()
+        #expect(c.aliases.expand(localPart: Array("cron-job".utf8)[...])?.map { $0.text } == ["ops@example.com", "admin@example.com"])
+        #expect(c.aliases.isLocal(Mailbox.parse(Array("x@Board.Example".utf8)[...], allowNull: false)!))
+        #expect(c.aliases.isLocal(Mailbox.parse(Array("x@localhost".utf8)[...], allowNull: false)!))
+        #expect(!c.aliases.isLocal(Mailbox.parse(Array("x@example.com".utf8)[...], allowNull: false)!))
+    }
+
+    @Test("An alias loop is an error naming its line")
+    func aliasLoop() {
+        let e = configError(upstream + "[aliases]\na = b\nb = a\n")
+        #expect(e?.line == 5 || e?.line == 6)
+        #expect(e?.message.contains("loop") == true)
+    }
+
+    @Test("[aliases] twice is an error")
+    func aliasesTwice() {
+        #expect(configError(upstream + "[aliases]\na = x@example.com\n[aliases]\nb = y@example.com\n")?.line == 6)
+    }
+
+    @Test("[local] socket and drop_dir; the drop directory defaults to maildrop in the spool")
+    func localSection() throws {
+        let c = try parseConfig(upstream + "[spool]\ndir = /var/spool/p\n").get()
+        #expect(c.local.socket == "/run/postern/submit")
+        #expect(c.local.dropDirectory(spoolDir: c.spool.dir) == "/var/spool/p/maildrop")
+        let d = try parseConfig(upstream + "[local]\nsocket = /tmp/s\ndrop_dir = /tmp/d\n").get()
+        #expect(d.local.socket == "/tmp/s" && d.local.dropDirectory(spoolDir: d.spool.dir) == "/tmp/d")
+        #expect(configError(upstream + "[local]\nsockets = /tmp/s\n")?.line == 5)
+    }
+
+    @Test("[upstream] rewrite_to")
+    func rewriteTo() throws {
+        #expect(try parseConfig("[upstream]\nhost = h.example\nrewrite_to = yes\n").get().upstreams[0].rewriteTo)
+        #expect(configError("[upstream]\nhost = h.example\nrewrite_to = maybe\n")?.line == 3)
     }
 
     @Test("Keys of features not yet supported are refused, not ignored", arguments: [

@@ -409,6 +409,8 @@ class Daemon:
             "retry": {"initial": "1s", "max": "2s"},
             # Each daemon gets its own control socket, so tests can run side by side.
             "control": {"socket": "control.sock"},
+            # ... and its own sendmail socket (the drop directory is spool/maildrop).
+            "local": {"socket": "submit.sock"},
         }
         for key, value in overrides.items():
             section, name = key.split("__", 1)

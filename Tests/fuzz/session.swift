@@ -18,6 +18,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         hostname: "mx.fuzz", maxMessageSize: input.int(0...600), maxRecipients: input.int(1...4),
         recipients: flags & 2 != 0 ? .anyone : RecipientPolicy(patterns: [.domain(Array("example.com".utf8))]))
     settings.maxErrors = input.int(1...24)
+    if flags & 16 != 0 { settings.aliases = fuzzAliases(wildcard: flags & 32 != 0) }
     var driver = ReceiverDriver(settings: settings, clientAllowed: flags & 1 != 0,
                                 spoolFullEveryOtherLine: flags & 4 != 0, commits: commits,
                                 textBufferSize: flags & 8 != 0 ? 16 : 300)
@@ -110,7 +111,11 @@ struct ReceiverDriver {
                 require(!envelope.recipients.isEmpty, "DATA with no recipient")
                 require(envelope.recipients.count <= machine.settings.maxRecipients, "too many recipients")
                 for r in envelope.recipients {
-                    require(r.atIndex == nil || machine.settings.recipients.allows(r), "a refused recipient in the envelope")
+                    require(r.atIndex == nil || machine.settings.recipients.allows(r) || aliasTargets.contains(r.text),
+                            "a refused recipient in the envelope")
+                    // A local recipient never reaches the spool: it is replaced by
+                    // its alias (only the domain-less postmaster may stay).
+                    require(!machine.settings.aliases.isLocal(r) || r.atIndex == nil, "a local recipient in the envelope")
                 }
                 decoder = DataDecoder()
                 storedText = 0
@@ -155,5 +160,18 @@ struct ReceiverDriver {
                 length = 0
             }
         }
+    }
+}
+
+/// `[aliases]` for the session (flags bit 4; bit 5 adds `*`).
+let aliasTargets = ["admin@example.com", "a@example.com", "b@example.com", "c@example.org"]
+
+func fuzzAliases(wildcard: Bool) -> AliasMap {
+    var lines = [AliasMap.Line(name: "root", value: "admin@example.com", line: 1),
+                 AliasMap.Line(name: "ops", value: "a@example.com, b@example.com, root", line: 2)]
+    if wildcard { lines.append(AliasMap.Line(name: "*", value: "c@example.org", line: 3)) }
+    switch AliasMap.build(lines, localDomains: [Array("localhost".utf8), Array("mx.fuzz".utf8)]) {
+    case .success(let m): return m
+    case .failure: return .empty
     }
 }

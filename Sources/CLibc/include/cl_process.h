@@ -17,14 +17,15 @@ typedef struct {
 
 /// posix_spawnp(3) of argv[0] (searched in PATH when it has no '/') with the
 /// NULL-terminated `argv` and the daemon's environment, no shell. In the child:
-/// stdin is /dev/null, stdout and stderr are the write ends of two pipes, every
+/// stdin is `stdin_fd` when it is 0 or more (a drop file for `postern pickup`),
+/// else /dev/null; stdout and stderr are the write ends of two pipes, every
 /// other descriptor is closed (whatever its close-on-exec flag), the signal mask is
 /// empty and every signal has its default action (the daemon blocks SIGTERM, SIGINT
 /// and SIGHUP for its signalfd and ignores SIGPIPE; a child must not inherit that),
 /// and it leads a new process group, so cl_kill_group reaches everything it starts.
 /// Returns 0 and fills `out`, or an errno value: glibc reports a failed exec (ENOENT,
 /// EACCES, ...) here, so there is no separate error pipe.
-int cl_spawn(char *const argv[], cl_child *out);
+int cl_spawn(char *const argv[], int stdin_fd, cl_child *out);
 
 /// A reaped child's status: kind 1 = exited with `value` as its exit status,
 /// kind 2 = killed by signal `value`.

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "cl_process.h"
+#include "cl_local.h"
 
 /// errno of the calling thread.
 int cl_errno(void);
