@@ -40,13 +40,16 @@
 ///
 /// Bounds, so that a hostile configuration cannot make the build slow or big:
 /// `maxNames` (1,000) entries; a chain of at most `maxChainDepth` (100)
-/// aliases; at most `maxExpansion` (1,000) addresses reached from one name,
-/// counted before duplicates are removed (Postfix's
-/// `virtual_alias_expansion_limit` is also 1,000); at most `maxTotal`
-/// (10,000) addresses stored for all names together. The stored addresses
-/// share the storage of the targets parsed from the configuration, so the map
-/// holds little more than the `[aliases]` text plus 24 octets per stored
-/// address (at most 240 KB).
+/// aliases (sendmail's `MaxAliasRecursion` is 10); at most `maxExpansion`
+/// (1,000) addresses reached from one name, counted before duplicates are
+/// removed (Postfix's `virtual_alias_expansion_limit` is also 1,000), which
+/// bounds the work of the build to about 2,000 steps per name; at most `maxTotal` (10,000) addresses stored for all names together.
+/// The stored addresses share the storage of the targets parsed from the
+/// configuration, so the map holds little more than the `[aliases]` text plus
+/// 24 octets per stored address (at most 240 KB). While building, an alias
+/// on the chain being resolved costs a few words (its addresses are merged
+/// only once all its targets are resolved), and one merge at a time holds a
+/// set of at most `maxExpansion` references.
 public struct AliasMap: Equatable, Sendable {
     /// One `name = value` line of the section, as the configuration parser
     /// read it (comments stripped, blanks trimmed).
@@ -151,18 +154,21 @@ public struct AliasMap: Equatable, Sendable {
     }
 
     /// One alias being resolved, on the chain from the name being built.
+    /// It holds no addresses: those are merged when all its targets are
+    /// resolved, so a deep chain costs a few words per alias.
     private struct Frame {
         var node: Int
         /// How the chain reached this alias: the target as written, and
         /// " -> *" when it went through the wildcard.
         var via: String
+        /// The next target to look at.
         var next = 0
-        var list: [Mailbox] = []
-        var seen: Set<[UInt8]> = []
-        /// Aliases already merged into `list` (a second mention adds nothing).
-        var merged: Set<Int> = []
-        /// Addresses reached so far, duplicates included (`maxExpansion`).
-        var reached = 0
+    }
+
+    /// A final address and its canonical form, which the lists share.
+    private struct Resolved {
+        var mailbox: Mailbox
+        var canonical: [UInt8]
     }
 
     /// Builds and resolves the map, or gives the first error, naming the line
@@ -224,11 +230,18 @@ public struct AliasMap: Equatable, Sendable {
                 throw failure(e.line, "alias \(e.name): target \(written) is a local name with no alias")
             }
         }
+        /// The alias a local target leads to, and how the chain shows the step.
+        func child(_ written: String, _ key: [UInt8]) -> (node: Int, via: String)? {
+            if let c = index[key] { return (c, written) }
+            if let w = wildcardNode { return (w, written + " -> *") }
+            return nil // refused above
+        }
 
         // Resolve each alias once, depth first without recursion (a chain
         // costs no stack), each result reused by the aliases that lead to it.
+        // An alias is merged when every target of it is resolved.
         var state = [UInt8](repeating: 0, count: entries.count) // 0 new, 1 on the chain, 2 resolved
-        var resolved = [[Mailbox]](repeating: [], count: entries.count)
+        var resolved = [[Resolved]](repeating: [], count: entries.count)
         var total = 0
         for root in entries.indices where state[root] == 0 {
             var stack = [Frame(node: root, via: entries[root].name)]
@@ -237,82 +250,75 @@ public struct AliasMap: Equatable, Sendable {
                 let node = stack[top].node
                 let entry = entries[node]
                 guard stack[top].next < entry.targets.count else {
-                    let done = stack.removeLast()
+                    stack.removeLast()
+                    let list = try merged(node, entries, resolved, child)
                     state[node] = 2
-                    total += done.list.count
+                    total += list.count
                     if total > maxTotal {
                         throw failure(entry.line, "aliases expand to more than \(maxTotal) addresses in all")
                     }
-                    resolved[node] = done.list
-                    if let parent = stack.indices.last {
-                        try merge(done.list, from: node, into: &stack[parent], entries)
-                    }
+                    resolved[node] = list
                     continue
                 }
                 let target = entry.targets[stack[top].next]
                 stack[top].next += 1
-                switch target {
-                case .remote(let mailbox, let canonical):
-                    try add(mailbox, canonical, to: &stack[top], entries)
-                case .local(let written, let key):
-                    var via = written
-                    let child: Int
-                    if let c = index[key] {
-                        child = c
-                    } else if let w = wildcardNode {
-                        child = w
-                        via += " -> *"
-                    } else {
-                        continue // refused above
-                    }
-                    if stack[top].merged.contains(child) { continue }
-                    switch state[child] {
-                    case 2:
-                        try merge(resolved[child], from: child, into: &stack[top], entries)
-                    case 1:
-                        let start = stack.firstIndex { $0.node == child } ?? 0
-                        var chain = [entries[child].name]
-                        for f in stack[(start + 1)...] { chain.append(f.via) }
+                guard case .local(let written, let key) = target, let (next, via) = child(written, key) else { continue }
+                switch state[next] {
+                case 2:
+                    continue
+                case 1:
+                    let start = stack.firstIndex { $0.node == next } ?? 0
+                    var chain = [entries[next].name]
+                    for f in stack[(start + 1)...] { chain.append(f.via) }
+                    chain.append(via)
+                    throw failure(entry.line, "alias loop: " + shownChain(chain))
+                default:
+                    guard stack.count < maxChainDepth else {
+                        var chain = [entries[root].name]
+                        for f in stack.dropFirst() { chain.append(f.via) }
                         chain.append(via)
-                        throw failure(entry.line, "alias loop: " + shownChain(chain))
-                    default:
-                        guard stack.count < maxChainDepth else {
-                            var chain = [entries[root].name]
-                            for f in stack.dropFirst() { chain.append(f.via) }
-                            chain.append(via)
-                            throw failure(entry.line, "alias \(entries[root].name): a chain of more than \(maxChainDepth) aliases: " + shownChain(chain))
-                        }
-                        state[child] = 1
-                        stack.append(Frame(node: child, via: via))
+                        throw failure(entry.line, "alias \(entries[root].name): a chain of more than \(maxChainDepth) aliases: " + shownChain(chain))
                     }
+                    state[next] = 1
+                    stack.append(Frame(node: next, via: via))
                 }
             }
         }
 
         var map: [[UInt8]: [Mailbox]] = [:]
-        for (key, node) in index { map[key] = resolved[node] }
+        for (key, node) in index { map[key] = resolved[node].map { $0.mailbox } }
         return AliasMap(entries: map, localDomains: domains)
     }
 
-    private static func add(_ mailbox: Mailbox, _ canonical: [UInt8], to frame: inout Frame,
-                            _ entries: [Entry]) throws(ConfigError) {
-        frame.reached += 1
-        try checkReached(frame, entries)
-        if frame.seen.insert(canonical).inserted { frame.list.append(mailbox) }
-    }
-
-    private static func merge(_ list: [Mailbox], from child: Int, into frame: inout Frame,
-                              _ entries: [Entry]) throws(ConfigError) {
-        frame.merged.insert(child)
-        frame.reached += list.count
-        try checkReached(frame, entries)
-        for m in list where frame.seen.insert(m.canonical).inserted { frame.list.append(m) }
-    }
-
-    private static func checkReached(_ frame: Frame, _ entries: [Entry]) throws(ConfigError) {
-        guard frame.reached > maxExpansion else { return }
-        let e = entries[frame.node]
-        throw failure(e.line, "alias \(e.name): expands to more than \(maxExpansion) addresses")
+    /// The final addresses of `node`, whose local targets are all resolved:
+    /// its targets in order, each alias's list in its place, duplicates
+    /// (`Mailbox.canonical`) left out. A second mention of an alias adds
+    /// nothing and is not counted; everything else counts towards
+    /// `maxExpansion`, duplicates included, so the work is bounded too.
+    private static func merged(_ node: Int, _ entries: [Entry], _ resolved: [[Resolved]],
+                               _ child: (String, [UInt8]) -> (node: Int, via: String)?) throws(ConfigError) -> [Resolved] {
+        let entry = entries[node]
+        var list: [Resolved] = []
+        var seen: Set<[UInt8]> = []
+        var mergedAliases: Set<Int> = []
+        var reached = 0
+        for target in entry.targets {
+            switch target {
+            case .remote(let mailbox, let canonical):
+                reached += 1
+                if reached > maxExpansion { break }
+                if seen.insert(canonical).inserted { list.append(Resolved(mailbox: mailbox, canonical: canonical)) }
+            case .local(let written, let key):
+                guard let (c, _) = child(written, key), mergedAliases.insert(c).inserted else { continue }
+                reached += resolved[c].count
+                if reached > maxExpansion { break }
+                for r in resolved[c] where seen.insert(r.canonical).inserted { list.append(r) }
+            }
+            if reached > maxExpansion {
+                throw failure(entry.line, "alias \(entry.name): expands to more than \(maxExpansion) addresses")
+            }
+        }
+        return list
     }
 
     /// `a -> b -> c`, with the middle of a long chain left out.

@@ -26,13 +26,16 @@
 ///   alias is left as written;
 /// - a field with something replaced is written again unfolded and folded
 ///   anew by `HeaderFolding` (lines of at most 998 octets, RFC 5322 §2.1.1),
-///   its name as written; everything else in it stays, except that control
-///   octets become spaces, runs of more than 64 blanks are shortened and blanks
-///   at the ends are dropped (`HeaderFolding.sanitized`), none of which changes
-///   what the field means (blanks are CFWS, §3.2.2);
+///   its name as written; everything else in it stays, except that runs of
+///   more than 64 blanks are shortened and blanks at the ends are dropped
+///   (`foldable`), which changes only CFWS, display names and comments
+///   (§3.2.2), and that a run of more than 998 octets without a blank is
+///   broken by `HeaderFolding` (the one way to keep the line legal);
 /// - a field with nothing to replace, one that does not parse, one longer than
-///   `maxField`, and one whose rewritten form would exceed `maxRewritten`
-///   passes through unchanged, octet for octet — as does every other field.
+///   `maxField`, one whose rewritten form would exceed `maxRewritten`, and one
+///   that would make the message grow by more than `maxGrowth` (32,768
+///   octets) in all passes through unchanged, octet for octet — as does every
+///   other field.
 ///
 /// Only CRLF ends a line (RFC 5322 §2.1): a bare CR or LF is an ordinary octet
 /// of its line (and a To: field holding one is not parsed, so it passes
@@ -58,6 +61,11 @@ public struct RecipientRewriter: Sendable {
     /// Octets of a rewritten field at most; a field whose aliases would make it
     /// longer passes unchanged.
     public static let maxRewritten = 16 * 1024
+    /// Octets the rewriting adds to one message at most, all its fields
+    /// together; a field that would go past this passes unchanged. So the
+    /// text sent is at most this much longer than the spooled text, which
+    /// bounds the SIZE= the sender declares (RFC 1870 §3).
+    public static let maxGrowth = 2 * maxRewritten
     /// Octets of a field's start held until its name is known (as `FromRewriter`).
     public static let maxFieldName = FromRewriter.maxFieldName
 
@@ -103,6 +111,8 @@ public struct RecipientRewriter: Sendable {
     private var previousWasCR = false
     /// `finish` was called.
     private var finishing = false
+    /// Octets added to this message so far (`maxGrowth`).
+    private var grown = 0
 
     public init(aliases: AliasMap) {
         self.aliases = aliases
@@ -118,6 +128,7 @@ public struct RecipientRewriter: Sendable {
         written = 0
         previousWasCR = false
         finishing = false
+        grown = 0
     }
 
     /// Octets held now (for tests and the fuzz target: never above the bounds).
@@ -297,6 +308,9 @@ public struct RecipientRewriter: Sendable {
     private mutating func composed(endsWithCRLF: Bool) -> Bool {
         guard let field = Self.rewrittenField(held, endsWithCRLF: endsWithCRLF, aliases: aliases),
               field.count <= rewritten.capacity else { return false }
+        let growth = max(0, field.count - held.count)
+        guard growth <= Self.maxGrowth - grown else { return false }
+        grown += growth
         rewritten.removeAll(keepingCapacity: true)
         rewritten.append(contentsOf: field)
         held.removeAll(keepingCapacity: true)
@@ -354,9 +368,36 @@ public struct RecipientRewriter: Sendable {
         out.append(contentsOf: value[copied...])
 
         var field: [UInt8] = []
-        HeaderFolding.append(raw[...colon] + [ASCII.space], HeaderFolding.sanitized(out), to: &field)
+        HeaderFolding.append(raw[...colon] + [ASCII.space], foldable(out), to: &field)
         if !endsWithCRLF { field.removeLast(2) }
         return field.count <= maxRewritten ? field : nil
+    }
+
+    /// `value` fit for `HeaderFolding.append` (which it is but for blanks: it
+    /// holds no CR or LF, see the unfolding above): blanks at the ends
+    /// dropped, so no folded line is blanks only, and runs of more than
+    /// `HeaderFolding.maxBlankRun` blanks shortened, so that every line has a
+    /// word within reach. Both change only CFWS, a display name or a comment,
+    /// never whether an address is local: a quoted local part holding such a
+    /// run is longer than 64 octets before and after (RFC 5321 §4.5.3.1.1).
+    /// Other octets stay, control octets included, as in a field that passes
+    /// unchanged: turning them into spaces could make a quoted local part
+    /// that is no recipient into one.
+    static func foldable(_ value: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(value.count)
+        var run = 0
+        for b in value {
+            if ASCII.isSpace(b) {
+                if out.isEmpty || run >= HeaderFolding.maxBlankRun { continue }
+                run += 1
+            } else {
+                run = 0
+            }
+            out.append(b)
+        }
+        while let last = out.last, ASCII.isSpace(last) { out.removeLast() }
+        return out
     }
 
     /// The aliases of the mailbox `f` when its address is local and has an
