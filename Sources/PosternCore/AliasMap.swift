@@ -94,6 +94,13 @@ public struct AliasMap: Equatable, Sendable {
     /// No entry at all (not even `*`).
     public var isEmpty: Bool { entries.isEmpty }
 
+    /// Every name with its final addresses, names sorted (`*` first), for
+    /// `postern check-config`.
+    public var resolved: [(name: String, addresses: [Mailbox])] {
+        entries.keys.sorted { $0.lexicographicallyPrecedes($1) }
+            .map { (ASCII.string($0), entries[$0] ?? []) }
+    }
+
     /// Is this recipient local: no domain, or a domain that is one of the
     /// board's own names (without case, RFC 5321 §2.4)? The null path `<>` is
     /// never a recipient and is not local.

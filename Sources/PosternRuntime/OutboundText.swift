@@ -76,7 +76,7 @@ final class OutboundText {
     /// Bytes the rewriting may add to the spooled size (for SIZE=, RFC 1870).
     var sizeAllowance: Int {
         stages.reduce(0) { sum, stage in
-            sum + (stage.rewriter == .from ? FromRewriter.maxGenerated : 2 * RecipientRewriter.maxRewritten)
+            sum + (stage.rewriter == .from ? FromRewriter.maxGenerated : RecipientRewriter.maxGrowth)
         }
     }
 

@@ -332,13 +332,21 @@ func effectiveSettings(_ c: Config) -> [String] {
         }
         if let f = u.envelopeFrom { lines.append("envelope_from = " + f.text) }
         lines.append("rewrite_from = " + (u.rewriteFrom ? "yes" : "no"))
+        lines.append("rewrite_to = " + (u.rewriteTo ? "yes" : "no"))
     }
     lines += ["", "[retry]", "initial = " + duration(c.retry.initial) + note("retry.initial"),
               "max = " + duration(c.retry.max) + note("retry.max"),
               "", "[control]", "socket = " + c.control.socket,
               "", "[notify]",
               c.notify.postmaster.map { "postmaster = " + $0.text }
-                ?? "#postmaster =   (not set: failures of local or empty senders are only logged)"]
+                ?? "#postmaster =   (not set: failures of local or empty senders are only logged)",
+              "", "[local]", "socket = " + c.local.socket,
+              "drop_dir = " + c.local.dropDirectory(spoolDir: c.spool.dir) + (c.local.dropDir == nil ? "   # in the spool" : ""),
+              "", "[aliases]"]
+    let aliases = c.aliases.resolved
+    if aliases.isEmpty { lines.append("#   (none: mail to a local name such as root gets 550 5.1.1)") }
+    // Resolved: each name with the addresses it finally reaches.
+    for (name, addresses) in aliases { lines.append(name + " = " + addresses.map { $0.text }.joined(separator: ", ")) }
     return lines
 }
 
