@@ -41,7 +41,8 @@ public final class MailDrop {
     static let abandonedAfterSeconds: Int64 = 86400
     /// Retry of a file that could not be taken in (daemon busy, spool full).
     static let retryNanoseconds: Int64 = 60_000_000_000
-    /// Without inotify (or as a safety net), the directory is looked at this often.
+    /// Without inotify the directory is looked at this often. With it, an idle
+    /// daemon never wakes for the directory (issue 10: wake-ups of an idle daemon).
     static let rescanNanoseconds: Int64 = 300_000_000_000
     /// A pickup taking longer than this is killed (a 2 GiB message on an SD card
     /// takes minutes, not an hour).
@@ -138,8 +139,8 @@ public final class MailDrop {
         if dirFD < 0 { return nil }
         if child != nil { return child?.nextDeadline() }
         if scanDue { return now }
-        var next = nextScan
-        if let r = retryAt, r < next { next = r }
+        var next: Int64? = watchFD < 0 ? nextScan : nil
+        if let r = retryAt, next.map({ r < $0 }) ?? true { next = r }
         return next
     }
 
@@ -152,10 +153,15 @@ public final class MailDrop {
             return
         }
         guard dirFD >= 0 else { return }
-        if now >= nextScan { scanDue = true }
+        if watchFD < 0 && now >= nextScan { scanDue = true }
         if let r = retryAt, now >= r { retryAt = nil; scanDue = true }
-        guard scanDue, canAccept else { return }
+        guard scanDue else { return }
         scanDue = false
+        if !canAccept {
+            // The spool refuses mail now: look again later rather than spin.
+            retryAt = now + Self.retryNanoseconds
+            return
+        }
         nextScan = now + Self.rescanNanoseconds
         startNext(now: now)
     }

@@ -122,3 +122,25 @@ def test_another_mta_would_replace_postern(mta):
     plan = _simulate(mta.root, "nullmailer")
     assert _planned(plan, "Remv") == {"postern"}, plan
     assert _planned(plan, "Inst") == {"nullmailer"}, plan
+
+
+def test_installed_sendmail_drops_mail_while_the_daemon_is_stopped(mta):
+    """The installed binary as cron would call it, in a root where no daemon
+    runs: /usr/sbin/sendmail stores the message in the package's drop directory
+    (mode 3733, made by the postinst) and exits 0, for root and for an ordinary
+    user alike; that user cannot list the directory. newaliases exits 0."""
+    root = mta.root
+    root.ok("useradd", "--no-create-home", "--shell", "/bin/sh", "pmuser")
+    assert root.run("newaliases").returncode == 0
+    drop = root.path("/var/spool/postern/maildrop")
+    assert oct(drop.stat().st_mode & 0o7777) == "0o3733"
+    res = root.run("sh", "-c", "printf 'Subject: smartd\\n\\nsda failing\\n' | /usr/sbin/sendmail -i root")
+    assert res.returncode == 0, res.stderr
+    res = root.run("su", "-s", "/bin/sh", "pmuser", "-c",
+                   "printf 'Subject: job\\n\\nout\\n' | /usr/sbin/sendmail -FCronDaemon -i -B8BITMIME -oem pmuser"
+                   " && ! ls /var/spool/postern/maildrop")
+    assert res.returncode == 0, res.stdout + res.stderr
+    files = sorted(p for p in drop.iterdir() if p.name.startswith("m."))
+    assert len(files) == 2, list(drop.iterdir())
+    owners = {root.ok("stat", "-c", "%U %G %a", f"/var/spool/postern/maildrop/{p.name}").strip() for p in files}
+    assert owners == {"root postern 640", "pmuser postern 640"}, owners

@@ -372,18 +372,25 @@ def test_a_user_submits_through_the_socket_and_is_named_by_the_kernel(make_daemo
     assert ev.get("uid") == str(uid) and ev.get("user") == first
 
 
-def test_a_planted_symlink_or_fifo_in_the_drop_directory_is_refused_not_followed(make_daemon, upstream, workdir):
+def test_planted_files_in_the_drop_directory_are_refused_not_followed(make_daemon, upstream, workdir):
+    """A symbolic link, a FIFO, a second hard link and a file that is not a drop
+    file: each is renamed failed.NAME and logged as an error; nothing is read
+    through them and nothing is sent."""
     d = make_daemon(upstream.port, **ALIASES)
     secret = workdir / "secret"
-    secret.write_text("F root@x\nR admin@example.com\n\nnot yours\n")
+    secret.write_text("POSTERN-DROP 1\nF root@x.example\nR admin@example.com\n\nSubject: not yours\r\n\r\nx\r\n")
+    d.stop()
     os.symlink(secret, drop_dir(d) / "m.0000000000000000.link")
     os.mkfifo(drop_dir(d) / "m.0000000000000001.fifo")
-    d.stop()
+    os.link(secret, drop_dir(d) / "m.0000000000000002.hardlink")
+    (drop_dir(d) / "m.0000000000000003.garbage").write_bytes(b"\x00\xffnot a drop file\n\n")
     d.start()
-    wait_until(lambda: len(d.events("rejected", all_runs=True)) >= 2, what="both files refused")
+    wait_until(lambda: len(d.events("rejected")) >= 4, what="all four files refused")
     assert upstream.count() == 0
     names = sorted(p.name for p in drop_dir(d).iterdir())
-    assert names == ["failed.m.0000000000000000.link", "failed.m.0000000000000001.fifo"], names
+    assert names == ["failed.m.0000000000000000.link", "failed.m.0000000000000001.fifo",
+                     "failed.m.0000000000000002.hardlink", "failed.m.0000000000000003.garbage"], names
+    assert all(e.get("level") == "error" for e in d.events("rejected"))
 
 
 def test_socket_activated_submission_socket_starts_the_daemon(make_daemon, upstream, mta):
