@@ -170,20 +170,7 @@ static int unix_address(const char *path, struct sockaddr_un *sa) {
 }
 
 int cl_listen_unix(const char *path, int backlog) {
-    struct sockaddr_un sa;
-    if (unix_address(path, &sa) != 0) return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    mode_t old = umask(0077);   /* the socket file is created 0600 */
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    umask(old);
-    if (rc != 0 || listen(fd, backlog) != 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
+    return cl_listen_unix_mode(path, backlog, 0600);   /* owner only (local.c) */
 }
 
 int cl_connect_unix(const char *path) {

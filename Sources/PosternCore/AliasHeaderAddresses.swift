@@ -64,7 +64,7 @@ enum AliasHeaderAddresses {
             while i < v.count {
                 let b = v[i]
                 if b == ASCII.quote {
-                    guard let e = HeaderMailbox.quotedStringEnd(v, i) else { return nil }
+                    guard let e = HeaderMailbox.quotedStringEnd(v[...], i) else { return nil }
                     i = e
                 } else if HeaderMailbox.isWordOctet(b) || b == ASCII.dot {
                     while i < v.count && (HeaderMailbox.isWordOctet(v[i]) || v[i] == ASCII.dot) { i += 1 }
@@ -133,7 +133,7 @@ enum AliasHeaderAddresses {
         var i = start
         guard i < v.count else { return nil }
         if v[i] == ASCII.quote {
-            guard let e = HeaderMailbox.quotedStringEnd(v, i) else { return nil }
+            guard let e = HeaderMailbox.quotedStringEnd(v[...], i) else { return nil }
             i = e
         } else {
             while i < v.count && (HeaderMailbox.isWordOctet(v[i]) || v[i] == ASCII.dot) { i += 1 }

@@ -86,7 +86,7 @@ struct HeaderAddressList {
                     case ASCII.space, ASCII.tab, ASCII.cr, ASCII.lf:
                         i += 1
                     case 40 /* ( */:
-                        if let e = HeaderAddressList.commentEnd(v, i) {
+                        if let e = HeaderMailbox.commentEnd(v, i) {
                             i = e
                         } else {
                             i = fail(&tokens)
@@ -103,7 +103,7 @@ struct HeaderAddressList {
                         }
                         i += 1
                     case ASCII.quote:
-                        if let e = HeaderAddressList.quotedStringEnd(v, i) {
+                        if let e = HeaderMailbox.quotedStringEnd(v, i) {
                             tokens.append(.word(i..<e))
                             i = e
                         } else {
@@ -191,7 +191,7 @@ struct HeaderAddressList {
             case ASCII.space, ASCII.tab, ASCII.cr, ASCII.lf:
                 i += 1
             case 40 /* ( */:
-                guard let e = commentEnd(v, i), e <= end else { return nil }
+                guard let e = HeaderMailbox.commentEnd(v, i), e <= end else { return nil }
                 i = e
             case ASCII.colon:
                 // The end of a route: everything before it was "@domain,…".
@@ -204,7 +204,7 @@ struct HeaderAddressList {
                 guard !routeEnded, tokens.first == .at else { return nil }
                 i += 1
             case ASCII.quote:
-                guard let e = quotedStringEnd(v, i), e <= end else { return nil }
+                guard let e = HeaderMailbox.quotedStringEnd(v, i), e <= end else { return nil }
                 tokens.append(.word(i..<e))
                 i = e
             case 91 /* [ */:
@@ -280,39 +280,6 @@ struct HeaderAddressList {
 
     // MARK: lexical pieces (RFC 5322 §3.2), on a slice
 
-    /// The index after the comment opening at `start`; nested, with
-    /// quoted-pairs (§3.2.2). Nil when it is not closed.
-    static func commentEnd(_ v: ArraySlice<UInt8>, _ start: Int) -> Int? {
-        var depth = 0
-        var i = start
-        while i < v.endIndex {
-            switch v[i] {
-            case ASCII.backslash: i += 1
-            case 40: depth += 1
-            case 41:
-                depth -= 1
-                if depth == 0 { return i + 1 }
-            default: break
-            }
-            i += 1
-        }
-        return nil
-    }
-
-    /// The index after the quoted-string opening at `start` (§3.2.4).
-    static func quotedStringEnd(_ v: ArraySlice<UInt8>, _ start: Int) -> Int? {
-        var i = start + 1
-        while i < v.endIndex {
-            if v[i] == ASCII.backslash {
-                i += 2
-                continue
-            }
-            if v[i] == ASCII.quote { return i + 1 }
-            i += 1
-        }
-        return nil
-    }
-
     /// The index after the domain literal opening at `start` (§3.4.1, with
     /// obs-dtext's quoted-pair, §4.4).
     static func literalEnd(_ v: ArraySlice<UInt8>, _ start: Int) -> Int? {
@@ -337,10 +304,10 @@ struct HeaderAddressList {
             case ASCII.greaterThan: return i + 1
             case ASCII.lessThan: return nil
             case ASCII.quote:
-                guard let e = quotedStringEnd(v, i) else { return nil }
+                guard let e = HeaderMailbox.quotedStringEnd(v, i) else { return nil }
                 i = e
             case 40:
-                guard let e = commentEnd(v, i) else { return nil }
+                guard let e = HeaderMailbox.commentEnd(v, i) else { return nil }
                 i = e
             case 91:
                 guard let e = literalEnd(v, i) else { return nil }

@@ -34,7 +34,7 @@ struct HeaderMailbox: Equatable, Sendable {
         while i < v.count {
             let b = v[i]
             if b == ASCII.quote {
-                guard let e = quotedStringEnd(v, i) else { return nil }
+                guard let e = quotedStringEnd(v[...], i) else { return nil }
                 i = e
             } else if isWordOctet(b) || b == ASCII.dot {
                 while i < v.count && (isWordOctet(v[i]) || v[i] == ASCII.dot) { i += 1 }
@@ -80,12 +80,12 @@ struct HeaderMailbox: Equatable, Sendable {
         while i < v.count {
             let b = v[i]
             if b == 40 /* ( */ {
-                guard let e = commentEnd(v, i) else { return false }
+                guard let e = commentEnd(v[...], i) else { return false }
                 i = e
                 continue
             }
             if b == ASCII.quote {
-                guard let e = quotedStringEnd(v, i) else { return false }
+                guard let e = quotedStringEnd(v[...], i) else { return false }
                 i = e
                 if i < v.count && v[i] == ASCII.at && i + 1 < v.count && isDomainStart(v[i + 1]) { return true }
                 continue
@@ -120,7 +120,7 @@ struct HeaderMailbox: Equatable, Sendable {
         var i = start
         guard i < v.count else { return nil }
         if v[i] == ASCII.quote {
-            guard let e = quotedStringEnd(v, i) else { return nil }
+            guard let e = quotedStringEnd(v[...], i) else { return nil }
             i = e
         } else {
             while i < v.count && (isWordOctet(v[i]) || v[i] == ASCII.dot) { i += 1 }
@@ -151,7 +151,7 @@ struct HeaderMailbox: Equatable, Sendable {
             if ASCII.isSpace(v[i]) {
                 i += 1
             } else if v[i] == 40 /* ( */ {
-                guard let e = commentEnd(v, i) else { return nil }
+                guard let e = commentEnd(v[...], i) else { return nil }
                 i = e
             } else {
                 break
@@ -162,10 +162,11 @@ struct HeaderMailbox: Equatable, Sendable {
 
     /// The index after the comment opening at `start`; comments nest and take
     /// quoted-pairs (§3.2.2). Counted, not recursive: depth costs no stack.
-    static func commentEnd(_ v: [UInt8], _ start: Int) -> Int? {
+    /// (Also `HeaderAddressList`'s; a whole array is passed as `v[...]`.)
+    static func commentEnd(_ v: ArraySlice<UInt8>, _ start: Int) -> Int? {
         var depth = 0
         var i = start
-        while i < v.count {
+        while i < v.endIndex {
             switch v[i] {
             case ASCII.backslash: i += 1
             case 40: depth += 1
@@ -180,9 +181,9 @@ struct HeaderMailbox: Equatable, Sendable {
     }
 
     /// The index after the quoted-string opening at `start` (§3.2.4).
-    static func quotedStringEnd(_ v: [UInt8], _ start: Int) -> Int? {
+    static func quotedStringEnd(_ v: ArraySlice<UInt8>, _ start: Int) -> Int? {
         var i = start + 1
-        while i < v.count {
+        while i < v.endIndex {
             if v[i] == ASCII.backslash {
                 i += 2
                 continue

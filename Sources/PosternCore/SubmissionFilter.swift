@@ -126,16 +126,9 @@ public struct SubmissionFilter: Sendable {
         }
     }
 
-    public struct Step: Equatable, Sendable {
-        public var consumed: Int
-        public var produced: Int
-    }
-
-    public struct Ending: Equatable, Sendable {
-        public var produced: Int
-        /// Every octet is out; further calls produce nothing.
-        public var done: Bool
-    }
+    /// The streaming contract of the header rewriters (`FromRewriter`).
+    public typealias Step = FromRewriter.Step
+    public typealias Ending = FromRewriter.Ending
 
     private enum Phase: Equatable, Sendable {
         /// Collecting the header section in `held`.
