@@ -65,12 +65,16 @@ build/obj/c/%.o: $(CLIBC)/%.c $(CLIBC_H)
 # module that uses it, so three modules carried up to three copies of it:
 # 1,041,736 bytes as three modules, 985,912 as one (measured in issue 9).
 SINGLE_DIR := build/single
-build/obj/postern-single.o: $(CORE_SOURCES) $(RUNTIME_SOURCES) $(MAIN_SOURCES) $(CLIBC_H) Sources/CSystemd/shim.h
-	@rm -rf $(SINGLE_DIR) && mkdir -p $(SINGLE_DIR) build/obj
+$(SINGLE_DIR)/.stamp: $(CORE_SOURCES) $(RUNTIME_SOURCES) $(MAIN_SOURCES)
+	@rm -rf $(SINGLE_DIR) && mkdir -p $(SINGLE_DIR)
 	@for f in $(CORE_SOURCES) $(RUNTIME_SOURCES) $(MAIN_SOURCES); do \
 		d=$$(basename $$(dirname $$f)); \
 		sed -e '/^import PosternCore$$/d' -e '/^import PosternRuntime$$/d' $$f > $(SINGLE_DIR)/$${d}_$$(basename $$f); \
 	done
+	@touch $@
+
+build/obj/postern-single.o: $(SINGLE_DIR)/.stamp $(CLIBC_H) Sources/CSystemd/shim.h
+	@mkdir -p build/obj
 	swiftc $(SWIFT_FLAGS_EMBEDDED) -module-name postern -I $(CLIBC)/include -I Sources/CSystemd \
 		-c $(SINGLE_DIR)/*.swift -o $@
 
@@ -79,6 +83,73 @@ build/postern: $(CLIBC_OBJS) build/obj/postern-single.o
 		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
 	strip $@
 	@echo "built $@: $$(stat -c %s $@) bytes"
+
+# --- board binaries (issue 10, in progress): cross-built Embedded Swift --------------
+#
+#   make board ARCH=aarch64   build/aarch64/postern  (Raspberry Pi OS 64-bit, Debian arm64)
+#   make board ARCH=armv7     build/armv7/postern    (Raspberry Pi OS 32-bit, Debian armhf)
+#   make board-smoke ARCH=…   the board binary under qemu-user: version and check-config
+#
+# The same single module as build/postern, compiled for the toolchain's embedded
+# target and linked by Debian's cross gcc against the target's glibc, libssl,
+# libcrypto and libsystemd from Debian's multiarch packages (installed here when
+# missing, after `dpkg --add-architecture`). Both are built with
+# _FILE_OFFSET_BITS=64: on armv7 a 32-bit readdir fails with EOVERFLOW on a file
+# system with 64-bit inode numbers (found under qemu: a restarted daemon saw an
+# empty spool), and off_t must hold a spool larger than 2 GiB. On armv7 the
+# toolchain's Unicode data tables are built soft-float; their functions take and
+# return integers only, so the float-ABI tag mismatch is waived at link time.
+ARCH ?= aarch64
+ifeq ($(ARCH),armv7)
+BOARD_TRIPLE := armv7-none-none-eabi
+BOARD_DEBARCH := armhf
+BOARD_GNU := arm-linux-gnueabihf
+BOARD_QEMU := qemu-arm-static
+BOARD_SWIFT_EXTRA := -Xcc -mfloat-abi=hard
+BOARD_LD_EXTRA := -Wl,--no-warn-mismatch
+else
+BOARD_TRIPLE := aarch64-none-none-elf
+BOARD_DEBARCH := arm64
+BOARD_GNU := aarch64-linux-gnu
+BOARD_QEMU := qemu-aarch64-static
+BOARD_SWIFT_EXTRA :=
+BOARD_LD_EXTRA :=
+endif
+BOARD_DIR := build/$(ARCH)
+BOARD_SWIFT_FLAGS := -target $(BOARD_TRIPLE) -enable-experimental-feature Embedded -wmo -parse-as-library -Osize \
+	-Xfrontend -function-sections $(BOARD_SWIFT_EXTRA) -Xcc -D__linux__ -Xcc -D__unix__ -Xcc -D_FILE_OFFSET_BITS=64 \
+	-Xcc -isystem -Xcc /usr/include/$(BOARD_GNU) -Xcc -isystem -Xcc /usr/include
+BOARD_CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=$(BOARD_DIR)/c/%.o)
+
+.PHONY: board board-smoke deps-board
+board: deps-board $(BOARD_DIR)/postern
+
+deps-board:
+	@case "$(ARCH)" in aarch64|armv7) ;; *) echo "ARCH must be aarch64 or armv7"; exit 2;; esac
+	@dpkg --print-foreign-architectures | grep -qx $(BOARD_DEBARCH) || dpkg --add-architecture $(BOARD_DEBARCH)
+	@Tests/tools/ensure-debs $(BUILD_DEBS) gcc-$(BOARD_GNU) libc6-dev:$(BOARD_DEBARCH) libssl-dev:$(BOARD_DEBARCH) \
+		libsystemd-dev:$(BOARD_DEBARCH) qemu-user-static
+
+$(BOARD_DIR)/c/%.o: $(CLIBC)/%.c $(CLIBC_H)
+	@mkdir -p $(BOARD_DIR)/c
+	$(BOARD_GNU)-gcc -O2 -Wall -D_FILE_OFFSET_BITS=64 -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
+		-ffunction-sections -fdata-sections -I$(CLIBC)/include -c $< -o $@
+
+$(BOARD_DIR)/postern.o: $(SINGLE_DIR)/.stamp $(CLIBC_H) Sources/CSystemd/shim.h
+	@mkdir -p $(BOARD_DIR)
+	swiftc $(BOARD_SWIFT_FLAGS) -module-name postern -I $(CLIBC)/include -I Sources/CSystemd \
+		-c $(SINGLE_DIR)/*.swift -o $@
+
+$(BOARD_DIR)/postern: $(BOARD_CLIBC_OBJS) $(BOARD_DIR)/postern.o
+	$(BOARD_GNU)-gcc -o $@ $^ -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now $(BOARD_LD_EXTRA) \
+		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm \
+		$(RUNTIME_RESOURCES)/embedded/$(BOARD_TRIPLE)/libswiftUnicodeDataTables.a
+	$(BOARD_GNU)-strip $@
+	@echo "built $@: $$(stat -c %s $@) bytes"
+
+board-smoke: board
+	$(BOARD_QEMU) -L /usr/$(BOARD_GNU) $(BOARD_DIR)/postern version
+	$(BOARD_QEMU) -L /usr/$(BOARD_GNU) $(BOARD_DIR)/postern check-config --config Deploy/postern.conf > /dev/null
 
 # --- development ----------------------------------------------------------------
 
