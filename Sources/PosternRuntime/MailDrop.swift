@@ -254,9 +254,16 @@ public final class MailDrop {
         log.event(.rejected, .error, "a message in the drop directory was refused; the file is kept", fields)
     }
 
+    /// A `t.` file untouched for a day. The time is the writer's to set
+    /// (utimensat), anywhere in Int64: compared without subtracting it, so no
+    /// value can overflow.
+    static func isAbandoned(mtime: Int64, now: Int64) -> Bool {
+        now > Int64.min + abandonedAfterSeconds && mtime < now - abandonedAfterSeconds
+    }
+
     func removeIfAbandoned(_ name: String) {
         var facts = cl_file_facts()
-        guard cl_stat_at(dirFD, name, &facts) == 0, Clock.wall() - facts.mtime > Self.abandonedAfterSeconds else { return }
+        guard cl_stat_at(dirFD, name, &facts) == 0, Self.isAbandoned(mtime: facts.mtime, now: Clock.wall()) else { return }
         if cl_unlink_at(dirFD, name) == 0 {
             log.info("removed an unfinished file from the drop directory (its writer stopped before it was complete)",
                      [("file", name), ("uid", "\(facts.uid)")])
