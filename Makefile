@@ -84,11 +84,12 @@ build/postern: $(CLIBC_OBJS) build/obj/postern-single.o
 	strip $@
 	@echo "built $@: $$(stat -c %s $@) bytes"
 
-# --- board binaries (issue 10, in progress): cross-built Embedded Swift --------------
+# --- board binaries: cross-built Embedded Swift ---------------------------------------
 #
 #   make board ARCH=aarch64   build/aarch64/postern  (Raspberry Pi OS 64-bit, Debian arm64)
 #   make board ARCH=armv7     build/armv7/postern    (Raspberry Pi OS 32-bit, Debian armhf)
-#   make board-smoke ARCH=…   the board binary under qemu-user: version and check-config
+#   make board-check ARCH=…   (part of `make check`) the black-box tests marked `board`
+#                             with the board binary under qemu-user
 #
 # The same single module as build/postern, compiled for the toolchain's embedded
 # target and linked by Debian's cross gcc against the target's glibc, libssl,
@@ -96,7 +97,13 @@ build/postern: $(CLIBC_OBJS) build/obj/postern-single.o
 # missing, after `dpkg --add-architecture`). Both are built with
 # _FILE_OFFSET_BITS=64: on armv7 a 32-bit readdir fails with EOVERFLOW on a file
 # system with 64-bit inode numbers (found under qemu: a restarted daemon saw an
-# empty spool), and off_t must hold a spool larger than 2 GiB. On armv7 the
+# empty spool), and off_t must hold a spool larger than 2 GiB. And with
+# _TIME_BITS=64, so that on armv7 time_t is 64 bits wide in everything Postern
+# compiles (glibc 2.34+ has the *_time64 entry points): with Debian 12's 32-bit
+# time_t, clock_gettime fails with EOVERFLOW from 2038-01-19. No time_t crosses
+# into libssl, libcrypto or libsystemd, whose Debian 12 armhf builds still use
+# 32-bit time_t (OpenSSL's own certificate checks therefore end in 2038 there,
+# which only a rebuilt OpenSSL, as in Debian 13, fixes). On armv7 the
 # toolchain's Unicode data tables are built soft-float; their functions take and
 # return integers only, so the float-ABI tag mismatch is waived at link time.
 ARCH ?= aarch64
@@ -118,21 +125,31 @@ endif
 BOARD_DIR := build/$(ARCH)
 BOARD_SWIFT_FLAGS := -target $(BOARD_TRIPLE) -enable-experimental-feature Embedded -wmo -parse-as-library -Osize \
 	-Xfrontend -function-sections $(BOARD_SWIFT_EXTRA) -Xcc -D__linux__ -Xcc -D__unix__ -Xcc -D_FILE_OFFSET_BITS=64 \
-	-Xcc -isystem -Xcc /usr/include/$(BOARD_GNU) -Xcc -isystem -Xcc /usr/include
+	-Xcc -D_TIME_BITS=64 -Xcc -isystem -Xcc /usr/include/$(BOARD_GNU) -Xcc -isystem -Xcc /usr/include
 BOARD_CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=$(BOARD_DIR)/c/%.o)
 
-.PHONY: board board-smoke deps-board
+.PHONY: board board-check boards deps-board
 board: deps-board $(BOARD_DIR)/postern
 
+# Both architectures' packages at once: one `apt-get update` for both.
 deps-board:
 	@case "$(ARCH)" in aarch64|armv7) ;; *) echo "ARCH must be aarch64 or armv7"; exit 2;; esac
-	@dpkg --print-foreign-architectures | grep -qx $(BOARD_DEBARCH) || dpkg --add-architecture $(BOARD_DEBARCH)
-	@Tests/tools/ensure-debs $(BUILD_DEBS) gcc-$(BOARD_GNU) libc6-dev:$(BOARD_DEBARCH) libssl-dev:$(BOARD_DEBARCH) \
-		libsystemd-dev:$(BOARD_DEBARCH) qemu-user-static
+	@for a in arm64 armhf; do \
+		dpkg --print-foreign-architectures | grep -qx $$a || dpkg --add-architecture $$a; \
+	done
+	@Tests/tools/ensure-debs $(BUILD_DEBS) qemu-user-static \
+		$(foreach a,arm64 armhf,libc6-dev:$(a) libssl-dev:$(a) libsystemd-dev:$(a)) \
+		gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+
+# Both board binaries, side by side (after the single-module sources they share).
+boards: deps-board $(SINGLE_DIR)/.stamp
+	$(MAKE) --no-print-directory -j2 board-build-aarch64 board-build-armv7
+board-build-%:
+	$(MAKE) --no-print-directory ARCH=$* build/$*/postern
 
 $(BOARD_DIR)/c/%.o: $(CLIBC)/%.c $(CLIBC_H)
 	@mkdir -p $(BOARD_DIR)/c
-	$(BOARD_GNU)-gcc -O2 -Wall -D_FILE_OFFSET_BITS=64 -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
+	$(BOARD_GNU)-gcc -O2 -Wall -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64 -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
 		-ffunction-sections -fdata-sections -I$(CLIBC)/include -c $< -o $@
 
 $(BOARD_DIR)/postern.o: $(SINGLE_DIR)/.stamp $(CLIBC_H) Sources/CSystemd/shim.h
@@ -147,9 +164,15 @@ $(BOARD_DIR)/postern: $(BOARD_CLIBC_OBJS) $(BOARD_DIR)/postern.o
 	$(BOARD_GNU)-strip $@
 	@echo "built $@: $$(stat -c %s $@) bytes"
 
-board-smoke: board
-	$(BOARD_QEMU) -L /usr/$(BOARD_GNU) $(BOARD_DIR)/postern version
-	$(BOARD_QEMU) -L /usr/$(BOARD_GNU) $(BOARD_DIR)/postern check-config --config Deploy/postern.conf > /dev/null
+# The tests run the board binary through build/<arch>/postern-qemu, which execs
+# qemu-user with the target's libraries (/usr/<triple>). Under qemu-user a program
+# cannot exec another binary of the target (that needs binfmt_misc, a setting of
+# the whole machine), so the drop directory's pickup child is not among them.
+board-check: board
+	@printf '#!/bin/sh\nexec %s -L /usr/%s -0 "$$0" %s "$$@"\n' $(BOARD_QEMU) $(BOARD_GNU) \
+		$(CURDIR)/$(BOARD_DIR)/postern > $(BOARD_DIR)/postern-qemu
+	@chmod 0755 $(BOARD_DIR)/postern-qemu
+	POSTERN_ARCH=$(ARCH) POSTERN_BIN=$(CURDIR)/$(BOARD_DIR)/postern-qemu $(PY) -m pytest -q -m board Tests/blackbox
 
 # --- development ----------------------------------------------------------------
 

@@ -26,6 +26,22 @@ from aiosmtpd.smtp import SMTP as AioSMTP
 REPO = Path(__file__).resolve().parents[2]
 POSTERN_BIN = os.environ.get("POSTERN_BIN") or str(REPO / "build" / "postern")
 
+# The architecture of the binary under test. `make board-check ARCH=aarch64|armv7`
+# runs the tests marked `board` with POSTERN_ARCH set and POSTERN_BIN pointing at
+# build/<arch>/postern-qemu, a script that runs the board binary under qemu-user.
+ARCH = os.environ.get("POSTERN_ARCH", "x86_64")
+# Per architecture: the C compiler for test programs that must run beside the
+# binary (same libc, same headers), and the command prefix that runs them.
+TARGETS = {
+    "x86_64": {"cc": "gcc", "run": [], "gnu": "x86_64-linux-gnu"},
+    "aarch64": {"cc": "aarch64-linux-gnu-gcc", "gnu": "aarch64-linux-gnu",
+                "run": ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"]},
+    "armv7": {"cc": "arm-linux-gnueabihf-gcc", "gnu": "arm-linux-gnueabihf",
+              "run": ["qemu-arm-static", "-L", "/usr/arm-linux-gnueabihf"]},
+}
+TARGET = TARGETS[ARCH]
+EMULATED = ARCH != "x86_64"
+
 # Bounds for every wait in the suite.
 DEFAULT_TIMEOUT = 20.0
 POLL_INTERVAL = 0.05

@@ -6,6 +6,8 @@ import socket
 import stat
 import subprocess
 
+import pytest
+
 from conftest import POSTERN_BIN, send_one, wait_until
 
 
@@ -25,12 +27,14 @@ def control_request(daemon, data: bytes) -> bytes:
         return out
 
 
+@pytest.mark.board
 def test_control_socket_is_owner_only(daemon):
     mode = os.stat(daemon.workdir / "control.sock").st_mode
     assert stat.S_ISSOCK(mode)
     assert mode & 0o077 == 0, oct(mode)
 
 
+@pytest.mark.board
 def test_queue_lists_messages_with_recipients_attempts_and_last_reply(make_daemon, stopped_upstream):
     daemon = make_daemon(stopped_upstream.port, retry__initial="1s", retry__max="1s")
     send_one(daemon.port, "first", rcpt=("ops@example.com", "dev@example.com"))
@@ -63,6 +67,7 @@ def test_queue_lists_messages_with_recipients_attempts_and_last_reply(make_daemo
     assert m["age_seconds"] >= 0 and m["size"] > 0
 
 
+@pytest.mark.board
 def test_flush_retries_now_and_status_reports(make_daemon, stopped_upstream):
     # A long backoff: without flush nothing would be retried within the test.
     daemon = make_daemon(stopped_upstream.port, retry__initial="1h", retry__max="1h")
@@ -84,6 +89,7 @@ def test_flush_retries_now_and_status_reports(make_daemon, stopped_upstream):
     assert postern(daemon, "queue").stdout.strip().endswith("Mail queue is empty")
 
 
+@pytest.mark.board
 def test_malformed_control_requests_get_an_error_and_the_daemon_keeps_serving(daemon, upstream):
     assert control_request(daemon, b"bogus\n").startswith(b"ERROR unknown request")
     assert control_request(daemon, b"x" * 5000).startswith(b"ERROR request too long")
@@ -97,6 +103,7 @@ def test_malformed_control_requests_get_an_error_and_the_daemon_keeps_serving(da
     upstream.wait_for(1)
 
 
+@pytest.mark.board
 def test_queue_reads_the_spool_when_no_daemon_runs(make_daemon, stopped_upstream):
     daemon = make_daemon(stopped_upstream.port)
     send_one(daemon.port, "offline one", rcpt=("a@example.com",))

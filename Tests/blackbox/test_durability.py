@@ -541,6 +541,7 @@ def idle_violations(calls):
     return bad
 
 
+@pytest.mark.board
 def test_design_1_5_nothing_written_while_idle_with_queued_mail(strace_bin, make_daemon, stopped_upstream,
                                                                 workdir):
     """DESIGN principles 1 and 5: with 5 messages queued and the upstream down
@@ -564,6 +565,7 @@ def test_design_1_5_nothing_written_while_idle_with_queued_mail(strace_bin, make
     assert stopped_upstream.count() == 0
 
 
+@pytest.mark.board
 def test_design_1_5_nothing_written_while_idle_with_empty_queue(strace_bin, make_daemon, upstream, workdir):
     """DESIGN principles 1 and 5: once the queue has been delivered (the upstream
     connection is left to close after its idle hold), the daemon writes nothing

@@ -16,6 +16,7 @@ from conftest import (RawClient, hold_for, make_message, send_one, strip_first_h
                       wait_until)
 
 
+@pytest.mark.board
 def test_rfc5321_4_5_2_dot_stuffing_8bit_long_line_round_trip(daemon, upstream):
     """RFC 5321 §4.5.2 (transparency), RFC 6152 (8BITMIME), §2.3.8 (CRLF): the
     message arrives byte-exact apart from one Received: field at the top."""
@@ -68,6 +69,7 @@ def test_rfc5321_4_5_2_dot_stuffing_8bit_long_line_round_trip(daemon, upstream):
     hold_for(lambda: upstream.count() == 1, 0.5, what="a single delivery")
 
 
+@pytest.mark.board
 def test_rfc5321_4_4_received_field_prepended_with_by_clause(daemon, upstream):
     """RFC 5321 §4.4: the relay inserts a trace field at the top of the message,
     with FROM and BY clauses, and leaves existing ones alone."""
@@ -89,6 +91,7 @@ def test_rfc5321_4_4_received_field_prepended_with_by_clause(daemon, upstream):
     assert rest == msg
 
 
+@pytest.mark.board
 def test_200_messages_over_4_concurrent_sessions_arrive_exactly_once(make_daemon, any_upstream):
     upstream = any_upstream
     daemon = make_daemon(upstream.port)
@@ -134,6 +137,7 @@ def _pipelining_daemon(make_daemon, upstream):
     return make_daemon(upstream.port, receiver__allow_recipients="*@example.com")
 
 
+@pytest.mark.board
 def test_rfc2920_pipelined_commands_get_replies_in_order(make_daemon, upstream):
     """RFC 2920 §3.1: MAIL, RCPTs and DATA in one write; the replies come back in
     order (one RCPT is refused, so the order is visible)."""
@@ -164,6 +168,7 @@ def test_rfc2920_pipelined_commands_get_replies_in_order(make_daemon, upstream):
     assert strip_received(got.content) == text
 
 
+@pytest.mark.board
 def test_rfc2920_3_1_message_text_may_lead_the_next_group(make_daemon, upstream):
     """RFC 2920 §3.1: the message text may be the first "command" of a group, so
     text + end + MAIL + RCPT + DATA, and then text + end + QUIT, each in one write."""
@@ -193,6 +198,7 @@ def _vm_hwm_kb(daemon):
     return daemon.status_kb("VmHWM")
 
 
+@pytest.mark.board
 def test_20mb_message_relayed_intact_in_fixed_memory(make_daemon, upstream):
     """DESIGN principle 2: memory does not grow with message size."""
     daemon = make_daemon(upstream.port, receiver__max_message_size="25M")
@@ -230,6 +236,7 @@ def test_20mb_message_relayed_intact_in_fixed_memory(make_daemon, upstream):
         f"({hwm_small} kB -> {hwm_big} kB)")
 
 
+@pytest.mark.board
 @pytest.mark.parametrize("pipeline", [False, True], ids=["plain", "pipeline"])
 def test_swaks_client_delivers(daemon, upstream, pipeline):
     """swaks, a client no one here wrote, submits a message; it arrives."""
@@ -252,6 +259,7 @@ def test_swaks_client_delivers(daemon, upstream, pipeline):
 
 @pytest.mark.parametrize("fake_end", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n"],
                          ids=["LF.LF", "CRLF.LF", "LF.CRLF", "CR.CRLF"])
+@pytest.mark.board
 def test_rfc5321_4_1_1_4_only_crlf_dot_crlf_ends_data_no_smuggling(daemon, upstream, fake_end):
     """RFC 5321 §4.1.1.4 / §2.3.8 (SMTP smuggling): only <CRLF>.<CRLF> ends the
     text; commands hidden after a bare-LF/CR "end" must not open a transaction."""
@@ -326,6 +334,7 @@ def test_rfc5321_4_5_3_1_6_long_lines_broken_before_1000_octets(daemon, upstream
     assert rest == folded(msg)
 
 
+@pytest.mark.board
 def test_rfc5321_4_5_2_dot_lines_at_every_buffer_offset_round_trip(daemon, upstream):
     """RFC 5321 §4.5.2: ~3 MB of lines of every length from 0 to ~300 octets, a
     third of them starting with '.', so line ends, stuffed dots and lone-dot lines

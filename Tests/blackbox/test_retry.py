@@ -13,6 +13,7 @@ def subjects(upstream):
     return collections.Counter(m.header("Subject") for m in upstream.messages)
 
 
+@pytest.mark.board
 def test_rfc5321_6_1_accepted_while_upstream_down_then_delivered(make_daemon, stopped_upstream):
     """RFC 5321 §6.1: once 250 is given the relay keeps the message and retries
     until the upstream takes it."""
@@ -27,6 +28,7 @@ def test_rfc5321_6_1_accepted_while_upstream_down_then_delivered(make_daemon, st
     daemon.wait_for_log("event=delivered")
 
 
+@pytest.mark.board
 def test_restart_with_nonempty_queue_delivers_each_exactly_once(make_daemon, stopped_upstream):
     daemon = make_daemon(stopped_upstream.port)
     for i in range(3):
@@ -44,6 +46,7 @@ def test_restart_with_nonempty_queue_delivers_each_exactly_once(make_daemon, sto
     assert subjects(stopped_upstream) == {f"queued {i}": 1 for i in range(3)}
 
 
+@pytest.mark.board
 def test_kill9_right_after_250_loses_nothing(make_daemon, stopped_upstream):
     """DESIGN principle 4 / RFC 5321 §6.1: a 250 to DATA is a promise that survives
     SIGKILL. The daemon is killed the moment the last 250 reaches the client."""
@@ -63,6 +66,7 @@ def test_kill9_right_after_250_loses_nothing(make_daemon, stopped_upstream):
                what=lambda: f"all 5 acknowledged messages upstream (have {dict(subjects(stopped_upstream))})")
 
 
+@pytest.mark.board
 def test_kill9_under_load_loses_no_acknowledged_message(make_daemon, upstream):
     """Crash test: two clients send continuously, the daemon is SIGKILLed mid-way
     and restarted; every message that got 250 arrives at least once."""
@@ -138,6 +142,7 @@ def test_rfc5321_per_recipient_replies_refused_deferred_accepted(make_daemon, an
                    for l in daemon.find("event=failed")), daemon.log_text()
 
 
+@pytest.mark.board
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_rfc5321_6_1_unfinished_message_never_delivered(make_daemon, upstream, sig):
     """A message whose text never ended got no 250: it must not be delivered
@@ -174,6 +179,7 @@ def _spool_bytes(daemon):
     return sum(p.stat().st_size for p in spool.iterdir() if p.name.endswith(".seg"))
 
 
+@pytest.mark.board
 def test_restart_recovers_message_larger_than_a_segment(make_daemon, stopped_upstream):
     """A queued message spanning several spool segments survives a restart intact."""
     import hashlib
@@ -209,6 +215,7 @@ def test_clean_restart_does_not_redeliver_finished_messages(make_daemon, upstrea
     assert subjects(upstream) == {**{f"done {i}": 1 for i in range(5)}, "after restart": 1}
 
 
+@pytest.mark.board
 def test_finished_segments_are_deleted(make_daemon, upstream):
     """DESIGN principle 5: whole segments are deleted once every message in them is
     finished, so the spool does not keep what was delivered."""

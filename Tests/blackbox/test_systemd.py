@@ -72,6 +72,7 @@ def managed_daemon(make_daemon, upstream_port, manager, watchdog_usec=None, **ov
     return d.start()
 
 
+@pytest.mark.board
 def test_sd_notify_ready_only_after_recovery_and_listeners(make_daemon, stopped_upstream, manager):
     """READY=1 comes once the spool is recovered (STATUS counts the recovered
     queue) and the listener accepts connections."""
@@ -104,6 +105,7 @@ def test_sd_notify_status_follows_queue_and_upstream(make_daemon, stopped_upstre
     assert all(b - a >= 1.9 for a, b in zip(times, times[1:])), times
 
 
+@pytest.mark.board
 def test_watchdog_cadence_stall_and_resume(make_daemon, upstream, manager):
     """sd_watchdog_enabled(3): WATCHDOG=1 at half the interval; a stalled loop
     (SIGSTOP) sends none, and the pings resume after SIGCONT."""
@@ -133,6 +135,7 @@ def test_stopping_on_sigterm(make_daemon, upstream, manager):
     wait_until(lambda: manager.with_key("STOPPING", "1"), what="STOPPING=1")
 
 
+@pytest.mark.board
 def test_sighup_reloads_configuration_and_refuses_a_bad_one(make_daemon, upstream, manager):
     """RELOADING=1 with MONOTONIC_USEC, then READY=1; the new settings apply to new
     sessions; a bad file is refused, logged, and the running configuration stays."""
