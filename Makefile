@@ -45,8 +45,9 @@ all: build
 deps-build:
 	@Tests/tools/ensure-debs $(BUILD_DEBS)
 
-deps-test:
-	@Tests/tools/ensure-debs $(TEST_DEBS)
+# With the board builds' packages (deps-board), so one `apt-get update` does.
+deps-test: foreign-archs
+	@Tests/tools/ensure-debs $(TEST_DEBS) $(BOARD_DEBS)
 	@Tests/tools/unpack-deb bsd-mailx $(MAILX_DIR)
 
 # --- the release build: Embedded Swift, linked by gcc --------------------------
@@ -106,7 +107,17 @@ build/postern: $(CLIBC_OBJS) build/obj/postern-single.o
 # which only a rebuilt OpenSSL, as in Debian 13, fixes). On armv7 the
 # toolchain's Unicode data tables are built soft-float; their functions take and
 # return integers only, so the float-ABI tag mismatch is waived at link time.
-ARCH ?= aarch64
+# ARCH unset: this machine's own build (build/postern); `make install` and
+# `make deb` take ARCH too, and then package the board binary.
+ARCH ?=
+ifneq ($(filter-out aarch64 armv7,$(ARCH)),)
+$(error ARCH must be aarch64 or armv7, not "$(ARCH)")
+endif
+ifneq ($(filter board board-check,$(MAKECMDGOALS)),)
+ifeq ($(ARCH),)
+$(error make $(filter board board-check,$(MAKECMDGOALS)) needs ARCH=aarch64 or ARCH=armv7)
+endif
+endif
 ifeq ($(ARCH),armv7)
 BOARD_TRIPLE := armv7-none-none-eabi
 BOARD_DEBARCH := armhf
@@ -123,6 +134,19 @@ BOARD_SWIFT_EXTRA :=
 BOARD_LD_EXTRA :=
 endif
 BOARD_DIR := build/$(ARCH)
+ifeq ($(ARCH),)
+# What install and deb package: the binary, the target that builds it, and how
+# to run it here (for its version).
+PACKAGED_BIN := build/postern
+PACKAGED_TARGET := build
+PACKAGED_RUN :=
+DEB_ARCH = $$(dpkg --print-architecture)
+else
+PACKAGED_BIN := $(BOARD_DIR)/postern
+PACKAGED_TARGET := board
+PACKAGED_RUN := $(BOARD_QEMU) -L /usr/$(BOARD_GNU)
+DEB_ARCH = $(BOARD_DEBARCH)
+endif
 BOARD_SWIFT_FLAGS := -target $(BOARD_TRIPLE) -enable-experimental-feature Embedded -wmo -parse-as-library -Osize \
 	-Xfrontend -function-sections $(BOARD_SWIFT_EXTRA) -Xcc -D__linux__ -Xcc -D__unix__ -Xcc -D_FILE_OFFSET_BITS=64 \
 	-Xcc -D_TIME_BITS=64 -Xcc -isystem -Xcc /usr/include/$(BOARD_GNU) -Xcc -isystem -Xcc /usr/include
@@ -132,14 +156,15 @@ BOARD_CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=$(BOARD_DIR)/c/%.o)
 board: deps-board $(BOARD_DIR)/postern
 
 # Both architectures' packages at once: one `apt-get update` for both.
-deps-board:
-	@case "$(ARCH)" in aarch64|armv7) ;; *) echo "ARCH must be aarch64 or armv7"; exit 2;; esac
+BOARD_DEBS := qemu-user-static gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
+	$(foreach a,arm64 armhf,libc6-dev:$(a) libssl-dev:$(a) libsystemd-dev:$(a))
+.PHONY: foreign-archs
+foreign-archs:
 	@for a in arm64 armhf; do \
 		dpkg --print-foreign-architectures | grep -qx $$a || dpkg --add-architecture $$a; \
 	done
-	@Tests/tools/ensure-debs $(BUILD_DEBS) qemu-user-static \
-		$(foreach a,arm64 armhf,libc6-dev:$(a) libssl-dev:$(a) libsystemd-dev:$(a)) \
-		gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+deps-board: foreign-archs
+	@Tests/tools/ensure-debs $(BUILD_DEBS) $(BOARD_DEBS)
 
 # Both board binaries, side by side (after the single-module sources they share).
 boards: deps-board $(SINGLE_DIR)/.stamp
@@ -188,12 +213,18 @@ run: deps-test build
 
 # --- tests ------------------------------------------------------------------------
 
+# The three Embedded builds (this machine's and both boards') side by side, after
+# the single-module sources they share; then the suite natively and, for the
+# tests marked `board`, once per board binary under qemu-user.
 check: deps-test
 	swift build
 	swift test
 	$(MAKE) --no-print-directory fuzz-smoke
-	$(MAKE) --no-print-directory build
+	$(MAKE) --no-print-directory $(SINGLE_DIR)/.stamp
+	$(MAKE) --no-print-directory -j2 build board-build-aarch64 board-build-armv7
 	$(PY) -m pytest -q Tests/blackbox
+	$(MAKE) --no-print-directory board-check ARCH=aarch64
+	$(MAKE) --no-print-directory board-check ARCH=armv7
 
 unit:
 	swift test
@@ -315,6 +346,8 @@ fuzz: fuzz-build
 #
 #   make install [DESTDIR=/stage] [PREFIX=/usr/local] [SENDMAIL_LINKS=no]
 #   make deb        build/postern_<version>_<arch>.deb (apt install ./build/postern_*.deb)
+#   make deb ARCH=aarch64|armv7   the same for a board: build/postern_<version>_arm64.deb,
+#                   build/postern_<version>_armhf.deb (make install ARCH=… installs that binary)
 #
 # The binary goes to $(PREFIX)/sbin, the man pages to $(PREFIX)/share/man, and
 # systemd's files under $(PREFIX)/lib, where systemd looks for them for both
@@ -362,7 +395,7 @@ else ifneq ($(SENDMAIL_LINKS),no)
 $(error SENDMAIL_LINKS must be yes or no, not "$(SENDMAIL_LINKS)")
 endif
 
-install: build
+install: $(PACKAGED_TARGET)
 	@for l in $(MTA_LINKS:%=$(DESTDIR)%) $(MTA_MAN_LINKS:%=$(DESTDIR)%); do \
 		if [ -e "$$l" ] || [ -L "$$l" ]; then \
 			case "$$(readlink "$$l")" in *postern|*postern.8.gz) ;; *) \
@@ -374,7 +407,7 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
 		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(CONFDIR)
-	install -m 0755 build/postern $(DESTDIR)$(SBINDIR)/postern
+	install -m 0755 $(PACKAGED_BIN) $(DESTDIR)$(SBINDIR)/postern
 	sed 's|/usr/sbin/postern|$(SBINDIR)/postern|g' Deploy/postern.service > $(DESTDIR)$(UNITDIR)/postern.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/postern.service
 	install -m 0644 Deploy/postern.socket $(DESTDIR)$(UNITDIR)/postern.socket
@@ -416,9 +449,10 @@ deps-deb:
 # control file (the version from `build/postern version`, Depends from
 # dpkg-shlibdeps), conffiles, md5sums and the maintainer scripts of
 # Deploy/debian/, and built with dpkg-deb as root:root whoever builds it.
-deb: deps-deb build
-	rm -rf $(DEB_ROOT) build/postern_*.deb
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr SENDMAIL_LINKS=yes
+deb: deps-deb $(PACKAGED_TARGET)
+	rm -rf $(DEB_ROOT) build/postern_*_$(DEB_ARCH).deb
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr SENDMAIL_LINKS=yes ARCH=$(ARCH) \
+		-o $(PACKAGED_BIN)
 	install -d -m 0755 $(DEB_STAGE)/usr/share/doc/postern $(DEB_STAGE)/DEBIAN
 	set -euo pipefail; \
 	first=$$(git log --format=%cd --date=format:%Y 2>/dev/null | tail -n 1); \
@@ -426,8 +460,8 @@ deb: deps-deb build
 	years=$${first:-$$last}; [ "$$years" = "$$last" ] || years="$$years-$$last"; \
 	sed "s|@YEARS@|$$years|" Deploy/debian/copyright.in > $(DEB_STAGE)/usr/share/doc/postern/copyright; \
 	chmod 0644 $(DEB_STAGE)/usr/share/doc/postern/copyright; \
-	version=$$(build/postern version | sed -n 's/^postern //p'); \
-	arch=$$(dpkg --print-architecture); \
+	version=$$($(PACKAGED_RUN) $(PACKAGED_BIN) version | sed -n 's/^postern //p'); \
+	arch=$(DEB_ARCH); \
 	date=$$(date -R -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)}); \
 	printf 'postern (%s) unstable; urgency=medium\n\n  * Built from the Postern source tree with make deb.\n\n -- %s  %s\n' \
 		"$$version" "$(DEB_MAINTAINER)" "$$date" | gzip -9n > $(DEB_STAGE)/usr/share/doc/postern/changelog.gz; \

@@ -32,11 +32,12 @@ POSTERN_BIN = os.environ.get("POSTERN_BIN") or str(REPO / "build" / "postern")
 ARCH = os.environ.get("POSTERN_ARCH", "x86_64")
 # Per architecture: the C compiler for test programs that must run beside the
 # binary (same libc, same headers), and the command prefix that runs them.
+# "deb" is Debian's name of the architecture, "elf" the ELF header's e_machine.
 TARGETS = {
-    "x86_64": {"cc": "gcc", "run": [], "gnu": "x86_64-linux-gnu"},
-    "aarch64": {"cc": "aarch64-linux-gnu-gcc", "gnu": "aarch64-linux-gnu",
+    "x86_64": {"cc": "gcc", "run": [], "gnu": "x86_64-linux-gnu", "deb": "amd64", "elf": 62},
+    "aarch64": {"cc": "aarch64-linux-gnu-gcc", "gnu": "aarch64-linux-gnu", "deb": "arm64", "elf": 183,
                 "run": ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"]},
-    "armv7": {"cc": "arm-linux-gnueabihf-gcc", "gnu": "arm-linux-gnueabihf",
+    "armv7": {"cc": "arm-linux-gnueabihf-gcc", "gnu": "arm-linux-gnueabihf", "deb": "armhf", "elf": 40,
               "run": ["qemu-arm-static", "-L", "/usr/arm-linux-gnueabihf"]},
 }
 TARGET = TARGETS[ARCH]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POSTERN_BIN, REPO
+from conftest import ARCH, EMULATED, POSTERN_BIN, REPO, TARGET
 
 DEPLOY = REPO / "Deploy"
 BUILT_BIN = REPO / "build" / "postern"
@@ -71,7 +71,7 @@ def message_ids() -> dict:
 
 
 def built_version() -> str:
-    res = run([str(BUILT_BIN), "version"])
+    res = run([POSTERN_BIN if EMULATED else str(BUILT_BIN), "version"])
     assert res.returncode == 0, res
     return res.stdout.split()[1]
 
@@ -324,16 +324,22 @@ def deb():
 
 @functools.cache
 def _built_deb():
-    """`make deb`, once per run (test_mta_package.py imports the fixture)."""
+    """`make deb`, once per run (test_mta_package.py imports the fixture); in a
+    board run (`make board-check ARCH=…`) `make deb ARCH=…`, the board's package."""
     need("dpkg-deb", "dpkg-shlibdeps")
-    make("deb")
+    if EMULATED:
+        make("deb", f"ARCH={ARCH}", "-o", f"build/{ARCH}/postern")
+        arch = TARGET["deb"]
+    else:
+        make("deb")
+        arch = run(["dpkg", "--print-architecture"]).stdout.strip()
     version = built_version()
-    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
     path = REPO / "build" / f"postern_{version}_{arch}.deb"
     assert path.is_file(), sorted(p.name for p in (REPO / "build").glob("*.deb"))
     return path, version, arch
 
 
+@pytest.mark.board
 def test_deb_control_and_contents(deb):
     path, version, arch = deb
     info = run(["dpkg-deb", "--info", str(path)])
@@ -383,6 +389,14 @@ def test_deb_control_and_contents(deb):
     assert all(entries[n] == ("lrwxrwxrwx", "root/root") for n in links)
     assert all(p == "drwxr-xr-x" and o == "root/root" for p, o in entries.values() if p.startswith("d"))
     assert set(entries) == files | set(links) | {n for n, (p, _) in entries.items() if p.startswith("d")}
+
+    # The binary is the architecture's, and runs (under qemu-user for a board).
+    with tempfile.TemporaryDirectory(prefix="pbin-") as tmp:
+        assert run(["dpkg-deb", "--extract", str(path), tmp]).returncode == 0
+        binary = Path(tmp, "usr/sbin/postern")
+        assert int.from_bytes(binary.read_bytes()[18:20], "little") == TARGET["elf"], "ELF e_machine"
+        res = run(TARGET["run"] + [str(binary), "version"])
+        assert res.returncode == 0 and res.stdout == f"postern {version}\n", res
 
     with tempfile.TemporaryDirectory(prefix="pctl-") as tmp:
         res = run(["dpkg-deb", "--control", str(path), tmp])
