@@ -446,7 +446,7 @@ deps-deb:
 
 # The package is staged by `make install DESTDIR=… PREFIX=/usr` (always with the
 # sendmail links: the package is the system's MTA), then given its
-# control file (the version from `build/postern version`, Depends from
+# control file (the version from the packaged binary's `version`, Depends from
 # dpkg-shlibdeps), conffiles, md5sums and the maintainer scripts of
 # Deploy/debian/, and built with dpkg-deb as root:root whoever builds it.
 deb: deps-deb $(PACKAGED_TARGET)
