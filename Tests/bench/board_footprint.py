@@ -519,6 +519,9 @@ def analyse(arch, a, sections, kv, meta, binary, opts):
         idle_Shared_Clean_kB=idle_roll["Shared_Clean"],
         idle_Shared_Dirty_kB=idle_roll["Shared_Dirty"],
         idle_Pss_kB=idle_roll["Pss"],
+        idle_smaps_Rss_kB=idle_roll["Rss"],
+        small_peak_smaps_Rss_kB=small_s.get("max_smaps_Rss"),
+        big_peak_smaps_Rss_kB=big_s.get("max_smaps_Rss"),
         small_peak_VmHWM_kB=st("small")["VmHWM"],
         small_peak_Private_Dirty_kB=small_s.get("max_Private_Dirty"),
         small_samples=small_s.get("samples"),
@@ -559,14 +562,17 @@ def kib(kb):
 
 
 def table(results):
-    out = ["| arch | stripped size | idle VmRSS | idle Private_Dirty | peak VmHWM 2 KB×4 | peak VmHWM 20 MB "
+    out = ["| arch | stripped size | idle VmRSS (smaps Rss) | idle Private_Dirty | peak VmHWM 2 KB×4 (sampled smaps Rss) "
+           "| peak VmHWM 20 MB (sampled smaps Rss) "
            "| peak Private_Dirty 2 KB×4 / 20 MB | wake-ups/min idle | wake-ups/min idle, watchdog | bytes written idle "
            "(wchar/syscw; with watchdog) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         out.append(
-            f"| {r['arch']} | {r['stripped_bytes']:,} B | {kib(r['idle_VmRSS_kB'])} | {kib(r['idle_Private_Dirty_kB'])} "
-            f"| {kib(r['small_peak_VmHWM_kB'])} | {kib(r['big_peak_VmHWM_kB'])} "
+            f"| {r['arch']} | {r['stripped_bytes']:,} B | {kib(r['idle_VmRSS_kB'])} ({kib(r['idle_smaps_Rss_kB'])}) "
+            f"| {kib(r['idle_Private_Dirty_kB'])} "
+            f"| {kib(r['small_peak_VmHWM_kB'])} ({kib(r['small_peak_smaps_Rss_kB'])}) "
+            f"| {kib(r['big_peak_VmHWM_kB'])} ({kib(r['big_peak_smaps_Rss_kB'])}) "
             f"| {kib(r['small_peak_Private_Dirty_kB'])} / {kib(r['big_peak_Private_Dirty_kB'])} "
             f"| {r['wakeups_per_min_idle']:g} | {r['wakeups_per_min_watchdog']:g} "
             f"({r['watchdog_pings_per_min']:g} pings) "
