@@ -380,6 +380,15 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
     case "flush": return controlCommand("flush", rest, allowed: ["--config"])
     case "status": return controlCommand("status", rest, allowed: ["--config"])
     case "probe": return probeCommand(rest)
+    // Diagnostics, not in the usage: the C layouts and constants as this binary
+    // was compiled with them (ABIReport.swift; Tests/blackbox/test_abi.py).
+    case "abi":
+        guard rest.isEmpty else {
+            Sys.writeStderr("postern abi: takes no options\n")
+            return exUsage
+        }
+        Sys.writeStdout(ABIReport.text())
+        return 0
     case "version", "--version":
         Sys.writeStdout("postern \(posternVersion)\n")
         return 0
