@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/timex.h>
 #include <sys/un.h>
@@ -228,6 +229,16 @@ uint64_t cl_random64(void) {
     }
     return v;
 }
+
+void *cl_buffer_map(size_t size) {
+    if (size == 0) return NULL;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void cl_buffer_unmap(void *p, size_t size) { munmap(p, size); }
+
+void cl_buffer_release(void *p, size_t size) { (void)madvise(p, size, MADV_DONTNEED); }
 
 int cl_lock_exclusive(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
 

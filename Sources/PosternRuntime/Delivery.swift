@@ -610,9 +610,9 @@ public final class Delivery {
     func closeSocket() {
         link.close()
         streaming = false
-        input.clear()
         if outputHoldsSecret { output.wipe() }
         outputHoldsSecret = false
-        output.clear()
+        input.release()
+        output.release()
     }
 }

@@ -435,7 +435,7 @@ public final class ReceiverConnection {
         context.kernel.close(fd)
         fd = -1
         transaction = nil
-        input.clear(); text.clear(); output.clear()
+        input.release(); text.release(); output.release()
     }
 
     /// Reads (a bounded amount of) what the client sent and nobody will read:

@@ -110,6 +110,12 @@ long cl_utc_offset(int64_t seconds);
 /// getrandom(2) of 8 bytes (falls back to the clock if the call fails).
 uint64_t cl_random64(void);
 
+/* A buffer's storage as its own private anonymous mapping (NULL when mmap
+   fails); release gives its pages back (MADV_DONTNEED: they read as zeros). */
+void *cl_buffer_map(size_t size);
+void cl_buffer_unmap(void *p, size_t size);
+void cl_buffer_release(void *p, size_t size);
+
 /// flock(LOCK_EX | LOCK_NB). Returns 0 or -1 with errno.
 int cl_lock_exclusive(int fd);
 
