@@ -204,19 +204,24 @@ int cl_clock_synchronised(void) {
 }
 
 int64_t cl_monotonic_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    struct timespec ts = {0, 0};
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* A clock that cannot be read gives 0 (1970, as a board without an RTC reads
+   before NTP), never what was on the stack. With a 32-bit time_t that would be
+   every reading from 2038-01-19T03:14:08Z on (glibc's clock_gettime fails with
+   EOVERFLOW); clibc.h refuses such a build. */
 int64_t cl_wall_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    struct timespec ts = {0, 0};
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return 0;
     return (int64_t)ts.tv_sec;
 }
 
 long cl_utc_offset(int64_t seconds) {
     time_t t = (time_t)seconds;
+    if ((int64_t)t != seconds) return 0;   /* not a time_t here: call it UTC */
     struct tm tm;
     if (!localtime_r(&t, &tm)) return 0;
     return tm.tm_gmtoff;

@@ -38,10 +38,12 @@ public struct ConfigParser {
         self.systemHostname = systemHostname
     }
 
-    /// Sizes above this are refused as too large for the platform: half its
-    /// `Int.max` (1G on a 32-bit board), so a size plus the bytes in flight — a
-    /// message's count plus a chunk, the spool's total plus a record — can never
-    /// overflow (issue 7 item 7).
+    /// Sizes held in an `Int` (a message, a segment) above this are refused as
+    /// too large for the platform: half its `Int.max` (1G on a 32-bit board), so
+    /// such a size plus the bytes in flight — a message's count plus a chunk, a
+    /// segment's offset plus a record — can never overflow (issue 7 item 7).
+    /// `max_size` is not one of them: the spool's total is an `Int64` on every
+    /// board, limited by `SpoolConfig.maxSizeCeiling` alone (issue 10 item 2).
     var sizeCeiling: Int64 { platformIntMax / 2 + 1 }
 
     /// Keys that belong to features this version does not have yet: a clear error is
@@ -162,19 +164,19 @@ public struct ConfigParser {
         let maxSize = written["spool.max_size"], segment = written["spool.segment_size"]
         switch (maxSize, segment) {
         case (let m?, let s?):
-            if config.spool.segmentSize > config.spool.maxSize {
+            if Int64(config.spool.segmentSize) > config.spool.maxBytes {
                 throw error(s.line, "[spool] segment_size = \(s.value) (line \(s.line)) is larger than max_size = \(m.value) (line \(m.line))")
             }
         case (nil, _?):
             let size = SpoolConfig.maxSize(forSegmentSize: config.spool.segmentSize)
-            derive(&config.spool.maxSize, size, "spool.max_size", &config.derived)
+            derive(&config.spool.maxBytes, size, "spool.max_size", &config.derived)
         case (_?, nil):
-            let size = SpoolConfig.segmentSize(forMaxSize: config.spool.maxSize)
+            let size = SpoolConfig.segmentSize(forMaxSize: config.spool.maxBytes)
             derive(&config.spool.segmentSize, size, "spool.segment_size", &config.derived)
         case (nil, nil): break
         }
         if written["receiver.max_message_size"] == nil {
-            let size = ReceiverConfig.maxMessageSize(forSpoolSize: config.spool.maxSize)
+            let size = ReceiverConfig.maxMessageSize(forSpoolSize: config.spool.maxBytes)
             derive(&config.receiver.maxMessageSize, size, "receiver.max_message_size", &config.derived)
         }
         let initial = written["retry.initial"], maximum = written["retry.max"]
@@ -195,7 +197,7 @@ public struct ConfigParser {
 
     /// Sets a default that follows another setting, and notes it when it differs
     /// from the plain default.
-    func derive(_ field: inout Int, _ value: Int, _ name: String, _ derived: inout [String]) {
+    func derive<T: BinaryInteger>(_ field: inout T, _ value: T, _ name: String, _ derived: inout [String]) {
         if field != value {
             field = value
             derived.append(name)
@@ -260,7 +262,7 @@ public struct ConfigParser {
     func spoolKey(_ key: String, _ value: String, _ n: Int, _ s: inout SpoolConfig) throws(ConfigError) {
         switch key {
         case "dir": s.dir = path(value)
-        case "max_size": s.maxSize = try size(value, n, key, min: 64 * 1024, max: 1 << 40)
+        case "max_size": s.maxBytes = try spoolSize(value, n, key, min: 64 * 1024, max: SpoolConfig.maxSizeCeiling)
         case "segment_size": s.segmentSize = try size(value, n, key, min: 64 * 1024, max: 1 << 30)
         case "max_age": s.maxAge = try duration(value, n, key, min: 60)
         default: throw unknown(key, "spool", n)
@@ -471,17 +473,31 @@ public struct ConfigParser {
     /// comparison are the same on a 32-bit board, where `Int(1) << 40` would trap;
     /// the value is narrowed to `Int` only once it is known to fit.
     func size(_ value: String, _ n: Int, _ key: String, min: Int64, max: Int64) throws(ConfigError) -> Int {
+        let v = try sizeInRange(value, n, key, min: min, max: max)
+        let ceiling = Swift.min(sizeCeiling, platformIntMax)
+        guard v <= UInt64(ceiling), let bytes = Int(exactly: v) else {
+            throw error(n, "\(key): \(value) is too large for this \(platformIntMax == Int64(Int32.max) ? "32" : "64")-bit system (at most \(Self.sizeText(ceiling)))")
+        }
+        return bytes
+    }
+
+    /// A size the spool sums up to (`max_size`): within `min`...`max` and the
+    /// same on every board, since it is held in an `Int64` everywhere.
+    func spoolSize(_ value: String, _ n: Int, _ key: String, min: Int64, max: Int64) throws(ConfigError) -> Int64 {
+        let v = try sizeInRange(value, n, key, min: min, max: max)
+        // In range, so at most `max`: it fits.
+        return Int64(clamping: v)
+    }
+
+    /// "10M", "512K", "1G" or a bare number of bytes, within `min`...`max`.
+    func sizeInRange(_ value: String, _ n: Int, _ key: String, min: Int64, max: Int64) throws(ConfigError) -> UInt64 {
         guard let v = scaled(value, [(107, 1 << 10), (109, 1 << 20), (103, 1 << 30)]) else {
             throw error(n, "\(key): '\(value)' is not a size (a number with K, M or G)")
         }
         guard v >= UInt64(min), v <= UInt64(max) else {
             throw error(n, "\(key): \(value) is out of range (\(Self.sizeText(min)) to \(Self.sizeText(max)))")
         }
-        let ceiling = Swift.min(sizeCeiling, platformIntMax)
-        guard v <= UInt64(ceiling), let bytes = Int(exactly: v) else {
-            throw error(n, "\(key): \(value) is too large for this \(platformIntMax == Int64(Int32.max) ? "32" : "64")-bit system (at most \(Self.sizeText(ceiling)))")
-        }
-        return bytes
+        return v
     }
 
     /// "30s", "5m", "1h", "2d" or a bare number of seconds, at least `min`, at

@@ -37,7 +37,8 @@ public struct MemoryBudget: Sendable {
     public var fixedTotal: Int { receivers + sender + spool }
 
     public func lines(_ config: Config) -> [String] {
-        let maxQueued = config.spool.maxSize / 512
+        // In 64 bits: max_size may be up to 1 TiB on a 32-bit board too.
+        let indexKiB = config.spool.maxBytes / 512 * Int64(perQueuedMessage) / 1024
         return [
             "memory budget (allocated once at start):",
             "  receiver buffers   \(config.receiver.maxConnections) connections x \(BufferSizes.perReceiver / 1024) KiB = \(receivers / 1024) KiB",
@@ -45,7 +46,7 @@ public struct MemoryBudget: Sendable {
             "  spool read buffer  \(spool / 1024) KiB",
             "  fixed total        \(fixedTotal / 1024) KiB",
             "  queue index        \(perQueuedMessage) bytes per queued message (+1 per recipient beyond 32);",
-            "                     at most \(maxQueued * perQueuedMessage / 1024) KiB if max_size were filled with 512-byte messages",
+            "                     at most \(indexKiB) KiB if max_size were filled with 512-byte messages",
         ]
     }
 }

@@ -129,8 +129,10 @@ public struct Queue: Sendable {
     public private(set) var messages: [QueuedMessage] = []
     /// Segment sequence → number of queued messages whose span covers it.
     public private(set) var segmentRefs: [UInt64: Int] = [:]
-    /// Sum of the text sizes of the queued messages.
-    public private(set) var textBytes = 0
+    /// Sum of the text sizes of the queued messages: 64 bits, since on a 32-bit
+    /// board the queue may hold more than 2 GiB (issue 10 item 2). Each size is
+    /// below 2^32 (the packed entry), so the sum cannot overflow.
+    public private(set) var textBytes: Int64 = 0
     /// `earliestAttempt()` and `earliestExpiry()` cached until the queue changes;
     /// nil when unknown.
     var earliestCache: Int64?? = nil
@@ -174,7 +176,7 @@ public struct Queue: Sendable {
     public mutating func insert(_ m: QueuedMessage) {
         messages.insert(m, at: insertionPoint(m.id))
         retain(m.firstSegment, through: m.lastSegment)
-        textBytes += m.size
+        textBytes += Int64(m.size32)
         earliestCache = nil
         expiryCache = nil
     }
@@ -207,7 +209,7 @@ public struct Queue: Sendable {
         guard messages[i].isFinished else { return false }
         let m = messages.remove(at: i)
         release(m.firstSegment, through: m.lastSegment)
-        textBytes -= m.size
+        textBytes -= Int64(m.size32)
         earliestCache = nil
         expiryCache = nil
         return true

@@ -46,7 +46,7 @@ public enum QueueReport {
         return s
     }
 
-    public static func textFooter(count: Int, bytes: Int) -> String {
+    public static func textFooter(count: Int, bytes: Int64) -> String {
         count == 0 ? "Mail queue is empty\n"
                    : "-- \(count) message\(count == 1 ? "" : "s"), \(bytes) bytes of text\n"
     }
@@ -66,7 +66,7 @@ public enum QueueReport {
         return s
     }
 
-    public static func jsonFooter(count: Int, bytes: Int) -> String {
+    public static func jsonFooter(count: Int, bytes: Int64) -> String {
         "\n],\"count\":\(count),\"text_bytes\":\(bytes)}\n"
     }
 

@@ -20,7 +20,8 @@ public final class ControlServer {
         enum Job {
             case none
             /// Listing the queue: the next id to show, and the totals so far.
-            case queue(json: Bool, after: UInt64?, count: Int, bytes: Int)
+            /// `bytes` in 64 bits: a queue may pass 2 GiB on a 32-bit board.
+            case queue(json: Bool, after: UInt64?, count: Int, bytes: Int64)
         }
 
         var fd: Int32 = -1
@@ -242,7 +243,7 @@ public final class ControlServer {
             let text = json ? QueueReport.json(info, now: wall, first: count == 0) : QueueReport.text(info, now: wall)
             put(c, Array(text.utf8))
             count += 1
-            bytes += m.size
+            bytes += Int64(m.size)
         }
         c.job = .queue(json: json, after: after, count: count, bytes: bytes)
     }

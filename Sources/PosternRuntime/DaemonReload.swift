@@ -81,7 +81,7 @@ extension Daemon {
         pool?.resize(maxConnections: new.receiver.maxConnections)
         pool?.hostname = hostname
         control.facts.maxConnections = new.receiver.maxConnections
-        spool.maxSize = new.spool.maxSize
+        spool.maxSize = new.spool.maxBytes
         spool.segmentSize = new.spool.segmentSize
         spool.expiry = ExpiryPolicy(maxAge: new.spool.maxAge)
         let upstreamChanged = new.upstreams.map { $0.name } != delivery.upstreams.map { $0.name }

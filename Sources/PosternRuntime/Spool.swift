@@ -27,7 +27,8 @@ public final class Spool {
     public let dir: String
     /// These three may change on reload.
     public var segmentSize: Int
-    public var maxSize: Int
+    /// `[spool] max_size`: 64 bits on every board, like `totalBytes`.
+    public var maxSize: Int64
     public var expiry: ExpiryPolicy
     let log: Log
     public let storage: any SpoolStorage
@@ -38,8 +39,11 @@ public final class Spool {
     var activeOffset = 0
     /// A write to the active segment failed and could not be undone: start a new one.
     var activeBroken = false
+    /// Each segment's size fits an `Int` (`SpoolCodec.maxSegmentLength`)...
     var segmentSizes: [UInt64: Int] = [:]
-    public internal(set) var totalBytes = 0
+    /// ...but their sum, the spool's size, may pass 2 GiB on a 32-bit board
+    /// (issue 10 item 2): it is counted in 64 bits, saturating (`addBytes`).
+    public internal(set) var totalBytes: Int64 = 0
     var nextID: UInt64 = 1
     /// Open transactions: id → the segment of their first record.
     var openTransactions: [UInt64: UInt64] = [:]
@@ -75,7 +79,7 @@ public final class Spool {
 
     public var queue = Queue()
 
-    public init(dir: String, segmentSize: Int, maxSize: Int, log: Log, storage: any SpoolStorage = PosixStorage(),
+    public init(dir: String, segmentSize: Int, maxSize: Int64, log: Log, storage: any SpoolStorage = PosixStorage(),
                 expiry: ExpiryPolicy = ExpiryPolicy(maxAge: SpoolConfig().maxAge)) {
         self.dir = dir
         self.segmentSize = segmentSize
@@ -83,6 +87,13 @@ public final class Spool {
         self.log = log
         self.storage = storage
         self.expiry = expiry
+    }
+
+    /// For Commands.swift's `postern queue` without a daemon, which passes the
+    /// `Int` `SpoolConfig.maxSize` (unused by a read-only scan) until it passes
+    /// `maxBytes`.
+    public convenience init(dir: String, segmentSize: Int, maxSize: Int, log: Log) {
+        self.init(dir: dir, segmentSize: segmentSize, maxSize: Int64(maxSize), log: log)
     }
 
     public static func queueID(_ id: UInt64) -> String { ASCII.hex(id, width: 16) }
@@ -411,8 +422,10 @@ public final class Spool {
     /// Bytes the spool may hold beyond its live text before compaction starts:
     /// the live text again (so each copy is paid for by at least as much new mail)
     /// plus two segments.
-    func compactionThreshold() -> Int {
-        2 * (queue.textBytes + queue.count * 256) + 2 * segmentSize
+    ///
+    /// In 64 bits: twice a queue of over 1 GiB would overflow a 32-bit `Int`.
+    func compactionThreshold() -> Int64 {
+        2 * (queue.textBytes + Int64(queue.count) * 256) + 2 * Int64(segmentSize)
     }
 
     /// When old segments are kept only by a few undelivered messages, copies those

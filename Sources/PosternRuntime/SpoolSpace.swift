@@ -16,7 +16,7 @@ extension Spool {
     /// Below this much free space (after a write failed with ENOSPC) MAIL is
     /// refused at once rather than at the end of DATA: a board's alerts are a
     /// few KiB, and a text chunk is at most 16 KiB plus a segment's first page.
-    public static let minimumFreeSpace = 64 * 1024
+    public static let minimumFreeSpace: Int64 = 64 * 1024
 
     /// How often `acceptsMail` may retry a reclaim that found nothing to do or
     /// failed; the immediate triggers are a finished message and a failed write.
@@ -182,14 +182,15 @@ extension Spool {
         addBytes(size)
     }
 
-    /// Saturating: the sum of the segment sizes can pass a 32-bit `Int` only on
-    /// a crafted or enormous spool, and then the spool simply counts as full.
+    /// In 64 bits on every board, so a spool of more than 2 GiB is counted
+    /// right on a 32-bit one (issue 10 item 2). Saturating all the same: only a
+    /// crafted spool could pass `Int64.max`, and it then simply counts as full.
     func addBytes(_ n: Int) {
-        let (sum, overflow) = totalBytes.addingReportingOverflow(n)
-        totalBytes = overflow ? Int.max : sum
+        let (sum, overflow) = totalBytes.addingReportingOverflow(Int64(n))
+        totalBytes = overflow ? Int64.max : sum
     }
 
     func subtractBytes(_ n: Int) {
-        totalBytes = max(0, totalBytes - n)
+        totalBytes = max(0, totalBytes - Int64(n))
     }
 }

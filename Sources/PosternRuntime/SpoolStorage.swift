@@ -33,8 +33,9 @@ public protocol SpoolStorage: AnyObject {
     /// fsync(2) of a directory, making its entries (created and removed files) durable.
     func syncDirectory(_ path: String) -> Result<Void, Errno>
     /// statvfs(3): bytes an unprivileged writer may still use on the file system
-    /// holding `path` (f_bavail × f_frsize), at most `Int.max`.
-    func availableSpace(_ path: String) -> Result<Int, Errno>
+    /// holding `path` (f_bavail × f_frsize), at most `Int64.max` (64 bits on
+    /// every board: a 32-bit one's card holds more than 2 GiB).
+    func availableSpace(_ path: String) -> Result<Int64, Errno>
 }
 
 /// The real file system, through `Sys`.
@@ -89,12 +90,12 @@ public final class PosixStorage: SpoolStorage {
         cl_sync_directory(path) == 0 ? .success(()) : .failure(Errno.current("fsync \(path)"))
     }
 
-    public func availableSpace(_ path: String) -> Result<Int, Errno> {
+    public func availableSpace(_ path: String) -> Result<Int64, Errno> {
         var st = statvfs()
         guard statvfs(path, &st) == 0 else { return .failure(Errno.current("statvfs \(path)")) }
         // The widths differ between boards (32-bit fsblkcnt_t on armv7 without
         // large-file support): multiply in 64 bits, saturating.
         let (bytes, overflow) = UInt64(st.f_bavail).multipliedReportingOverflow(by: UInt64(st.f_frsize))
-        return .success(overflow ? Int.max : Int(clamping: bytes))
+        return .success(overflow ? Int64.max : Int64(clamping: bytes))
     }
 }

@@ -34,10 +34,13 @@ public enum Sys {
     }
 
     /// pread(2), looping until `buf` is full or end of file. Returns bytes read.
+    /// The position is summed as an `off_t` (64 bits on every board, with
+    /// _FILE_OFFSET_BITS=64): in a 32-bit `Int`, `offset + done` would trap when
+    /// a read near 2 GiB goes on past it (a crafted segment file on armv7).
     public static func pread(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
         var done = 0
         while done < buf.count {
-            let n = CLibc.pread(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
+            let n = CLibc.pread(fd, buf.baseAddress! + done, buf.count - done, off_t(offset) + off_t(done))
             if n > 0 { done += n; continue }
             if n == 0 { break }
             let e = cl_errno()
@@ -51,7 +54,7 @@ public enum Sys {
     public static func pwrite(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: Int) -> Result<Void, Errno> {
         var done = 0
         while done < buf.count {
-            let n = CLibc.pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
+            let n = CLibc.pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset) + off_t(done))
             if n > 0 { done += n; continue }
             let e = n == 0 ? ENOSPC : cl_errno()
             if e == EINTR { continue }

@@ -71,7 +71,7 @@ struct ConfigParserValidTests {
         #expect(c.receiver.maxConnections == 8)
         #expect(c.receiver.timeout == 120)
         #expect(c.spool.dir == "/etc/postern/spool")
-        #expect(c.spool.maxSize == 128 * 1024 * 1024)
+        #expect(c.spool.maxBytes == 128 * 1024 * 1024)
         #expect(c.spool.segmentSize == 1024 * 1024)
         #expect(c.spool.maxAge == 3 * 86400)
         #expect(c.upstreams.count == 1)
@@ -105,7 +105,7 @@ struct ConfigParserValidTests {
         #expect(c.receiver.maxConnections == 16)
         #expect(c.receiver.timeout == 300)
         #expect(c.spool.dir == "/var/spool/postern")
-        #expect(c.spool.maxSize == 64 * 1024 * 1024)
+        #expect(c.spool.maxBytes == 64 * 1024 * 1024)
         #expect(c.spool.segmentSize == 4 * 1024 * 1024)
         #expect(c.upstreams.first?.port == 25)
         // Issue 8: STARTTLS unless written otherwise (implicit TLS on port 465).
@@ -239,7 +239,7 @@ struct ConfigParserDependentDefaultTests {
     func segmentFromMaxSize(maxSize: String, segment: Int) throws {
         let c = try parseConfig("[spool]\nmax_size = \(maxSize)\n" + upstream).get()
         #expect(c.spool.segmentSize == segment)
-        #expect(c.spool.segmentSize <= c.spool.maxSize)
+        #expect(Int64(c.spool.segmentSize) <= c.spool.maxBytes)
         #expect(c.spool.segmentSize >= SpoolConfig.minSegmentSize)
         #expect(c.derived.contains("spool.segment_size") == (segment != SpoolConfig().segmentSize))
     }
@@ -247,7 +247,7 @@ struct ConfigParserDependentDefaultTests {
     @Test("max_size = 2M alone is valid: no error about the unwritten segment_size")
     func smallSpoolAlone() throws {
         let c = try parseConfig("[spool]\nmax_size = 2M\n" + upstream).get()
-        #expect(c.spool.maxSize == 2 << 20)
+        #expect(c.spool.maxBytes == 2 << 20)
         #expect(c.spool.segmentSize == 512 << 10)
         // A message larger than the whole spool could never be queued.
         #expect(c.receiver.maxMessageSize == 2 << 20)
@@ -257,11 +257,11 @@ struct ConfigParserDependentDefaultTests {
     @Test("segment_size alone, larger than the default max_size: max_size follows it")
     func maxSizeFromSegment() throws {
         let c = try parseConfig("[spool]\nsegment_size = 128M\n" + upstream).get()
-        #expect(c.spool.maxSize == 128 << 20)
+        #expect(c.spool.maxBytes == 128 << 20)
         #expect(c.spool.segmentSize == 128 << 20)
         #expect(c.derived == ["spool.max_size"])
         let d = try parseConfig("[spool]\nsegment_size = 1M\n" + upstream).get()
-        #expect(d.spool.maxSize == SpoolConfig().maxSize)
+        #expect(d.spool.maxBytes == SpoolConfig().maxBytes)
         #expect(d.derived.isEmpty)
     }
 
@@ -291,7 +291,7 @@ struct ConfigParserDependentDefaultTests {
     func plainDefaults() throws {
         let c = try parseConfig(upstream).get()
         #expect(c.derived.isEmpty)
-        #expect(c.spool.segmentSize == SpoolConfig.segmentSize(forMaxSize: c.spool.maxSize))
+        #expect(c.spool.segmentSize == SpoolConfig.segmentSize(forMaxSize: c.spool.maxBytes))
     }
 }
 
@@ -304,10 +304,9 @@ struct ConfigParser32BitTests {
         return p.parse(Array(text.utf8))
     }
 
-    @Test("Sizes beyond 1G are a configuration error naming file, line and key", arguments: [
-        ("spool", "max_size", "3G"), ("spool", "max_size", "2048M"), ("spool", "max_size", "1024G"),
-        ("spool", "max_size", "1025M"), ("spool", "max_size", "2147483648"), ("receiver", "max_message_size", "2G"),
-        ("receiver", "max_message_size", "1048577K"),
+    @Test("A message size beyond 1G is a configuration error naming file, line and key", arguments: [
+        ("receiver", "max_message_size", "2G"), ("receiver", "max_message_size", "1048577K"),
+        ("receiver", "max_message_size", "2147483648"),
     ])
     func tooLarge(section: String, key: String, value: String) {
         guard case .failure(let e) = parse32("# board\n[\(section)]\n\(key) = \(value)\n" + upstream) else {
@@ -322,8 +321,53 @@ struct ConfigParser32BitTests {
     @Test("Up to 1G is accepted", arguments: ["1G", "1024M", "1073741824", "64M"])
     func fits(value: String) throws {
         let c = try parse32("[spool]\nmax_size = \(value)\n[receiver]\nmax_message_size = \(value)\n" + upstream).get()
-        #expect(Int64(c.spool.maxSize) <= Int64(Int32.max))
+        #expect(c.spool.maxBytes <= Int64(Int32.max))
         #expect(Int64(c.receiver.maxMessageSize) <= Int64(Int32.max))
+    }
+
+    /// Issue 10 item 2: a Raspberry Pi OS 32-bit user with a 32 GB card may give
+    /// the spool more than 2 GiB. The spool's total is an `Int64` on every board.
+    @Test("max_size past 2 GiB is accepted on a 32-bit board, up to 1024G as on 64 bits", arguments: [
+        ("4G", Int64(4) << 30), ("3G", Int64(3) << 30), ("2048M", Int64(2) << 30), ("1025M", Int64(1025) << 20),
+        ("2147483648", Int64(1) << 31), ("4294967296", Int64(1) << 32), ("1024G", Int64(1) << 40),
+    ])
+    func spoolPast2GiB(value: String, bytes: Int64) throws {
+        let parsers: [(String) -> Result<Config, ConfigError>] = [parse32, { parseConfig($0) }]
+        for parse in parsers {
+            let c = try parse("[spool]\nmax_size = \(value)\n" + upstream).get()
+            #expect(c.spool.maxBytes == bytes)
+            // Its derivations stay within a 32-bit `Int`.
+            #expect(c.spool.segmentSize == SpoolConfig().segmentSize)
+            #expect(c.receiver.maxMessageSize == ReceiverConfig().maxMessageSize)
+            #expect(c.derived.isEmpty)
+            #expect(MemoryBudget(c).lines(c).count == 7)
+        }
+    }
+
+    @Test("max_size = 4G with segment_size = 1G and max_message_size = 1G: the largest a 32-bit board takes")
+    func largestOn32Bit() throws {
+        let c = try parse32("[receiver]\nmax_message_size = 1G\n[spool]\nmax_size = 4G\nsegment_size = 1G\n" + upstream).get()
+        #expect(c.spool.maxBytes == 4 << 30)
+        #expect(c.spool.segmentSize == 1 << 30)
+        #expect(c.receiver.maxMessageSize == 1 << 30)
+    }
+
+    @Test("Beyond 1024G max_size is out of range on every board", arguments: ["1025G", "1048577M", "1099511627777"])
+    func spoolBeyondCeiling(value: String) {
+        for r in [parse32("[spool]\nmax_size = \(value)\n" + upstream), parseConfig("[spool]\nmax_size = \(value)\n" + upstream)] {
+            guard case .failure(let e) = r else { Issue.record("max_size = \(value) was accepted"); continue }
+            #expect(e.message == "max_size: \(value) is out of range (64K to 1024G)")
+        }
+    }
+
+    @Test("segment_size = 2G is still refused on a 32-bit board (one file stays within Int)", arguments: ["2G", "2048M", "1025M"])
+    func segmentStillLimited(value: String) {
+        guard case .failure(let e) = parse32("[spool]\nmax_size = 4G\nsegment_size = \(value)\n" + upstream) else {
+            Issue.record("segment_size = \(value) was accepted on a 32-bit board")
+            return
+        }
+        #expect(e.line == 3)
+        #expect(e.message == "segment_size: \(value) is out of range (64K to 1G)")
     }
 
     @Test("The same values on a 64-bit board", arguments: [("3G", true), ("1024G", true), ("1025G", false)])

@@ -278,3 +278,21 @@ struct QueueIndexWidthTests {
         #expect(m.firstOffset == 16)
     }
 }
+
+@Suite("The queue's text total past 2 GiB (issue 10 item 2)")
+struct QueueLargeTests {
+    @Test("Three messages of 1 GiB: 3 GiB of text, then back to 0")
+    func textBytesPast2GiB() {
+        var q = Queue()
+        for i in 0..<3 {
+            let m = QueuedMessage(id: UInt64(i + 1), arrival: 1_800_000_000, size: 1 << 30, firstSegment: UInt64(i + 1),
+                                  firstOffset: 16, lastSegment: UInt64(i + 1), recipientStates: [0])!
+            q.insert(m)
+        }
+        #expect(q.textBytes == 3 << 30)
+        #expect(QueueReport.textFooter(count: q.count, bytes: q.textBytes) == "-- 3 messages, 3221225472 bytes of text\n")
+        #expect(QueueReport.jsonFooter(count: q.count, bytes: q.textBytes).contains("\"text_bytes\":3221225472"))
+        for i in 0..<3 { q.setOutcome(UInt64(i + 1), recipient: 0, .delivered) }
+        #expect(q.textBytes == 0)
+    }
+}

@@ -170,10 +170,10 @@ final class SimulatedDisk: SpoolStorage {
         return .success(())
     }
 
-    func availableSpace(_ path: String) -> Result<Int, Errno> {
+    func availableSpace(_ path: String) -> Result<Int64, Errno> {
         if dead { return .failure(fail("statvfs")) }
-        guard let cap = capacity else { return .success(Int.max) }
-        return .success(max(0, cap - used()))
+        guard let cap = capacity else { return .success(Int64.max) }
+        return .success(Int64(max(0, cap - used())))
     }
 
     // MARK: power loss

@@ -4,7 +4,7 @@ import Testing
 @testable import PosternRuntime
 
 /// A spool over a simulated disk, for the full-disk tests.
-func simulatedSpool(_ disk: SimulatedDisk, segmentSize: Int = 1 << 20, maxSize: Int = 1 << 30) -> Spool {
+func simulatedSpool(_ disk: SimulatedDisk, segmentSize: Int = 1 << 20, maxSize: Int64 = 1 << 30) -> Spool {
     let spool = Spool(dir: "/spool", segmentSize: segmentSize, maxSize: maxSize, log: Log(quiet: true), storage: disk)
     guard case .success = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true)) else {
         Issue.record("spool did not open")

@@ -283,7 +283,7 @@ struct SpoolSpaceTests {
         let segmentSize = 64 * 1024
         let stuckText = sampleText(30_000, seed: 99)
         var stuckID: UInt64 = 0
-        var peak = 0
+        var peak: Int64 = 0
         do {
             let (spool, _) = openSpool(dir, segmentSize: segmentSize)
             stuckID = receive(spool, ["stuck@example.com", "done@example.com"], text: stuckText).id

@@ -8,6 +8,7 @@ Everything here synchronises by bounded polling (``wait_until``); nothing relies
 on a bare sleep.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -168,9 +169,13 @@ class Received:
 
 
 class UpstreamHandler:
-    def __init__(self, pipelining=False):
+    def __init__(self, pipelining=False, digest_only=False):
         self.lock = threading.Lock()
         self.pipelining = pipelining
+        # Keep only each message's header section, and its body's size and
+        # SHA-256 (`Received.body_size`, `body_sha256`): for tests that relay
+        # gigabytes, which would not fit in memory.
+        self.digest_only = digest_only
         self.messages: list[Received] = []
         # recipient (lower case) -> replies for its next RCPTs, one per attempt;
         # once the list is used up, RCPT gets 250.
@@ -224,9 +229,18 @@ class UpstreamHandler:
                     # The connection breaks after the text, before any reply.
                     server.transport.abort()
                 return reply
+            content = envelope.original_content
+            if self.digest_only:
+                body = strip_received(content)
+                head = content[:content.find(b"\r\n\r\n") + 4]
+                digest, size, content = hashlib.sha256(body).hexdigest(), len(body), head
+                del body
+                envelope.original_content = envelope.content = None
             received = Received(envelope.mail_from, envelope.rcpt_tos,
-                                envelope.original_content, envelope.mail_options,
+                                content, envelope.mail_options,
                                 peer=session.peer, pipelined=getattr(envelope, "pipelined", False))
+            if self.digest_only:
+                received.body_sha256, received.body_size = digest, size
             # Whether this session was encrypted (STARTTLS or implicit TLS) and as whom.
             received.tls = bool(server._tls_protocol or server.transport.get_extra_info("ssl_object"))
             received.login = getattr(session, "auth_data", None)
@@ -242,14 +256,16 @@ class Upstream:
     the upstream can be stopped and started again (or start late) on the same port."""
 
     def __init__(self, port=None, host="127.0.0.1", pipelining=False, starttls=None, implicit=None,
-                 logins=None):
+                 logins=None, digest_only=False):
         """``starttls``/``implicit``: a server ssl.SSLContext offered with STARTTLS
         or wrapped around every connection. ``logins``: {user: secret} accepted by
         AUTH PLAIN, LOGIN and XOAUTH2 (the secret is the token); every other
-        attempt gets 535. Each AUTH attempt is counted in ``auth_attempts``."""
+        attempt gets 535. Each AUTH attempt is counted in ``auth_attempts``.
+        ``digest_only``: keep each message's header section and its body's size
+        and SHA-256 only (``Received.body_size``, ``body_sha256``)."""
         self.host = host
         self.port = port or free_port(host)
-        self.handler = UpstreamHandler(pipelining=pipelining)
+        self.handler = UpstreamHandler(pipelining=pipelining, digest_only=digest_only)
         self.controller = None
         self.starttls = starttls
         self.implicit = implicit
@@ -562,6 +578,18 @@ def workdir():
     d = Path(tempfile.mkdtemp(prefix="pbb-", dir="/tmp"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `big` (gigabytes written, minutes long) run only when the
+    -m expression names them (`-m big`), never as part of a plain or a
+    `-m board` run."""
+    if "big" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="opt-in: writes gigabytes; run with -m big")
+    for item in items:
+        if "big" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -17,7 +17,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         require(e.line >= 0 && e.line <= lines, "error line \(e.line) of \(lines)")
         require(!e.message.isEmpty, "an empty error")
     case .success(let c):
-        require(c.spool.segmentSize <= c.spool.maxSize, "segment_size above max_size")
+        require(Int64(c.spool.segmentSize) <= c.spool.maxBytes, "segment_size above max_size")
         require(c.retry.initial <= c.retry.max, "retry initial above max")
         // Issue 8: AUTH only with a name and one secret; a pin is 32 bytes;
         // rewriting From: needs the address to write.
@@ -29,7 +29,10 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
             if case .command(let argv)? = u.secret { require(!argv.isEmpty, "an empty password_command") }
         }
         require(c.receiver.maxMessageSize >= 1024, "max_message_size below its minimum")
-        require(Int64(c.spool.maxSize) <= parser.sizeCeiling, "max_size beyond the platform")
+        // max_size is 64-bit on every board (issue 10 item 2); the per-message
+        // and per-segment sizes stay within the platform's `Int`.
+        require(c.spool.maxBytes <= SpoolConfig.maxSizeCeiling, "max_size beyond its ceiling")
+        require(Int64(c.spool.segmentSize) <= parser.sizeCeiling, "segment_size beyond the platform")
         require(Int64(c.receiver.maxMessageSize) <= parser.sizeCeiling, "max_message_size beyond the platform")
         require(!c.upstreams.isEmpty, "no upstream")
         _ = MemoryBudget(c).lines(c)

@@ -144,11 +144,11 @@ final class FuzzStorage: SpoolStorage {
     func close(_ fd: Int32) { fds[fd] = nil }
     func unlink(_ path: String) -> Result<Void, Errno> { files[path] = nil; return .success(()) }
     func syncDirectory(_ path: String) -> Result<Void, Errno> { .success(()) }
-    func availableSpace(_ path: String) -> Result<Int, Errno> {
-        if capacity == Int.max { return .success(Int.max) }
+    func availableSpace(_ path: String) -> Result<Int64, Errno> {
+        if capacity == Int.max { return .success(Int64.max) }
         var used = 0
         for (_, v) in files { used += v.count }
-        return .success(max(0, capacity - used))
+        return .success(Int64(max(0, capacity - used)))
     }
 }
 

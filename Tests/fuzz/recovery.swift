@@ -167,5 +167,5 @@ final class MemoryDisk: SpoolStorage {
     }
 
     func syncDirectory(_ path: String) -> Result<Void, Errno> { .success(()) }
-    func availableSpace(_ path: String) -> Result<Int, Errno> { .success(1 << 30) }
+    func availableSpace(_ path: String) -> Result<Int64, Errno> { .success(1 << 30) }
 }

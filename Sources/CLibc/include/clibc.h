@@ -25,6 +25,14 @@
 #include "cl_process.h"
 #include "cl_local.h"
 
+// 64-bit time_t and off_t in everything Postern compiles, the Swift side
+// included (the clang importer reads this header): on armv7 that takes
+// -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64 (the Makefile's board flags). With a
+// 32-bit time_t the wall clock cannot be read from 2038-01-19T03:14:08Z on, and
+// with a 32-bit off_t no file passes 2 GiB (issue 10 item 2).
+_Static_assert(sizeof(time_t) == 8, "Postern needs a 64-bit time_t: build with -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64");
+_Static_assert(sizeof(off_t) == 8, "Postern needs a 64-bit off_t: build with -D_FILE_OFFSET_BITS=64");
+
 /// errno of the calling thread.
 int cl_errno(void);
 
