@@ -76,12 +76,6 @@ public struct SpoolConfig: Sendable {
     /// record could overflow.
     public static let maxSizeCeiling: Int64 = 1 << 40
 
-    /// `maxBytes` narrowed to `Int` (saturating at `Int.max`, 2 GiB - 1 on a
-    /// 32-bit board). Only for Commands.swift (check-config's printout and the
-    /// offline `postern queue`), left alone on this branch while another one
-    /// changes that file: once it uses `maxBytes`, this goes.
-    public var maxSize: Int { Int(clamping: maxBytes) }
-
     /// Smallest segment size the configuration accepts.
     public static let minSegmentSize = 64 * 1024
 

@@ -89,13 +89,6 @@ public final class Spool {
         self.expiry = expiry
     }
 
-    /// For Commands.swift's `postern queue` without a daemon, which passes the
-    /// `Int` `SpoolConfig.maxSize` (unused by a read-only scan) until it passes
-    /// `maxBytes`.
-    public convenience init(dir: String, segmentSize: Int, maxSize: Int, log: Log) {
-        self.init(dir: dir, segmentSize: segmentSize, maxSize: Int64(maxSize), log: log)
-    }
-
     public static func queueID(_ id: UInt64) -> String { ASCII.hex(id, width: 16) }
 
     func path(_ sequence: UInt64) -> String { dir + "/" + SpoolCodec.segmentName(sequence) }

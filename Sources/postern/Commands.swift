@@ -228,7 +228,7 @@ func controlCommand(_ command: String, _ args: [String], allowed: [String]) -> I
 
 /// `postern queue` with no daemon: scan the spool read-only and list it.
 func offlineQueue(_ config: Config, json: Bool, why: String) -> Int32 {
-    let spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxSize,
+    let spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxBytes,
                       log: Log(quiet: true))
     switch spool.openReadOnly(clock: Clock.reading()) {
     case .failure(let e):
@@ -260,7 +260,7 @@ func offlineQueue(_ config: Config, json: Bool, why: String) -> Int32 {
 
 /// The configuration with every default filled in, in the file's own format.
 func effectiveSettings(_ c: Config) -> [String] {
-    func size(_ v: Int) -> String {
+    func size(_ v: Int64) -> String {
         if v % (1024 * 1024 * 1024) == 0 { return "\(v / (1024 * 1024 * 1024))G" }
         if v % (1024 * 1024) == 0 { return "\(v / (1024 * 1024))M" }
         if v % 1024 == 0 { return "\(v / 1024)K" }
@@ -299,7 +299,7 @@ func effectiveSettings(_ c: Config) -> [String] {
         "hostname = " + (r.hostname ?? Sys.hostname()) + (r.hostname == nil ? "   # from gethostname" : ""),
         "allow_clients = " + r.allowClients.map { $0.description }.joined(separator: ", "),
         "allow_recipients = " + r.allowRecipients.patterns.map(pattern).joined(separator: ", "),
-        "max_message_size = " + size(r.maxMessageSize) + note("receiver.max_message_size"),
+        "max_message_size = " + size(Int64(r.maxMessageSize)) + note("receiver.max_message_size"),
         "max_recipients = \(r.maxRecipients)",
         "max_connections = \(r.maxConnections)"
             + "   # \(ConnectionSlots(total: r.maxConnections).reservedForLoopback) kept for loopback clients",
@@ -307,8 +307,8 @@ func effectiveSettings(_ c: Config) -> [String] {
         "",
         "[spool]",
         "dir = " + c.spool.dir,
-        "max_size = " + size(c.spool.maxSize) + note("spool.max_size"),
-        "segment_size = " + size(c.spool.segmentSize) + note("spool.segment_size"),
+        "max_size = " + size(c.spool.maxBytes) + note("spool.max_size"),
+        "segment_size = " + size(Int64(c.spool.segmentSize)) + note("spool.segment_size"),
         "max_age = " + duration(c.spool.maxAge),
     ]
     for u in c.upstreams {

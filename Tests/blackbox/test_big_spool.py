@@ -6,10 +6,11 @@ still be right past 2^31. With the upstream down, 110 messages of 20 MiB
 the upstream drains the spool and every message arrives exactly once, intact
 (sizes and SHA-256 compared, not contents: the upstream keeps only digests).
 
-Opt-in (marker `big`): it writes 2.3 GB and takes minutes under qemu-user. Run
-it with `-m big`, e.g. for the armv7 binary:
+Marker `big`: it writes 2.3 GB and takes about 3 minutes under qemu-user, so
+it runs only where it proves something, the 32-bit board: `make board-check
+ARCH=armv7` (part of `make check`) selects `board or big`. By hand, natively
+(about 80 s) or for a board:
 
-    make board ARCH=armv7   # then, as board-check does:
     POSTERN_ARCH=armv7 POSTERN_BIN=$PWD/build/armv7/postern-qemu \\
         /usr/bin/python3 -m pytest -q -s -m big Tests/blackbox/test_big_spool.py
 """
