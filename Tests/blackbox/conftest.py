@@ -500,8 +500,12 @@ class Daemon:
                     return True
                 except OSError:
                     return False
-            return len(self.find("msg=listening")) >= len(self.listen.split(","))
-        wait_until(ready, timeout, what="postern's 'listening' log line for every listen address")
+            # "postern started" comes once every listener, the control socket and
+            # the drop directory are open: a listener's own line came too early
+            # for a test that goes straight to the control socket.
+            return (len(self.find("msg=listening")) >= len(self.listen.split(","))
+                    and bool(self.find('msg="postern started"')))
+        wait_until(ready, timeout, what="postern's 'listening' line for every listen address and 'postern started'")
         return self
 
     def _read_stderr(self, proc):
