@@ -208,7 +208,10 @@ board-check: board
 debug-build: deps-build
 	swift build
 
-run: deps-test build
+# Only what the daemon and the capture upstream need (not the test or board
+# packages: the quick start adds no foreign architecture).
+run: deps-build build
+	@Tests/tools/ensure-debs python3 python3-aiosmtpd
 	@mkdir -p build/dev-spool
 	@echo "Postern on 127.0.0.1:2525 -> capture upstream on 127.0.0.1:2526 (Ctrl-C stops both)"
 	@$(PY) Tests/tools/capture_upstream.py --port 2526 & cap=$$!; \
