@@ -73,12 +73,15 @@ enum HeaderFolding {
     /// blank and stays) become spaces, runs of blanks longer than
     /// `maxBlankRun` are shortened, and leading and trailing blanks are
     /// removed. Octets of 128 and above are kept (RFC 6532 §3.2).
-    static func sanitized<V: Collection>(_ value: V) -> [UInt8] where V.Element == UInt8 {
+    /// `keepingControls` leaves control octets as they are, for a value known
+    /// to hold no CR or LF (`RecipientRewriter.foldable`).
+    static func sanitized<V: Collection>(_ value: V, keepingControls: Bool = false) -> [UInt8]
+    where V.Element == UInt8 {
         var out: [UInt8] = []
         out.reserveCapacity(value.count)
         var run = 0
         for raw in value {
-            let b = raw < 32 && raw != ASCII.tab ? ASCII.space : raw
+            let b = !keepingControls && raw < 32 && raw != ASCII.tab ? ASCII.space : raw
             if ASCII.isSpace(b) {
                 if out.isEmpty || run >= maxBlankRun { continue }
                 run += 1

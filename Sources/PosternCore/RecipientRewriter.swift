@@ -384,20 +384,7 @@ public struct RecipientRewriter: Sendable {
     /// unchanged: turning them into spaces could make a quoted local part
     /// that is no recipient into one.
     static func foldable(_ value: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(value.count)
-        var run = 0
-        for b in value {
-            if ASCII.isSpace(b) {
-                if out.isEmpty || run >= HeaderFolding.maxBlankRun { continue }
-                run += 1
-            } else {
-                run = 0
-            }
-            out.append(b)
-        }
-        while let last = out.last, ASCII.isSpace(last) { out.removeLast() }
-        return out
+        HeaderFolding.sanitized(value, keepingControls: true)
     }
 
     /// The aliases of the mailbox `f` when its address is local and has an

@@ -231,7 +231,11 @@ public final class Delivery {
         }
         for id in spool.queue.expired(atMonotonicSecond: clock.monotonicSeconds) {
             guard let m = spool.queue.message(id) else { continue }
-            let age = QueueReport.age(clock.wall - m.arrival)
+            // Expiry is decided on the monotonic clock; the wall-clock age can
+            // read a second short of max_age (arrival is kept in whole seconds).
+            // It was queued at least max_age, so that is the least we report.
+            let queued = max(clock.wall - m.arrival, expiry.maxAge)
+            let age = QueueReport.age(queued)
             log.event(.expired, .error, "message expired after max_age; giving it up", [
                 ("queue_id", Spool.queueID(id)), ("size", "\(m.size)"), ("attempt", "\(m.attempts)"),
                 ("age", age), ("pending", "\(m.pendingRecipients.count)"),
@@ -240,7 +244,7 @@ public final class Delivery {
             let reply = lastReply(of: m)
             let failed = m.pendingRecipients.map { FailureNotices.Failed(index: $0, status: "4.4.7", reply: reply, upstream: nil) }
             notices?.send(about: id, failed: failed,
-                          reason: .expired(queuedSeconds: max(0, clock.wall - m.arrival)), now: now)
+                          reason: .expired(queuedSeconds: queued), now: now)
             for i in m.pendingRecipients { spool.recordOutcome(id, recipient: i, .failed, now: now) }
         }
     }
