@@ -93,6 +93,7 @@ public enum ABIReport {
         r.constant("CL_RESOLVE_MAGIC", CL_RESOLVE_MAGIC)
         r.constant("CL_RESOLVE_MAX", CL_RESOLVE_MAX)
         r.constant("CL_RESOLVE_TEXT_MAX", CL_RESOLVE_TEXT_MAX)
+        r.constant("CL_SYNC_MAX_FDS", CL_SYNC_MAX_FDS)
 
         // --- libc and libsystemd constants the Swift code uses
         r.constant("EAGAIN", EAGAIN)
@@ -106,7 +107,9 @@ public enum ABIReport {
         r.constant("EMSGSIZE", EMSGSIZE)
         r.constant("ENOENT", ENOENT)
         r.constant("ENOSPC", ENOSPC)
+        r.constant("EIO", EIO)
         r.constant("EOVERFLOW", EOVERFLOW)
+        r.constant("EPIPE", EPIPE)
         r.constant("SIGHUP", SIGHUP)
         r.constant("SIGINT", SIGINT)
         r.constant("SIGKILL", SIGKILL)

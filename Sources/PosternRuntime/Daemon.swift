@@ -16,6 +16,8 @@ public final class Daemon {
     let log: Log
     var hostname: String
     let spool: Spool
+    /// Runs the group commit's syncs while the loop goes on.
+    let syncHelper: SyncHelper
     let delivery: Delivery
     var control: ControlServer
     let service: ServiceManager
@@ -36,7 +38,7 @@ public final class Daemon {
     var stopDeadline: Int64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
-    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop }
+    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop, spoolSync }
     var owners: [Owner] = []
 
     /// How long a stopping daemon waits for the upstream's reply to a message it
@@ -50,8 +52,11 @@ public final class Daemon {
         self.log = log
         service = ServiceManager(log: log, now: Clock.monotonic())
         hostname = config.receiver.hostname ?? Sys.hostname()
+        syncHelper = SyncHelper(log: log)
+        let storage = PosixStorage()
+        storage.useSyncHelper(syncHelper)
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxBytes, log: log,
-                      expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
+                      storage: storage, expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
                             expiry: ExpiryPolicy(maxAge: config.spool.maxAge), spool: spool, log: log,
                             kernel: kernel, postmaster: config.notify.postmaster)
@@ -67,6 +72,9 @@ public final class Daemon {
         signalFD = cl_signalfd_open()
         if signalFD < 0 { return "signalfd: \(Errno.current("signalfd").text)" }
 
+        // First, while the daemon is small (the helper is a new process, but
+        // starting it later would not make it cheaper).
+        syncHelper.start()
         let started = Clock.monotonic()
         let clock = Clock.reading()
         if !clock.synchronised {
@@ -272,6 +280,10 @@ public final class Daemon {
         owners.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
         owners.append(.signals)
+        if spool.syncPollFD >= 0 {
+            pollFDs.append(pollfd(fd: spool.syncPollFD, events: Int16(POLLIN), revents: 0))
+            owners.append(.spoolSync)
+        }
         if !stopping {
             for (i, l) in listeners.enumerated() {
                 pollFDs.append(pollfd(fd: l.fd, events: Int16(POLLIN), revents: 0))
@@ -306,7 +318,7 @@ public final class Daemon {
     /// Milliseconds until the earliest timer; 0 when work is pending; -1 for none.
     /// An idle daemon sleeps until its next retry, never on a fixed tick.
     func pollTimeout(now: Int64) -> Int32 {
-        if spool.groupCommitDue { return 0 }
+        if spool.groupCommitDue && !spool.syncInFlight { return 0 }
         var next: Int64? = nil
         func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
         if let t = pool?.nextDeadline() { earliest(t) }
@@ -336,6 +348,8 @@ public final class Daemon {
                 }
             case .mailDrop:
                 mailDrop?.ready(fd: p.fd, now: now)
+            case .spoolSync:
+                if let r = spool.finishGroupCommit(wait: false) { pool?.commitDone(r, now: now) }
             case .receiver(let i):
                 pool?.ready(index: i, revents: p.revents, now: now)
             case .control(let i):
@@ -368,10 +382,12 @@ public final class Daemon {
         }
     }
 
-    /// One fdatasync for every commit written since the last one; then the 250s.
+    /// Starts the group commit: one fdatasync for every commit written since the
+    /// last one started, run by the sync helper; its 250s go out when it has
+    /// finished (`dispatch`, `.spoolSync`). One runs at a time: what is committed
+    /// meanwhile shares the next.
     func groupCommit(now: Int64) {
-        guard spool.groupCommitDue else { return }
-        pool?.commitDone(spool.flush(), now: now)
+        if let r = spool.startGroupCommit() { pool?.commitDone(r, now: now) }
     }
 
     func timers(now: Int64) {
@@ -404,7 +420,7 @@ public final class Daemon {
     func shutdownComplete(now: Int64) -> Bool {
         groupCommit(now: now)
         pool?.shutdown(now: now)
-        let waiting = delivery.stop(now: now)
+        let waiting = delivery.stop(now: now) || spool.syncInFlight
         return !waiting || now >= stopDeadline
     }
 
@@ -416,6 +432,7 @@ public final class Daemon {
         mailDrop?.close(now: Clock.monotonic())
         if let path = ownedLocalSocket { _ = Sys.unlink(path) }
         spool.close()
+        syncHelper.stop()
         log.notice("postern stopped", [("queued", "\(spool.queue.count)")], id: MessageIDs.stopped)
     }
 }

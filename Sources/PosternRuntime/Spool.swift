@@ -19,10 +19,13 @@ public struct SpoolTransaction: Sendable {
 /// checks in `SpoolSpace.swift`, and every read goes through `SegmentCursor`.
 /// The record format is documented in `SpoolCodec.swift`.
 ///
-/// Receivers call `begin`, `appendText` and `commit`; the loop calls `flush` once
-/// per iteration, which performs the one `fdatasync` covering every commit written
-/// in that iteration, and only then are those messages queued and 250 sent
-/// (DESIGN.md principles 4 and 5).
+/// Receivers call `begin`, `appendText` and `commit`; the loop starts the group
+/// commit (`startGroupCommit`): one `fdatasync` covering every commit written
+/// since the last one started, run by the storage's sync helper while the loop
+/// goes on (issue 11 item 3). When it has finished (`finishGroupCommit`) those
+/// messages are queued and their 250s sent (DESIGN.md principles 4 and 5);
+/// everything committed meanwhile waits for the next, which starts at once.
+/// `flush` does both, waiting: for the tests, and for `close`.
 public final class Spool {
     public let dir: String
     /// These three may change on reload.
@@ -60,8 +63,28 @@ public final class Spool {
     /// Reads messages back for compaction; allocated the first time it is needed.
     var compactionReader: MessageReader? = nil
     public private(set) var relocatedMessages = 0
-    /// The active segment has writes no fdatasync has covered yet.
+    /// The active segment has writes no started fdatasync covers.
     var dirty = false
+    /// Segments closed (rolled over) with writes no started sync covers: kept
+    /// open for the next group commit, which syncs them with the active one, and
+    /// closed when it has finished. Everything in them must be durable before a
+    /// commit written after them is acknowledged.
+    var retired: [Int32] = []
+    /// At most this many are kept; beyond it the oldest is synced at once, in
+    /// the loop (a message larger than 16 segments arriving faster than a sync).
+    static let maxRetired = 16
+    /// The group commit whose sync is running: what its end makes durable.
+    struct SyncBatch {
+        var committed: [QueuedMessage]
+        var relocations: [Relocation]
+        /// Retired segments it syncs, closed when it ends.
+        var retired: [Int32]
+        var directory: Bool
+    }
+    var inFlight: SyncBatch? = nil
+    /// Open transactions with records in a file whose sync failed: their commit
+    /// is refused (452), since the kernel may have dropped their text.
+    var doomed: [UInt64] = []
     /// A commit or recipient record waits for the next group commit.
     var syncWanted = false
     /// A segment was created since the directory was last synced.
@@ -155,12 +178,20 @@ public final class Spool {
     func roll(syncingOld: Bool = true) -> Result<Void, Errno> {
         if activeFD >= 0 {
             // Everything in the old segment (text of a message that goes on in the
-            // new one, too) must be durable before a commit in the new one is.
+            // new one, too) must be durable before a commit in the new one is:
+            // the next group commit syncs it with the new one.
             if dirty && syncingOld {
-                if case .failure(let e) = storage.syncData(activeFD) { pendingSyncFailure = e }
+                retired.append(activeFD)
+                if retired.count > Self.maxRetired {
+                    let oldest = retired.removeFirst()
+                    if case .failure(let e) = storage.syncData(oldest) { syncFailed(e) }
+                    storage.close(oldest)
+                }
+            } else {
+                storage.close(activeFD)
             }
-            storage.close(activeFD)
             activeFD = -1
+            dirty = false
         }
         guard activeSequence < SpoolCodec.maxSequence else {
             return .failure(Errno(EOVERFLOW, "start segment \(activeSequence) + 1 (segment numbers exhausted)"))
@@ -293,6 +324,7 @@ public final class Spool {
     public func abort(_ t: SpoolTransaction, now: Int64) {
         _ = writeRecord(.abort, t.id, UnsafeRawBufferPointer(start: nil, count: 0))
         openTransactions[t.id] = nil
+        doomed.removeAll { $0 == t.id }
         releaseSpace()
     }
 
@@ -307,6 +339,12 @@ public final class Spool {
             openTransactions[t.id] = nil
             releaseSpace()
             return .failure(Errno(EFBIG, "message too large for the queue"))
+        }
+        if let k = doomed.firstIndex(of: t.id) {
+            doomed.remove(at: k)
+            openTransactions[t.id] = nil
+            releaseSpace()
+            return .failure(Errno(EIO, "sync of the message's text"))
         }
         let payload = SpoolCodec.commitPayload(size: t.size)
         let r = payload.withUnsafeBytes { writeRecord(.commit, t.id, $0) }
@@ -325,62 +363,120 @@ public final class Spool {
         }
     }
 
-    /// A group commit is due: commits or recipient records wait for it. Text alone
-    /// does not make one (it is synced with its commit, or when its segment closes).
-    public var groupCommitDue: Bool { syncWanted || pendingSyncFailure != nil }
+    /// A group commit is due: commits or compaction copies wait for it, or a
+    /// segment was closed with unsynced writes. Text alone does not make one (it
+    /// is synced with its commit).
+    public var groupCommitDue: Bool { syncWanted || pendingSyncFailure != nil || !retired.isEmpty }
 
-    /// The group commit: one fdatasync (and a directory sync after a new segment)
-    /// for everything written since the last flush, when a commit or compaction
-    /// copy waits for it. On success the committed messages join the queue and are
-    /// returned, so their clients can be told 250; on failure their ids come back
-    /// in `failed` for a 452.
+    /// A group commit's sync is running.
+    public var syncInFlight: Bool { inFlight != nil }
+
+    /// Polls readable when the running sync may have finished (-1: none runs).
+    public var syncPollFD: Int32 { inFlight == nil ? -1 : storage.syncPollFD }
+
+    /// The outcome of a group commit: what its clients are told.
     public struct FlushResult {
         /// Messages now durable and queued: their clients get 250.
         public var committed: [QueuedMessage] = []
         /// Messages whose commit could not be made durable: their clients get 452.
         public var failed: [UInt64] = []
         public var error: Errno? = nil
-        /// An fdatasync covered everything written before this flush.
+        /// A sync covered everything written before it started.
         public var synced = false
     }
 
-    public func flush() -> FlushResult {
-        guard syncWanted || pendingSyncFailure != nil else { return FlushResult() }
-        var failure = pendingSyncFailure
-        pendingSyncFailure = nil
-        if failure == nil && dirty && activeFD >= 0 {
-            if case .failure(let e) = storage.syncData(activeFD) { failure = e }
-        }
-        if failure == nil && directorySyncNeeded, case .failure(let e) = storage.syncDirectory(dir) {
-            failure = e
-        }
-        syncWanted = false
-        if failure == nil {
-            dirty = false
-            directorySyncNeeded = false
-            ioFailure = nil
-        } else if let f = failure {
-            noteFailure(f)
-        }
-        let waiting = awaitingSync
+    /// Starts the group commit when one is due and none runs: takes everything
+    /// committed so far as its batch and starts one fdatasync of the active
+    /// segment and every retired one (and an fsync of the directory after a new
+    /// segment). Returns its outcome when it is already known (the storage synced
+    /// at once, or a failure stands); nil while the sync runs or when nothing
+    /// was due.
+    public func startGroupCommit() -> FlushResult? {
+        guard inFlight == nil, groupCommitDue else { return nil }
+        var batch = SyncBatch(committed: awaitingSync, relocations: awaitingRelocation, retired: retired,
+                              directory: directorySyncNeeded)
         awaitingSync = []
-        if let e = failure {
-            awaitingRelocation = []
-            // After a failed fdatasync the kernel may have dropped the dirty pages:
-            // nothing written since the last good sync can be trusted, so stop
-            // writing to this file (the next write starts a new segment).
-            activeBroken = true
-            releaseSpace()
-            return FlushResult(failed: waiting.map { $0.id }, error: e)
-        }
-        for m in waiting { queue.insert(m) }
-        let relocations = awaitingRelocation
         awaitingRelocation = []
-        for r in relocations {
+        retired = []
+        syncWanted = false
+        if let e = pendingSyncFailure {
+            // A sync or an outcome record failed since the last group commit:
+            // what this batch holds cannot be promised.
+            pendingSyncFailure = nil
+            return finish(batch, .failure(e))
+        }
+        var files = batch.retired
+        if dirty && activeFD >= 0 { files.append(activeFD) }
+        dirty = false
+        directorySyncNeeded = false
+        if files.isEmpty && !batch.directory { return finish(batch, .success(())) }
+        switch storage.startSync(files: files, directory: batch.directory ? dir : nil) {
+        case .finished(let outcome):
+            return finish(batch, outcome)
+        case .started:
+            inFlight = batch
+            batch = SyncBatch(committed: [], relocations: [], retired: [], directory: false)
+            return finishGroupCommit(wait: false)
+        }
+    }
+
+    /// The running group commit's outcome once its sync has finished (nil while
+    /// it runs, or when none runs); `wait` blocks until it has.
+    public func finishGroupCommit(wait: Bool) -> FlushResult? {
+        guard let batch = inFlight, let outcome = storage.syncOutcome(wait: wait) else { return nil }
+        inFlight = nil
+        return finish(batch, outcome)
+    }
+
+    /// Applies a finished sync: on success the batch's messages join the queue
+    /// and their relocations take effect; on failure they are refused.
+    func finish(_ batch: SyncBatch, _ outcome: Result<Void, Errno>) -> FlushResult {
+        for fd in batch.retired { storage.close(fd) }
+        if case .failure(let e) = outcome {
+            if batch.directory { directorySyncNeeded = true }
+            syncFailed(e)
+            releaseSpace()
+            return FlushResult(failed: batch.committed.map { $0.id }, error: e)
+        }
+        if pendingSyncFailure == nil { ioFailure = nil }
+        for m in batch.committed { queue.insert(m) }
+        for r in batch.relocations {
             queue.relocate(r.id, firstSegment: r.firstSegment, firstOffset: r.firstOffset, lastSegment: r.lastSegment)
         }
-        if !relocations.isEmpty { releaseSpace() }
-        return FlushResult(committed: waiting, synced: true)
+        if !batch.relocations.isEmpty { releaseSpace() }
+        return FlushResult(committed: batch.committed, synced: true)
+    }
+
+    /// A sync failed. After a failed fdatasync the kernel may have dropped the
+    /// dirty pages, and a second fdatasync of the same file may report success:
+    /// nothing written to the spool since the last good sync can be trusted. So
+    /// the active file is written no more (the next write starts a new segment),
+    /// the commits written meanwhile are refused with the next group commit, and
+    /// so are the open transactions (their text may be in the lost pages).
+    func syncFailed(_ e: Errno) {
+        noteFailure(e)
+        activeBroken = true
+        dirty = true
+        if !awaitingSync.isEmpty || !awaitingRelocation.isEmpty { pendingSyncFailure = e }
+        awaitingRelocation = []
+        for (id, _) in openTransactions where !doomed.contains(id) { doomed.append(id) }
+    }
+
+    /// The group commit, waiting for it: starts one (after the running one, if
+    /// any) and returns everything that finished.
+    public func flush() -> FlushResult {
+        var result = FlushResult()
+        func add(_ r: FlushResult?) {
+            guard let r else { return }
+            result.committed += r.committed
+            result.failed += r.failed
+            if result.error == nil { result.error = r.error }
+            result.synced = r.synced
+        }
+        add(finishGroupCommit(wait: true))
+        add(startGroupCommit())
+        add(finishGroupCommit(wait: true))
+        return result
     }
 
     /// Records a final outcome for one recipient of a queued message. Returns true
@@ -427,10 +523,11 @@ public final class Spool {
     /// Returns the number of messages copied.
     @discardableResult
     public func compactIfNeeded(now: Int64) -> Int {
-        guard awaitingRelocation.isEmpty, totalBytes > compactionThreshold(),
+        guard awaitingRelocation.isEmpty, (inFlight?.relocations ?? []).isEmpty, totalBytes > compactionThreshold(),
               let oldest = segmentSizes.keys.min(), oldest != activeSequence else { return 0 }
         for (_, s) in openTransactions where s <= oldest { return 0 }
         for m in awaitingSync where m.firstSegment <= oldest { return 0 }
+        for m in inFlight?.committed ?? [] where m.firstSegment <= oldest { return 0 }
         let holders = queue.messages.filter { $0.firstSegment <= oldest && oldest <= $0.lastSegment }
         // A message being sent is read from its old place; wait until it is answered.
         guard !holders.isEmpty, !holders.contains(where: { $0.inFlight }) else { return 0 }
@@ -513,6 +610,12 @@ public final class Spool {
     public var segmentCount: Int { segmentSizes.count }
 
     public func close() {
+        _ = finishGroupCommit(wait: true)
+        for fd in retired {
+            _ = storage.syncData(fd)
+            storage.close(fd)
+        }
+        retired = []
         if activeFD >= 0 {
             if dirty { _ = storage.syncData(activeFD) }
             storage.close(activeFD)

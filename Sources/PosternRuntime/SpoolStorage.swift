@@ -36,11 +36,72 @@ public protocol SpoolStorage: AnyObject {
     /// holding `path` (f_bavail × f_frsize), at most `Int64.max` (64 bits on
     /// every board: a 32-bit one's card holds more than 2 GiB).
     func availableSpace(_ path: String) -> Result<Int64, Errno>
+
+    // The group commit's sync, without waiting for it (issue 11 item 3). One at
+    // a time: `startSync` is called again only after `syncOutcome` gave the
+    // outcome of the last one. What a sync covers is what was written before
+    // `startSync`; writes after it belong to the next.
+
+    /// Starts fdatasync(2) of `files` and, when `directory` is set, fsync(2) of
+    /// that directory. `.finished` when it ran at once (the default, and the
+    /// fallback when no helper can run it).
+    func startSync(files: [Int32], directory: String?) -> SyncStart
+    /// The outcome of the started sync once it has finished, nil while it runs;
+    /// with `wait` it blocks until the outcome is there.
+    func syncOutcome(wait: Bool) -> Result<Void, Errno>?
+    /// Polls readable when the started sync may have finished; -1 when syncs
+    /// finish within `startSync`.
+    var syncPollFD: Int32 { get }
 }
 
-/// The real file system, through `Sys`.
+/// What `SpoolStorage.startSync` did.
+public enum SyncStart {
+    /// The sync ran within the call: its outcome.
+    case finished(Result<Void, Errno>)
+    /// It runs elsewhere; `syncOutcome` tells when it is done.
+    case started
+}
+
+extension SpoolStorage {
+    /// Syncs at once, in the calling thread: the storages of the tests and
+    /// `postern queue`.
+    public func startSync(files: [Int32], directory: String?) -> SyncStart {
+        .finished(syncNow(files: files, directory: directory))
+    }
+
+    public func syncOutcome(wait: Bool) -> Result<Void, Errno>? { nil }
+
+    public var syncPollFD: Int32 { -1 }
+
+    /// Every file, then the directory; every one is synced even after a failure,
+    /// and the first failure is the outcome.
+    public func syncNow(files: [Int32], directory: String?) -> Result<Void, Errno> {
+        var outcome: Result<Void, Errno> = .success(())
+        for fd in files {
+            if case .failure(let e) = syncData(fd), case .success = outcome { outcome = .failure(e) }
+        }
+        if let d = directory, case .failure(let e) = syncDirectory(d), case .success = outcome {
+            outcome = .failure(e)
+        }
+        return outcome
+    }
+}
+
+/// The real file system, through `Sys`. With a `SyncHelper` (the daemon), the
+/// group commit's syncs run in the helper process while the loop goes on; if the
+/// helper cannot be started or dies with a sync outstanding, that sync is run
+/// here, at once (fdatasync may be repeated: it only makes durable what is
+/// already written).
 public final class PosixStorage: SpoolStorage {
+    public private(set) var helper: SyncHelper? = nil
+    /// What the helper was asked to sync, kept to run it here should it die.
+    var outstanding: (files: [Int32], directory: String?)? = nil
+
     public init() {}
+
+    /// Runs the syncs in `helper` from now on (started on first use, and again
+    /// after it died).
+    public func useSyncHelper(_ helper: SyncHelper) { self.helper = helper }
 
     public func makeDirectory(_ path: String) -> Result<Void, Errno> { Sys.mkdir(path, 0o700) }
 
@@ -89,6 +150,30 @@ public final class PosixStorage: SpoolStorage {
     public func syncDirectory(_ path: String) -> Result<Void, Errno> {
         cl_sync_directory(path) == 0 ? .success(()) : .failure(Errno.current("fsync \(path)"))
     }
+
+    public func startSync(files: [Int32], directory: String?) -> SyncStart {
+        guard outstanding == nil, let h = helper, h.send(files: files, directory: directory) else {
+            return .finished(syncNow(files: files, directory: directory))
+        }
+        outstanding = (files, directory)
+        return .started
+    }
+
+    public func syncOutcome(wait: Bool) -> Result<Void, Errno>? {
+        guard let o = outstanding, let h = helper else { return nil }
+        switch h.receive(wait: wait) {
+        case .running:
+            return nil
+        case .finished(let outcome):
+            outstanding = nil
+            return outcome
+        case .gone:
+            outstanding = nil
+            return syncNow(files: o.files, directory: o.directory)
+        }
+    }
+
+    public var syncPollFD: Int32 { outstanding == nil ? -1 : helper?.fd ?? -1 }
 
     public func availableSpace(_ path: String) -> Result<Int64, Errno> {
         var st = statvfs()

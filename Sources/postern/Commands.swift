@@ -389,6 +389,15 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
         }
         Sys.writeStdout(ABIReport.text())
         return 0
+    // The spool's sync helper, started by the daemon itself (SyncHelper.swift).
+    case SyncHelper.command:
+        guard rest.count == 1, let parent = ASCII.parseDecimal(rest[0].utf8, as: Int32.self) else {
+            Sys.writeStderr("postern sync-helper: started by the daemon only\n")
+            return exUsage
+        }
+        let status = cl_sync_helper_main(parent)
+        if status == exUsage { Sys.writeStderr("postern sync-helper: started by the daemon only\n") }
+        return status
     case "version", "--version":
         Sys.writeStdout("postern \(posternVersion)\n")
         return 0

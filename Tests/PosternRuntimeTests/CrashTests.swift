@@ -36,8 +36,29 @@ func workloadText(_ rng: inout SplitMix, count: Int) -> [UInt8] {
 /// `spool` until `steps` are done (the disk may die on the way: the code keeps
 /// running against a disk that fails every call, as a process does for the
 /// instant before the power is gone).
-func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout CrashModel) {
+///
+/// With `asyncSyncs` the group commit runs as in the daemon (issue 11 item 3):
+/// started, then finished some steps later while receiving, committing and
+/// delivering go on; the power may go with a sync in flight.
+func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout CrashModel,
+                 asyncSyncs: Bool = false) {
     var open: [OpenTransaction] = []
+    /// Outcome records written before the running sync started: it covers them.
+    var coveredOutcomes = 0
+    func finished(_ r: Spool.FlushResult, covering outcomes: Int) {
+        if r.error == nil {
+            for m in r.committed { model.acknowledged.insert(m.id) }
+            // Outcome records wait for a sync someone else asks for.
+            if r.synced {
+                for (id, i) in model.unsyncedOutcomes.prefix(outcomes) { model.durableOutcomes[id, default: []].insert(i) }
+                model.unsyncedOutcomes.removeFirst(min(outcomes, model.unsyncedOutcomes.count))
+            }
+        } else {
+            // After a failed sync nothing written before it is promised, even if
+            // a later flush succeeds (that one syncs a new segment).
+            model.unsyncedOutcomes = []
+        }
+    }
     for _ in 0..<steps {
         let dice = rng.below(100)
         if dice < 25 && open.count < 4 {
@@ -71,19 +92,17 @@ func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout
             }
         } else if dice < 67 && !open.isEmpty {
             spool.abort(open.remove(at: rng.below(open.count)).transaction, now: 0)
+        } else if dice < 85 && !asyncSyncs {
+            finished(spool.flush(), covering: model.unsyncedOutcomes.count)
         } else if dice < 85 {
-            let r = spool.flush()
-            if r.error == nil {
-                for m in r.committed { model.acknowledged.insert(m.id) }
-                // Outcome records wait for a sync someone else asks for.
-                if r.synced {
-                    for (id, i) in model.unsyncedOutcomes { model.durableOutcomes[id, default: []].insert(i) }
-                    model.unsyncedOutcomes = []
+            if spool.syncInFlight {
+                if rng.chance(50), let r = spool.finishGroupCommit(wait: true) {
+                    finished(r, covering: coveredOutcomes)
                 }
             } else {
-                // After a failed sync nothing written before it is promised, even if
-                // a later flush succeeds (that one syncs a new segment).
-                model.unsyncedOutcomes = []
+                let covering = model.unsyncedOutcomes.count
+                if let r = spool.startGroupCommit() { finished(r, covering: covering) }
+                coveredOutcomes = covering
             }
         } else if dice < 90 {
             spool.compactIfNeeded(now: 0)
@@ -112,7 +131,8 @@ struct CrashTests {
     /// With `fullDisk` the disk is small (24–120 KB, sometimes smaller than one
     /// segment), so writes fail with ENOSPC and finished segments, the active
     /// one included, are reclaimed while the power may go.
-    func crashCase(seed: UInt64, relocated: inout Int, reclaimed: inout Int, fullDisk: Bool = false) -> String? {
+    func crashCase(seed: UInt64, relocated: inout Int, reclaimed: inout Int, fullDisk: Bool = false,
+                   asyncSyncs: Bool = false, syncsStarted: inout Int) -> String? {
         var rng = SplitMix(seed: seed)
         let disk = SimulatedDisk()
         let segmentSize = [4096, 16_384, 65_536][rng.below(3)]
@@ -123,7 +143,8 @@ struct CrashTests {
         let steps = 20 + rng.below(220)
         // Somewhere in the run, or after it (then the crash only drops what was unsynced).
         disk.crashAt = 1 + rng.below(steps * 2)
-        runWorkload(spool, &rng, steps: steps, model: &model)
+        runWorkload(spool, &rng, steps: steps, model: &model, asyncSyncs: asyncSyncs)
+        syncsStarted += disk.startedSyncs
         relocated += spool.relocatedMessages
         reclaimed += spool.reclaimedSegments
         disk.die()
@@ -176,7 +197,8 @@ struct CrashTests {
         var reclaimed = 0
         for i in 0..<ProcessInfoSeed.cases {
             let seed = base &+ UInt64(i)
-            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed) {
+            var syncs = 0
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, syncsStarted: &syncs) {
                 failures.append("seed \(seed): \(f)")
                 if failures.count >= 5 { break }
             }
@@ -185,6 +207,27 @@ struct CrashTests {
         // The workload must reach compaction, or its crash safety goes untested.
         #expect(ProcessInfoSeed.cases < 100 || relocated > 100, "only \(relocated) compaction copies")
         print("crash cases: \(ProcessInfoSeed.cases), compaction copies made: \(relocated)")
+    }
+
+    @Test("crash points with a sync in flight: receiving, committing and delivering go on while it runs; nothing acknowledged is lost (issue 11 item 3)")
+    func randomCrashesWithSyncsInFlight() {
+        let base = ProcessInfoSeed.value ^ 0xA5F0_5111
+        var failures: [String] = []
+        var relocated = 0
+        var reclaimed = 0
+        var syncs = 0
+        for i in 0..<ProcessInfoSeed.cases {
+            let seed = base &+ UInt64(i)
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, asyncSyncs: true,
+                                 syncsStarted: &syncs) {
+                failures.append("seed \(seed) (syncs in flight): \(f)")
+                if failures.count >= 5 { break }
+            }
+        }
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        #expect(ProcessInfoSeed.cases < 100 || (relocated > 100 && syncs > ProcessInfoSeed.cases),
+                "only \(relocated) compaction copies, \(syncs) syncs started")
+        print("crash cases with syncs in flight: \(ProcessInfoSeed.cases), syncs started: \(syncs), compaction copies: \(relocated)")
     }
 
     @Test("crash points on a full disk: reclaiming finished segments, the active one too, loses nothing (issue 7 item 4)")
@@ -196,7 +239,8 @@ struct CrashTests {
         let cases = max(1, ProcessInfoSeed.cases / 2)
         for i in 0..<cases {
             let seed = base &+ UInt64(i)
-            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, fullDisk: true) {
+            var syncs = 0
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, fullDisk: true, syncsStarted: &syncs) {
                 failures.append("seed \(seed) (full disk): \(f)")
                 if failures.count >= 5 { break }
             }

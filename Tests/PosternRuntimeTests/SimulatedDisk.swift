@@ -35,6 +35,9 @@ final class SimulatedDisk: SpoolStorage {
         var durable: [UInt8] = []
         var current: [UInt8] = []
         var pending: [Op] = []
+        /// Operations ever done on it; those from `durableOps` on are `pending`.
+        var ops = 0
+        var durableOps = 0
     }
 
     var names: [String: Inode] = [:]
@@ -134,6 +137,7 @@ final class SimulatedDisk: SpoolStorage {
         }
         apply(.write(offset: offset, bytes: bytes), to: &inode.current)
         inode.pending.append(.write(offset: offset, bytes: bytes))
+        inode.ops += 1
         if trace && bytes.count >= 5 { print("write \(fdNames[fd] ?? "?") @\(offset) +\(bytes.count) kind \(bytes[4])") }
         return .success(bytes.count)
     }
@@ -144,6 +148,7 @@ final class SimulatedDisk: SpoolStorage {
         let inode = fds[fd]!
         inode.durable = inode.current
         inode.pending = []
+        inode.durableOps = inode.ops
         syncs += 1
         return .success(())
     }
@@ -153,6 +158,7 @@ final class SimulatedDisk: SpoolStorage {
         let inode = fds[fd]!
         apply(.truncate(length), to: &inode.current)
         inode.pending.append(.truncate(length))
+        inode.ops += 1
         return .success(())
     }
 
@@ -167,8 +173,69 @@ final class SimulatedDisk: SpoolStorage {
     func syncDirectory(_ path: String) -> Result<Void, Errno> {
         guard tick() else { return .failure(fail("fsync")) }
         durableNames = names
+        directorySyncs += 1
         return .success(())
     }
+
+    // MARK: syncs that finish later (the daemon's sync helper)
+
+    /// Directory syncs completed so far: one finishing later must not undo a
+    /// newer one.
+    var directorySyncs = 0
+    /// The sync started and not finished yet: each file with the count of its
+    /// operations it covers (those before `startSync`), and the names as they
+    /// were then.
+    var started: (files: [(Inode, Int)], names: [String: Inode]?, directorySyncs: Int)? = nil
+    /// Syncs started so far.
+    var startedSyncs = 0
+    /// Looks without waiting that find a started sync still running (the first
+    /// is the spool's own, right after starting it).
+    var pollsBeforeFinish = 1
+    var pollsUnanswered = 0
+    /// The next started sync finishes with EIO.
+    var failNextSync = false
+    /// The descriptors the running sync covers.
+    var startedFiles: [Int32] = []
+
+    /// Covers what was written before this call, and nothing after it (the least
+    /// a real fdatasync promises): the power may go before it finishes, and
+    /// writes go on meanwhile.
+    func startSync(files: [Int32], directory: String?) -> SyncStart {
+        guard tick() else { return .finished(.failure(fail("fdatasync"))) }
+        precondition(started == nil, "one sync at a time")
+        started = (files.map { (fds[$0]!, fds[$0]!.ops) }, directory == nil ? nil : names, directorySyncs)
+        startedSyncs += 1
+        startedFiles = files
+        return .started
+    }
+
+    func syncOutcome(wait: Bool) -> Result<Void, Errno>? {
+        guard let s = started else { return nil }
+        if !wait && pollsUnanswered < pollsBeforeFinish {
+            pollsUnanswered += 1
+            return nil
+        }
+        pollsUnanswered = 0
+        started = nil
+        guard tick() else { return .failure(fail("fdatasync")) }
+        if failNextSync {
+            // The disk reported a write error: nothing it covered became durable.
+            failNextSync = false
+            return .failure(fail("fdatasync"))
+        }
+        for (inode, covered) in s.files where covered > inode.durableOps {
+            let n = covered - inode.durableOps
+            for op in inode.pending.prefix(n) { apply(op, to: &inode.durable) }
+            inode.pending.removeFirst(n)
+            inode.durableOps = covered
+        }
+        if let n = s.names, directorySyncs == s.directorySyncs { durableNames = n }
+        syncs += 1
+        return .success(())
+    }
+
+    /// Never readable: the tests ask `syncOutcome` themselves.
+    var syncPollFD: Int32 { -1 }
 
     func availableSpace(_ path: String) -> Result<Int64, Errno> {
         if dead { return .failure(fail("statvfs")) }

@@ -127,6 +127,7 @@ int main(void) {
     CONST(CL_RESOLVE_MAGIC);
     CONST(CL_RESOLVE_MAX);
     CONST(CL_RESOLVE_TEXT_MAX);
+    CONST(CL_SYNC_MAX_FDS);
 
     // --- libc and libsystemd constants the Swift code uses
     CONST(EAGAIN);
@@ -140,7 +141,9 @@ int main(void) {
     CONST(EMSGSIZE);
     CONST(ENOENT);
     CONST(ENOSPC);
+    CONST(EIO);
     CONST(EOVERFLOW);
+    CONST(EPIPE);
     CONST(SIGHUP);
     CONST(SIGINT);
     CONST(SIGKILL);

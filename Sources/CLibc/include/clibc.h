@@ -136,4 +136,7 @@ int cl_sync_directory(const char *path);
 // TLS toward the upstream (tls.c).
 #include "cl_tls.h"
 
+// The spool's sync helper (sync.c).
+#include "cl_sync.h"
+
 #endif

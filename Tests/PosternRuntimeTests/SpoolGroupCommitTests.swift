@@ -1,0 +1,123 @@
+import Testing
+@testable import PosternCore
+@testable import PosternRuntime
+
+/// The group commit as the daemon runs it since issue 11 item 3: the sync is
+/// started, the loop goes on, and the 250s go out when it has finished.
+@Suite("Group commit with the sync in flight (issue 11 item 3)")
+struct SpoolGroupCommitTests {
+    func newSpool(_ disk: SimulatedDisk, segmentSize: Int = 1 << 20) -> Spool {
+        let spool = Spool(dir: "/spool", segmentSize: segmentSize, maxSize: 1 << 30,
+                          log: Log(showDebug: false, quiet: true), storage: disk)
+        _ = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true))
+        return spool
+    }
+
+    func open(_ spool: Spool, text: Int = 100) -> SpoolTransaction {
+        var t = try! spool.begin(envelope(["r@example.com"]), arrival: 1_700_000_000, now: 0).get()
+        // In pieces of 1000, as a client's text arrives: a segment fills to its
+        // size and the next one starts.
+        var left = text
+        let piece = [UInt8](repeating: 65, count: 1000)
+        while left > 0 {
+            let n = min(left, piece.count)
+            _ = piece[0..<n].withUnsafeBytes { spool.appendText(&t, $0, now: 0) }
+            left -= n
+        }
+        return t
+    }
+
+    func commit(_ spool: Spool, text: Int = 100) -> UInt64 {
+        let t = open(spool, text: text)
+        #expect((try? spool.commit(t, now: 0).get()) != nil)
+        return t.id
+    }
+
+    @Test("a commit written while a sync runs waits for the next one, which starts once it has finished")
+    func commitsDuringASyncShareTheNext() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(spool.syncInFlight)
+        let b = commit(spool)
+        let c = commit(spool)
+        // One sync at a time: nothing starts while one runs.
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 1)
+        let first = spool.finishGroupCommit(wait: false)
+        #expect(first?.committed.map { $0.id } == [a])
+        #expect(spool.queue.message(a) != nil && spool.queue.message(b) == nil)
+        #expect(spool.groupCommitDue && !spool.syncInFlight)
+        #expect(spool.startGroupCommit() == nil)
+        let second = spool.finishGroupCommit(wait: false)
+        #expect(second?.committed.map { $0.id } == [b, c])
+        #expect(disk.startedSyncs == 2)
+        #expect(!spool.groupCommitDue)
+    }
+
+    @Test("a failed sync refuses its batch, the commits written while it ran and the open transactions; new mail goes to a new segment")
+    func failedSync() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let openOne = open(spool)
+        let b = commit(spool)
+        disk.failNextSync = true
+        let segment = spool.activeSequence
+        let r = spool.finishGroupCommit(wait: false)
+        #expect(r?.failed == [a] && r?.error != nil && r?.committed.isEmpty == true)
+        // b was written into the file whose sync failed: refused with the next.
+        let next = spool.startGroupCommit()
+        #expect(next?.failed == [b] && next?.error != nil)
+        // The open transaction's text may be in the lost pages.
+        #expect((try? spool.commit(openOne, now: 0).get()) == nil)
+        // A message received after is accepted, in a new segment.
+        let d = commit(spool)
+        #expect(spool.activeSequence > segment)
+        let fine = spool.flush()
+        #expect(fine.committed.map { $0.id } == [d] && fine.error == nil)
+        #expect(spool.queue.message(a) == nil && spool.queue.message(b) == nil && spool.queue.message(d) != nil)
+    }
+
+    @Test("segments closed under a message are synced by its group commit and closed when it finishes")
+    func retiredSegments() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk, segmentSize: 4096)
+        let before = disk.fds.count
+        let id = commit(spool, text: 20_000)
+        // The message spans several segments; none was synced on the way.
+        #expect(disk.startedSyncs == 0 && disk.syncs == 0)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedFiles.count >= 4, "\(disk.startedFiles.count) files in the sync")
+        #expect(disk.fds.count > before)
+        let r = spool.finishGroupCommit(wait: true)
+        #expect(r?.committed.map { $0.id } == [id])
+        // Only the active segment is still open.
+        #expect(disk.fds.count == before)
+    }
+
+    @Test("a closed segment alone makes a group commit due, so text is not left unsynced for long")
+    func retiredSegmentMakesCommitDue() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk, segmentSize: 4096)
+        _ = open(spool, text: 6000)
+        #expect(spool.groupCommitDue)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(spool.finishGroupCommit(wait: true)?.error == nil)
+        #expect(!spool.groupCommitDue)
+    }
+
+    @Test("more than 16 closed segments waiting: the oldest is synced at once, so descriptors stay bounded")
+    func retiredBound() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk, segmentSize: 4096)
+        // A sync runs for the whole message, so segments pile up behind it.
+        _ = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        _ = open(spool, text: 4000 * 40)
+        #expect(spool.retired.count <= Spool.maxRetired)
+        #expect(disk.syncs > 0)
+    }
+}
