@@ -2,89 +2,33 @@
 #define _GNU_SOURCE
 #include "clibc.h"
 
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-
-extern char **environ;
 
 /* The messages, private to this file (both ends are C). */
 #define CL_SYNC_MAGIC 0x50535943  /* "PSYC" */
 
-// A request: `files` descriptors to fdatasync, then, when `directory` is 1, one
-// directory to fsync.
+/* A request: `files` descriptors to fdatasync, then, when `directory` is 1, one
+   directory to fsync; they come as SCM_RIGHTS with it. */
 typedef struct {
     uint32_t magic;
     uint32_t files;
     uint32_t directory;
 } cl_sync_request;
 
-// The answer: 0, or the errno of the first sync that failed (every descriptor is
-// synced even after a failure).
+/* The answer: 0, or the errno of the first sync that failed (every descriptor is
+   synced even after a failure). The helper's first message, before any request,
+   is an answer too: it says the helper is ready. */
 typedef struct {
     uint32_t magic;
     int32_t error;
 } cl_sync_reply;
 
-
-int cl_sync_helper_spawn(const char *exe, const char *helper_argument, int *sock) {
-    if (!exe || !helper_argument || !sock) { errno = EINVAL; return -1; }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -1;
-    /* Our end at 3 or above (a daemon started with stdio closed) and non-blocking:
-       the loop polls it. */
-    if (sv[0] <= 2) {
-        int moved = fcntl(sv[0], F_DUPFD_CLOEXEC, 3);
-        int saved = errno;
-        close(sv[0]);
-        errno = saved;
-        sv[0] = moved;
-    }
-    if (sv[0] < 0 || cl_set_nonblocking(sv[0]) != 0) {
-        int saved = errno;
-        if (sv[0] >= 0) close(sv[0]);
-        close(sv[1]);
-        errno = saved;
-        return -1;
-    }
-    char parent[24];
-    snprintf(parent, sizeof parent, "%d", (int)getpid());
-    char *argv[] = { (char *)exe, (char *)helper_argument, parent, NULL };
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    int rc = posix_spawn_file_actions_init(&actions);
-    if (rc == 0) {
-        rc = posix_spawnattr_init(&attr);
-        if (rc != 0) posix_spawn_file_actions_destroy(&actions);
-    }
-    pid_t pid = -1;
-    if (rc == 0) {
-        rc = posix_spawn_file_actions_adddup2(&actions, sv[1], 0);
-        if (rc == 0) rc = posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-        /* Nothing of the daemon's (the spool lock, listening sockets) may live on
-           in the helper: a lingering copy of the lock would keep a restarted
-           daemon out of its spool. */
-        if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-#endif
-        if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-        if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
-        if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &all);
-        if (rc == 0) rc = posix_spawn(&pid, exe, &actions, &attr, argv, environ);
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&actions);
-    }
-    close(sv[1]);
-    if (rc != 0) {
-        close(sv[0]);
-        errno = rc;
-        return -1;
-    }
-    *sock = sv[0];
-    return (int)pid;
+static int send_reply(int32_t error) {
+    cl_sync_reply reply = { CL_SYNC_MAGIC, error };
+    ssize_t w;
+    do { w = send(0, &reply, sizeof reply, MSG_NOSIGNAL); } while (w < 0 && errno == EINTR);
+    return w == (ssize_t)sizeof reply ? 0 : -1;
 }
 
 int cl_sync_send(int sock, const int *files, int n, int directory_fd) {
@@ -157,16 +101,17 @@ static int32_t sync_all(const int *fds, int files, int total) {
     return first;
 }
 
-int cl_sync_helper_main(int parent) {
+/* The helper's loop on standard input; returns its exit status. Only
+   async-signal-safe calls: it is a fork of the daemon. */
+static int helper_main(pid_t parent) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (parent <= 1 || getppid() != parent) return 64;
-    int type = 0;
-    socklen_t len = sizeof type;
-    if (getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET) return 64;
+    /* The daemon may have died before PR_SET_PDEATHSIG took effect. */
+    if (getppid() != parent) return 1;
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    if (send_reply(0) != 0) return 1;
     for (;;) {
         cl_sync_request req;
         struct iovec iov = { &req, sizeof req };
@@ -205,9 +150,62 @@ int cl_sync_helper_main(int parent) {
             error = sync_all(fds, (int)req.files, count);
         }
         for (int i = 0; i < count; i++) close(fds[i]);
-        cl_sync_reply reply = { CL_SYNC_MAGIC, error };
-        ssize_t w;
-        do { w = send(0, &reply, sizeof reply, MSG_NOSIGNAL); } while (w < 0 && errno == EINTR);
-        if (w != (ssize_t)sizeof reply) return 1;
+        if (send_reply(error) != 0) return 1;
     }
+}
+
+int cl_sync_helper_start(int *sock) {
+    if (!sock) { errno = EINVAL; return -1; }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+    /* Our end at 3 or above (with stdio closed it could be 0, where the child's
+       end goes) and non-blocking: the loop polls it. */
+    if (sv[0] <= 2) {
+        int moved = fcntl(sv[0], F_DUPFD_CLOEXEC, 3);
+        int saved = errno;
+        close(sv[0]);
+        errno = saved;
+        sv[0] = moved;
+    }
+    if (sv[0] < 0 || cl_set_nonblocking(sv[0]) != 0) {
+        int saved = errno;
+        if (sv[0] >= 0) close(sv[0]);
+        close(sv[1]);
+        errno = saved;
+        return -1;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        close(sv[0]);
+        close(sv[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        /* Only async-signal-safe calls from here on, and _exit: the daemon's
+           atexit handlers and buffers are not the helper's. Its end of the pair
+           becomes standard input, standard output and error /dev/null, and
+           everything else is closed: the spool lock above all (a copy living on
+           here would keep a restarted daemon out of its spool), and client
+           sockets (a copy would keep a closed connection open). */
+        if (dup2(sv[1], 0) < 0) _exit(1);
+        if (close_range(3, ~0U, 0) != 0) {
+            for (int fd = 3; fd < 65536; fd++) close(fd);
+        }
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 1);
+            dup2(null, 2);
+            if (null > 2) close(null);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        _exit(helper_main(parent));
+    }
+    close(sv[1]);
+    *sock = sv[0];
+    return (int)pid;
 }

@@ -99,6 +99,11 @@ public struct SpoolConfig: Sendable {
     /// Seconds a message may stay queued before it is given up (Postfix's
     /// maximal_queue_lifetime is also 5 days). See `ExpiryPolicy`.
     public var maxAge = 5 * 86400
+    /// `sync_helper`: the group commit's syncs run in a helper process, so the
+    /// loop goes on while they run (issue 11 item 3). `no` syncs in the loop, as
+    /// before: for a system where the daemon must not fork (the tests under
+    /// qemu-user, whose forked children hang).
+    public var syncHelper = true
 
     public init() {}
 }

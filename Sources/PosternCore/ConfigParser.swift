@@ -265,6 +265,7 @@ public struct ConfigParser {
         case "max_size": s.maxBytes = try spoolSize(value, n, key, min: 64 * 1024, max: SpoolConfig.maxSizeCeiling)
         case "segment_size": s.segmentSize = try size(value, n, key, min: 64 * 1024, max: 1 << 30)
         case "max_age": s.maxAge = try duration(value, n, key, min: 60)
+        case "sync_helper": s.syncHelper = try yesNo(value, n, key)
         default: throw unknown(key, "spool", n)
         }
     }

@@ -54,7 +54,7 @@ public final class Daemon {
         hostname = config.receiver.hostname ?? Sys.hostname()
         syncHelper = SyncHelper(log: log)
         let storage = PosixStorage()
-        storage.useSyncHelper(syncHelper)
+        if config.spool.syncHelper { storage.useSyncHelper(syncHelper) }
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxBytes, log: log,
                       storage: storage, expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
@@ -74,7 +74,7 @@ public final class Daemon {
 
         // First, while the daemon is small (the helper is a new process, but
         // starting it later would not make it cheaper).
-        syncHelper.start()
+        if config.spool.syncHelper { syncHelper.start() }
         let started = Clock.monotonic()
         let clock = Clock.reading()
         if !clock.synchronised {
@@ -269,7 +269,7 @@ public final class Daemon {
             if spool.groupCommitDue { groupCommit(now: after) }
             let end = Clock.monotonic()
             if !stopping { service.status(statusText(now: end), now: end) }
-            service.afterIteration(now: end, work: end - after, spoolFailure: spool.ioFailure?.description)
+            service.afterIteration(now: end, work: end - after, spoolFailure: spool.failure(now: end))
         }
         finish()
         return 0

@@ -82,6 +82,11 @@ public final class Spool {
         var directory: Bool
     }
     var inFlight: SyncBatch? = nil
+    /// When the running sync started (monotonic nanoseconds).
+    var inFlightSince: Int64 = 0
+    /// A sync running longer than this is a failing card: the watchdog stops
+    /// vouching for the daemon, as it did when a hung sync stopped the loop.
+    static let stalledSyncNanoseconds: Int64 = 120_000_000_000
     /// Open transactions with records in a file whose sync failed: their commit
     /// is refused (452), since the kernel may have dropped their text.
     var doomed: [UInt64] = []
@@ -371,6 +376,16 @@ public final class Spool {
     /// A group commit's sync is running.
     public var syncInFlight: Bool { inFlight != nil }
 
+    /// Why the spool cannot be vouched for: an I/O error since the last good
+    /// sync, or a sync that has not finished in `stalledSyncNanoseconds`.
+    public func failure(now: Int64) -> String? {
+        if let e = ioFailure { return e.description }
+        if inFlight != nil && now - inFlightSince > Self.stalledSyncNanoseconds {
+            return "a spool sync has not finished in \((now - inFlightSince) / 1_000_000_000)s"
+        }
+        return nil
+    }
+
     /// Polls readable when the running sync may have finished (-1: none runs).
     public var syncPollFD: Int32 { inFlight == nil ? -1 : storage.syncPollFD }
 
@@ -415,6 +430,7 @@ public final class Spool {
             return finish(batch, outcome)
         case .started:
             inFlight = batch
+            inFlightSince = Clock.monotonic()
             batch = SyncBatch(committed: [], relocations: [], retired: [], directory: false)
             return finishGroupCommit(wait: false)
         }

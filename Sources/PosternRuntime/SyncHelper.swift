@@ -5,25 +5,27 @@ import PosternCore
 /// one (issue 11 item 3: an fdatasync on an SD card takes 5–50 ms, and every
 /// client, the delivery and the watchdog used to wait with it).
 ///
-/// It is the daemon's own binary (`/proc/self/exe sync-helper PID`, started by
-/// `cl_sync_helper_spawn`; its loop is C, `cl_sync_helper_main`), on the other end
-/// of a SOCK_SEQPACKET socket pair. A request carries the descriptors to sync
-/// (SCM_RIGHTS: the helper gets its own copies of the daemon's open files, so a
-/// segment closed or deleted meanwhile is still the same file); the answer is 0
-/// or the first errno. One request at a time (`PosixStorage` keeps it so).
+/// It is a fork of the daemon (`cl_sync_helper_start`; its loop is C, a few
+/// hundred bytes of stack and no heap), on the other end of a SOCK_SEQPACKET
+/// socket pair. A request carries the descriptors to sync (SCM_RIGHTS: the helper
+/// gets its own copies of the daemon's open files, so a segment closed or deleted
+/// meanwhile is still the same file); the answer is 0 or the first errno. One
+/// request at a time (`PosixStorage` keeps it so).
 ///
-/// A new process rather than a fork of the daemon: a forked child would keep a
-/// copy of every page the daemon changes after the fork; this one holds only
-/// what a starting process touches (its cost is in the README's footprint).
+/// Forked, not executed: a new process of the daemon's binary would pay again
+/// for everything a starting process dirties (the relocations of libssl,
+/// libcrypto and libsystemd: 728 kB of private memory, measured), while a fork
+/// shares the daemon's pages and owns only those either side writes later. It
+/// is forked first thing in `Daemon.start`, while the daemon is small.
 ///
 /// When it cannot be started or is gone, the sync runs in the loop as before
 /// (`PosixStorage.startSync`); it is started again at the next sync, at most
-/// once a minute, and each failure to start is logged once.
+/// once a minute (once an hour when it never answered: it cannot run here),
+/// and a helper that cannot run is logged once until one works.
 public final class SyncHelper {
     /// The daemon's end of the socket pair, -1 while no helper runs.
     public private(set) var fd: Int32 = -1
     public private(set) var pid: Int32 = 0
-    let executable: String
     let log: Log
     /// No new start before this (monotonic nanoseconds) after one failed or died.
     var retryAt: Int64 = 0
@@ -31,13 +33,19 @@ public final class SyncHelper {
     var failureLogged = false
     /// Times a helper was started (the first included).
     public private(set) var starts = 0
+    /// The running helper said it is ready (its first message): it works here.
+    var ready = false
+    /// When the running helper was started (monotonic nanoseconds).
+    var startedAt: Int64 = 0
 
     static let restartDelay: Int64 = 60_000_000_000
-    /// The command line word that makes `postern` the helper.
-    public static let command = "sync-helper"
-
-    public init(executable: String = "/proc/self/exe", log: Log) {
-        self.executable = executable
+    /// After a helper that never became ready (it cannot run here: a seccomp
+    /// filter that kills it, an emulator whose forked children hang).
+    static let brokenDelay: Int64 = 3_600_000_000_000
+    /// A helper not ready this long after its start is killed: a fork and a few
+    /// system calls take well under a millisecond, even on a small board.
+    static let readyTimeout: Int64 = 2_000_000_000
+    public init(log: Log) {
         self.log = log
     }
 
@@ -47,28 +55,29 @@ public final class SyncHelper {
         if fd >= 0 { return true }
         guard now >= retryAt else { return false }
         var sock: Int32 = -1
-        let child = cl_sync_helper_spawn(executable, Self.command, &sock)
+        let child = cl_sync_helper_start(&sock)
         guard child > 0 else {
             retryAt = now + Self.restartDelay
             if !failureLogged {
                 failureLogged = true
                 log.warning("cannot start the sync helper; the spool syncs in the loop", [
-                    ("error", Errno.current("spawn \(executable)").description)], id: MessageIDs.spoolError)
+                    ("error", Errno.current("fork").description)], id: MessageIDs.spoolError)
             }
             return false
         }
         fd = sock
         pid = child
         starts += 1
-        failureLogged = false
+        ready = false
+        startedAt = now
         log.debug("sync helper started", [("pid", "\(child)")])
         return true
     }
 
-    /// Sends a request; false when no helper runs or it could not take it (the
-    /// caller syncs in the loop).
+    /// Sends a request; false when no helper runs, or it is not ready yet, or it
+    /// could not take it (the caller syncs in the loop).
     func send(files: [Int32], directory: String?) -> Bool {
-        guard files.count + (directory == nil ? 0 : 1) <= Int(CL_SYNC_MAX_FDS), start() else { return false }
+        guard files.count + (directory == nil ? 0 : 1) <= Int(CL_SYNC_MAX_FDS), start(), isReady() else { return false }
         var dirFD: Int32 = -1
         if let d = directory {
             dirFD = cl_open_directory(d)
@@ -82,6 +91,25 @@ public final class SyncHelper {
             return false
         }
         return true
+    }
+
+    /// Whether the running helper has said it is ready, looking for its first
+    /// message without waiting; one not ready after `readyTimeout` is killed.
+    func isReady(now: Int64 = Clock.monotonic()) -> Bool {
+        if ready { return true }
+        var error: Int32 = 0
+        switch cl_sync_receive(fd, 0, &error) {
+        case 1:
+            ready = true
+            failureLogged = false
+            return true
+        case 0:
+            if now - startedAt > Self.readyTimeout { ended("it was not ready \(Self.readyTimeout / 1_000_000_000)s after its start") }
+            return false
+        default:
+            ended(Errno.current("sync helper").text)
+            return false
+        }
     }
 
     enum Reception {
@@ -109,10 +137,15 @@ public final class SyncHelper {
     /// The helper is gone or unusable: closes our end, reaps it (or leaves it
     /// to `ChildReaper`), and allows a new start after `restartDelay`.
     func ended(_ why: String) {
-        log.warning("the sync helper ended; the spool syncs in the loop until it is back", [
-            ("pid", "\(pid)"), ("reason", why)], id: MessageIDs.spoolError)
+        let broken = !ready
+        if !broken || !failureLogged {
+            log.warning(broken ? "the sync helper cannot run here; the spool syncs in the loop"
+                               : "the sync helper ended; the spool syncs in the loop until it is back",
+                        [("pid", "\(pid)"), ("reason", why)], id: MessageIDs.spoolError)
+        }
+        if broken { failureLogged = true }
         stop()
-        retryAt = Clock.monotonic() + Self.restartDelay
+        retryAt = Clock.monotonic() + (broken ? Self.brokenDelay : Self.restartDelay)
     }
 
     /// Closes the socket and kills the helper (a sync it was running is

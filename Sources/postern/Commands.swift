@@ -310,6 +310,7 @@ func effectiveSettings(_ c: Config) -> [String] {
         "max_size = " + size(c.spool.maxBytes) + note("spool.max_size"),
         "segment_size = " + size(Int64(c.spool.segmentSize)) + note("spool.segment_size"),
         "max_age = " + duration(c.spool.maxAge),
+        "sync_helper = " + (c.spool.syncHelper ? "yes" : "no"),
     ]
     for u in c.upstreams {
         lines += ["", "[upstream]", "host = " + u.host, "port = \(u.port)",
@@ -389,15 +390,6 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
         }
         Sys.writeStdout(ABIReport.text())
         return 0
-    // The spool's sync helper, started by the daemon itself (SyncHelper.swift).
-    case SyncHelper.command:
-        guard rest.count == 1, let parent = ASCII.parseDecimal(rest[0].utf8, as: Int32.self) else {
-            Sys.writeStderr("postern sync-helper: started by the daemon only\n")
-            return exUsage
-        }
-        let status = cl_sync_helper_main(parent)
-        if status == exUsage { Sys.writeStderr("postern sync-helper: started by the daemon only\n") }
-        return status
     case "version", "--version":
         Sys.writeStdout("postern \(posternVersion)\n")
         return 0

@@ -1,8 +1,8 @@
 """The loop never waits for a sync (issue 11 item 3).
 
-The group commit's fdatasync runs in a helper process (`postern sync-helper`,
-the daemon's own binary, started at start): while it runs, other clients are
-served, and the 250s it covers go out only once it has finished. An LD_PRELOAD
+The group commit's fdatasync runs in a helper process (a fork of the daemon,
+made at start): while it runs, other clients are served, and the 250s it covers
+go out only once it has finished. An LD_PRELOAD
 shim (Tests/tools/sync_gate.c, inherited by the helper) logs every sync and can
 hold it for as long as the test likes: a very slow SD card under control.
 """
@@ -17,11 +17,9 @@ import pytest
 
 from conftest import EMULATED, POSTERN_BIN, REPO, TARGET, RawClient, send_one, wait_until
 
-# Under qemu-user the daemon cannot start itself again (/proc/self/exe is the
-# emulator there, and no binfmt_misc entry runs an ARM binary): it syncs in the
-# loop, as it does on any system where the helper cannot run. On the board the
-# helper is a native process like any other.
-pytestmark = pytest.mark.skipif(EMULATED, reason="qemu-user cannot exec the board binary again")
+# Not under qemu-user: a forked child hangs there (a trivial C program that
+# forks does too), so the board binaries are tested with sync_helper = no.
+pytestmark = pytest.mark.skipif(EMULATED, reason="qemu-user's forked children hang")
 
 
 @pytest.fixture
@@ -76,15 +74,9 @@ def children(pid):
 
 
 def helper_pid(daemon):
-    """The sync helper: the daemon's child running `sync-helper`."""
-    for c in children(daemon.pid):
-        try:
-            with open(f"/proc/{c}/cmdline", "rb") as f:
-                if b"sync-helper" in f.read():
-                    return c
-        except OSError:
-            pass
-    return None
+    """The sync helper: the daemon's only child while no command or lookup runs."""
+    kids = children(daemon.pid)
+    return kids[0] if len(kids) == 1 else None
 
 
 def exists(pid):
@@ -182,6 +174,7 @@ def test_a_killed_helper_costs_nothing_but_speed(make_daemon, upstream, gate):
     acknowledged only once durable, and it is said in the log."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
     helper = wait_until(lambda: helper_pid(daemon), what="the sync helper process")
+    send_one(daemon.port, "synced by the helper")
     os.kill(helper, signal.SIGKILL)
     wait_until(lambda: not exists(helper), what="the helper to die")
     send_one(daemon.port, "synced in the loop")
@@ -197,10 +190,3 @@ def test_the_helper_ends_with_the_daemon(make_daemon, upstream, gate):
     send_one(daemon.port, "one")
     assert daemon.stop() == 0
     wait_until(lambda: not exists(helper), what="the helper to end")
-
-
-def test_sync_helper_refuses_to_run_by_hand():
-    r = subprocess.run([POSTERN_BIN, "sync-helper", "1"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 64 and "started by the daemon only" in r.stderr
-    r = subprocess.run([POSTERN_BIN, "sync-helper"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 64
