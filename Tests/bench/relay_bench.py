@@ -367,22 +367,35 @@ def settle(group, what, quiet=0.002, window=0.5, timeout=20):
 STRACE_LINE = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+([a-z0-9_]+)\(")
 
 
+STRACE_RESUMED = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+<\.\.\. ([a-z0-9_]+) resumed>")
+STRACE_DURATION = re.compile(r"<(\d+\.\d+)>\s*$")
+
+
 def strace_counts(path, t0, t1):
-    """{call: count} of the calls that started in [t0, t1] (a call interrupted by
-    another process's line is counted at its start, "<unfinished ...>")."""
+    """({call: count} of the calls that started in [t0, t1], [durations in
+    seconds of the sync calls among them]). A call interrupted by another
+    process's line is counted at its start ("<unfinished ...>") and timed at
+    its end ("<... fdatasync resumed>", which carries the -T duration)."""
     out = {c: 0 for c in COUNTED_CALLS}
+    durations = []
     with open(path, errors="replace") as f:
         for line in f:
-            m = STRACE_LINE.match(line)
-            if m and t0 <= float(m.group(1)) <= t1 and m.group(2) in out:
+            m = STRACE_LINE.match(line) or STRACE_RESUMED.match(line)
+            if not m or not t0 <= float(m.group(1)) <= t1 or m.group(2) not in out:
+                continue
+            if STRACE_LINE.match(line):
                 out[m.group(2)] += 1
-    return out
+            d = STRACE_DURATION.search(line)
+            if d and m.group(2) in SYNC_CALLS and "<unfinished" not in line:
+                durations.append(float(d.group(1)))
+    return out, durations
 
 
 def strace_cmd(path):
     # --seccomp-bpf: only the counted calls stop the tracee; -f follows every
     # fork (Postfix's master spawns its daemons, a helper process of Postern).
-    return ["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=" + ",".join(COUNTED_CALLS), "-o", path, "--"]
+    # -T: each call's duration, for the median sync time.
+    return ["strace", "-f", "--seccomp-bpf", "-ttt", "-T", "-e", "trace=" + ",".join(COUNTED_CALLS), "-o", path, "--"]
 
 
 # --- smtp-sink and smtp-source --------------------------------------------------------
@@ -772,8 +785,9 @@ def one_run(ctx, relay_name, size, count, sessions, mode, slow_ms=None):
         load.remove()
     if trace is not None:
         # Complete now that the relay (and so strace) has exited.
-        calls = strace_counts(trace, t0, t3)
+        calls, durations = strace_counts(trace, t0, t3)
         result["calls"] = calls
+        result["sync_ms_median"] = statistics.median(durations) * 1000 if durations else None
         result["syncs"] = sum(calls[c] for c in SYNC_CALLS)
         result["fsync_per_msg"] = result["syncs"] / count
         result["io_uring_enter_per_msg"] = calls["io_uring_enter"] / count
@@ -845,8 +859,8 @@ def cell(value, digits, vs_postfix, vs_base):
 def main_table(results):
     """results: {(label, count, sessions): {relay: merged row}}"""
     lines = ["| workload | relay | accepted msg/s | end-to-end msg/s | CPU ms/msg | syncs/msg | "
-             "io_uring_enter/msg | peak RSS kB (ΣVmHWM) | peak PSS kB (ΣPss) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "sync ms | io_uring_enter/msg | peak RSS kB (ΣVmHWM) | peak PSS kB (ΣPss) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (label, count, sessions), rows in results.items():
         b, pf = rows.get("baseline", {}), rows.get("postfix", {})
         for relay in ("baseline", "postern", "postfix"):
@@ -858,7 +872,7 @@ def main_table(results):
             if relay == "baseline":
                 cpu = cell(r.get("load_cpu_ms_per_msg"), 3, None, None) + " (load)"
                 lines.append(f"| {count} × {label}, {sessions} sess. | baseline (no relay) | "
-                             f"{fmt(r['accepted_rate'], None)} | {fmt(r['e2e_rate'], None)} | {cpu} | – | – | – | – |")
+                             f"{fmt(r['accepted_rate'], None)} | {fmt(r['e2e_rate'], None)} | {cpu} | – | – | – | – | – |")
                 continue
             cpu_b = ratio(r.get("cpu_ms_per_msg"), b.get("load_cpu_ms_per_msg"))
             lines.append(
@@ -867,6 +881,7 @@ def main_table(results):
                 f"{cell(r.get('e2e_rate'), None, vp('e2e_rate'), vb('e2e_rate'))} | "
                 f"{cell(r.get('cpu_ms_per_msg'), 3, vp('cpu_ms_per_msg'), cpu_b)} | "
                 f"{cell(r.get('fsync_per_msg'), 2, vp('fsync_per_msg'), None)} | "
+                f"{fmt(r.get('sync_ms_median'), 2)} | "
                 f"{fmt(r.get('io_uring_enter_per_msg'), 2)} | "
                 f"{cell(r.get('peak_rss_kb'), 0, vp('peak_rss_kb'), None)} | "
                 f"{cell(r.get('peak_pss_kb'), 0, vp('peak_pss_kb'), None)} |")
@@ -923,7 +938,8 @@ LEGEND = [
     "smtp-sink has counted every message. CPU: the relay's own CPU time, from the source's start until the",
     "relay is idle again, per message; the baseline row gives smtp-source's and smtp-sink's instead (\"load\"),",
     "and a relay's ×B is its CPU over that. syncs: fsync+fdatasync+sync_file_range+syncfs calls per message,",
-    "counted by strace -f over the same window in a separate counting run (never in the timed runs).",
+    "counted by strace -f over the same window in a separate counting run (never in the timed runs); sync ms:",
+    "their median duration there (strace -T): what the disk made each one wait, which varies on a shared disk.",
     "peak RSS: the largest sum of VmHWM over the relay's live processes, sampled every 0.1 s (Postern: one",
     "process, so its VmHWM; Postfix: master and every daemon, each counting the shared pages of libc and",
     "Postfix's libraries again); peak PSS: the largest sum of Pss over the same processes, sampled in the",
@@ -1015,7 +1031,8 @@ def main():
                     r = one_run(ctx, relay, size, count, sessions, "count")
                     print(f"{r['syncs']} syncs, {r['calls']['io_uring_enter']} io_uring_enter", flush=True)
                     emit(dict(kind="count", **r))
-                    for k in ("fsync_per_msg", "io_uring_enter_per_msg", "peak_pss_kb", "calls", "syncs"):
+                    for k in ("fsync_per_msg", "io_uring_enter_per_msg", "peak_pss_kb", "calls", "syncs",
+                              "sync_ms_median"):
                         merged[relay][k] = r[k]
             results[key] = merged
             for relay, m in merged.items():
