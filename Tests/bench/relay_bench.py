@@ -919,13 +919,14 @@ def machine_info(args, cgroup_method):
                         text=True).stdout.split()[-1]
     pf_version = postconf_default("mail_version")
     try:
-        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cs"], capture_output=True,
-                                text=True).stdout.strip()
+        # The last commit that changed the daemon's sources (the binary is built from them).
+        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cs", "--", "Sources"],
+                                capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "?"
     return [f"- machine: {cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}; scratch on {fs} "
             f"({args.scratch_dir}), Postern's spool and Postfix's queue side by side",
-            f"- Postern: {BIN} ({os.path.getsize(BIN):,} bytes), commit {commit}; Postfix {pf_version} "
+            f"- Postern: {BIN} ({os.path.getsize(BIN):,} bytes), sources of commit {commit}; Postfix {pf_version} "
             f"(Debian), smtp-source/smtp-sink from the same package",
             f"- medians of {args.runs} run(s); CPU from {cgroup_method}",
             f"- load average (1, 5, 15 min) at the start: {args.loadavg_start}; at the end: "
