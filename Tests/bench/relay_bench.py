@@ -211,8 +211,8 @@ def cgroup2_root():
 
 class Group:
     """The processes of one relay (or of the load generator). With cgroup v2, a
-    directory of its own that the first process joins before exec (every child
-    inherits it): its members and its CPU time (cpu.stat usage_usec, kept by the
+    directory of its own that each started command joins before it runs (every
+    child inherits it): its members and its CPU time (cpu.stat usage_usec, kept by the
     kernel for every cgroup, with or without the cpu controller). Without, the
     tree below the first process, and /proc's times."""
 
@@ -228,16 +228,13 @@ class Group:
             except OSError as e:
                 print(f"warning: cannot create the cgroup {path} ({e}); using /proc", file=sys.stderr)
 
-    def preexec(self):
-        """For Popen: the child joins the cgroup before it execs."""
+    def wrap(self, cmd):
+        """`cmd` made to join the cgroup before it runs: a shell writes its own
+        pid to cgroup.procs and execs it (the same process, so Popen's pid is
+        the command's). Not preexec_fn: this script has threads running."""
         if self.path is None:
-            return None
-        procs = os.path.join(self.path, "cgroup.procs")
-
-        def join():
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
-        return join
+            return cmd
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', os.path.join(self.path, "cgroup.procs")] + cmd
 
     def pids(self):
         if self.path is not None:
@@ -414,9 +411,8 @@ class Sink:
         self.cond = threading.Condition()
         self.errlog = open(os.path.join(workdir, f"sink-{self.port}.err"), "w")
         self.proc = subprocess.Popen(
-            ["smtp-sink", "-c", "-u", "postfix", f"127.0.0.1:{self.port}", "1024"],
-            stdout=subprocess.PIPE, stderr=self.errlog, stdin=subprocess.DEVNULL,
-            preexec_fn=group.preexec(), start_new_session=True)
+            group.wrap(["smtp-sink", "-c", "-u", "postfix", f"127.0.0.1:{self.port}", "1024"]),
+            stdout=subprocess.PIPE, stderr=self.errlog, stdin=subprocess.DEVNULL, start_new_session=True)
         if group.root_pid is None:
             group.root_pid = self.proc.pid
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -480,8 +476,8 @@ def run_source(group, port, size, count, sessions, workdir, timeout):
         # waited for when they are stopped): its CPU time, for a group without cgroup.
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                preexec_fn=group.preexec(), start_new_session=True)
+        proc = subprocess.Popen(group.wrap(cmd), stdout=subprocess.DEVNULL, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -523,8 +519,8 @@ class Postern:
         self.log = open(self.logpath, "w")
         self.real_bin = os.path.realpath(BIN)
         cmd = (strace_cmd(strace_path) if strace_path else []) + [BIN, "run", "--config", self.conf, "--log", "stderr"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, **env}, preexec_fn=self.group.preexec(),
+        self.proc = subprocess.Popen(self.group.wrap(cmd), stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **env},
                                      start_new_session=True, cwd=self.dir)
         self.group.root_pid = self.proc.pid
 
@@ -644,8 +640,8 @@ import_environment = {imported}
         self.logpath = os.path.join(self.dir, "start.log")
         self.log = open(self.logpath, "w")
         cmd = (strace_cmd(strace_path) if strace_path else []) + ["postfix", "-c", self.conf_dir, "start-fg"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, **env}, preexec_fn=self.group.preexec(),
+        self.proc = subprocess.Popen(self.group.wrap(cmd), stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **env},
                                      start_new_session=True)
         self.group.root_pid = self.proc.pid
 
