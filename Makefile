@@ -37,7 +37,7 @@ TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace 
 # MTA, and the MTA under test is Postern (Tests/tools/unpack-deb).
 MAILX_DIR := build/tools/bsd-mailx
 
-.PHONY: all build run check deps-build deps-test unit blackbox bench-memory bench-flash bench-offline bench-board clean debug-build \
+.PHONY: all build run check deps-build deps-test unit blackbox bench bench-memory bench-flash bench-offline bench-board clean debug-build \
 	install deb deps-deb lint-deb fuzz fuzz-smoke fuzz-build fuzz-embedded-build
 
 all: build
@@ -262,6 +262,23 @@ BENCH_BOARD_DEBS := qemu-system-arm squashfs-tools
 bench-board: build boards
 	@Tests/tools/ensure-debs $(BUILD_DEBS) $(BOARD_DEBS) $(BENCH_BOARD_DEBS)
 	$(PY) Tests/bench/board_footprint.py --no-install
+
+# Throughput against Postfix (needs root; not part of `make check`): Postfix's
+# smtp-source into its smtp-sink on loopback, directly, through build/postern and
+# through a private Postfix null client (its own config, queue and data
+# directories under the scratch directory; the system's Postfix is never
+# started); then Postern and Postfix again with every sync slowed by
+# build/tools/slow_sync.so. Medians of BENCH_RUNS runs (default 3);
+# BENCH_ARGS=--quick for one short run of each. Tables and JSON lines in
+# build/bench/relay.md and relay.jsonl (Tests/bench/relay_bench.py).
+bench: deps-test build build/tools/slow_sync.so
+	@Tests/tools/ensure-postfix
+	$(PY) Tests/bench/relay_bench.py $(if $(BENCH_RUNS),--runs $(BENCH_RUNS)) $(BENCH_ARGS)
+
+# The LD_PRELOAD shim of the slowed-sync rows (Tests/tools/slow_sync.c).
+build/tools/slow_sync.so: Tests/tools/slow_sync.c
+	@mkdir -p build/tools
+	gcc -shared -fPIC -O2 -Wall -o $@ $< -ldl
 
 # First whatever a killed package test left mounted in build/debian-chroot
 # (test_deploy.py: overlays, tmpfs and proc; never a bind of the host's files).
