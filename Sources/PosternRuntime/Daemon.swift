@@ -16,8 +16,9 @@ public final class Daemon {
     let log: Log
     var hostname: String
     let spool: Spool
-    /// Runs the group commit's syncs while the loop goes on.
-    let syncHelper: SyncHelper
+    /// Run the group commit's syncs while the loop goes on: two, so that a
+    /// commit arriving while one sync runs has its own started at once.
+    let syncHelpers: [SyncHelper]
     let delivery: Delivery
     var control: ControlServer
     let service: ServiceManager
@@ -52,9 +53,9 @@ public final class Daemon {
         self.log = log
         service = ServiceManager(log: log, now: Clock.monotonic())
         hostname = config.receiver.hostname ?? Sys.hostname()
-        syncHelper = SyncHelper(log: log)
+        syncHelpers = [SyncHelper(log: log), SyncHelper(log: log)]
         let storage = PosixStorage()
-        if config.spool.syncHelper { storage.useSyncHelper(syncHelper) }
+        if config.spool.syncHelper { storage.useSyncHelpers(syncHelpers) }
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxBytes, log: log,
                       storage: storage, expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
@@ -74,7 +75,7 @@ public final class Daemon {
 
         // First, while the daemon is small (the helper is a new process, but
         // starting it later would not make it cheaper).
-        if config.spool.syncHelper { syncHelper.start() }
+        if config.spool.syncHelper { for h in syncHelpers { h.start() } }
         let started = Clock.monotonic()
         let clock = Clock.reading()
         if !clock.synchronised {
@@ -318,7 +319,7 @@ public final class Daemon {
     /// Milliseconds until the earliest timer; 0 when work is pending; -1 for none.
     /// An idle daemon sleeps until its next retry, never on a fixed tick.
     func pollTimeout(now: Int64) -> Int32 {
-        if spool.groupCommitDue && !spool.syncInFlight { return 0 }
+        if spool.canStartGroupCommit { return 0 }
         var next: Int64? = nil
         func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
         if let t = pool?.nextDeadline() { earliest(t) }
@@ -349,7 +350,7 @@ public final class Daemon {
             case .mailDrop:
                 mailDrop?.ready(fd: p.fd, now: now)
             case .spoolSync:
-                if let r = spool.finishGroupCommit(wait: false) { pool?.commitDone(r, now: now) }
+                while let r = spool.finishGroupCommit(wait: false) { pool?.commitDone(r, now: now) }
             case .receiver(let i):
                 pool?.ready(index: i, revents: p.revents, now: now)
             case .control(let i):
@@ -383,9 +384,9 @@ public final class Daemon {
     }
 
     /// Starts the group commit: one fdatasync for every commit written since the
-    /// last one started, run by the sync helper; its 250s go out when it has
-    /// finished (`dispatch`, `.spoolSync`). One runs at a time: what is committed
-    /// meanwhile shares the next.
+    /// last one started, run by a sync helper; its 250s go out when it has
+    /// finished (`dispatch`, `.spoolSync`). Two run at a time: what is committed
+    /// while both run shares the next.
     func groupCommit(now: Int64) {
         if let r = spool.startGroupCommit() { pool?.commitDone(r, now: now) }
     }
@@ -432,7 +433,7 @@ public final class Daemon {
         mailDrop?.close(now: Clock.monotonic())
         if let path = ownedLocalSocket { _ = Sys.unlink(path) }
         spool.close()
-        syncHelper.stop()
+        for h in syncHelpers { h.stop() }
         log.notice("postern stopped", [("queued", "\(spool.queue.count)")], id: MessageIDs.stopped)
     }
 }

@@ -80,10 +80,20 @@ public final class Spool {
         /// Retired segments it syncs, closed when it ends.
         var retired: [Int32]
         var directory: Bool
+        /// When its sync started (monotonic nanoseconds).
+        var since: Int64 = 0
+        /// An earlier sync failed after this one started: what this one covers
+        /// may be in the pages the kernel dropped, so it fails too.
+        var poisoned: Errno? = nil
+        /// Its sync ran at once (no helper could take it) while earlier ones
+        /// still run: its outcome, kept until they have finished.
+        var known: Result<Void, Errno>? = nil
     }
-    var inFlight: SyncBatch? = nil
-    /// When the running sync started (monotonic nanoseconds).
-    var inFlightSince: Int64 = 0
+    /// The group commits whose syncs run, oldest first; at most
+    /// `storage.syncCapacity`. They finish in this order: a later one is
+    /// answered only after every earlier one (it may lack the directory sync
+    /// an earlier one carries).
+    var inFlight: [SyncBatch] = []
     /// A sync running longer than this is a failing card: the watchdog stops
     /// vouching for the daemon, as it did when a hung sync stopped the loop.
     static let stalledSyncNanoseconds: Int64 = 120_000_000_000
@@ -374,20 +384,23 @@ public final class Spool {
     public var groupCommitDue: Bool { syncWanted || pendingSyncFailure != nil || !retired.isEmpty }
 
     /// A group commit's sync is running.
-    public var syncInFlight: Bool { inFlight != nil }
+    public var syncInFlight: Bool { !inFlight.isEmpty }
+
+    /// A group commit is due and may start now.
+    public var canStartGroupCommit: Bool { groupCommitDue && inFlight.count < max(1, storage.syncCapacity) }
 
     /// Why the spool cannot be vouched for: an I/O error since the last good
     /// sync, or a sync that has not finished in `stalledSyncNanoseconds`.
     public func failure(now: Int64) -> String? {
         if let e = ioFailure { return e.description }
-        if inFlight != nil && now - inFlightSince > Self.stalledSyncNanoseconds {
-            return "a spool sync has not finished in \((now - inFlightSince) / 1_000_000_000)s"
+        if let oldest = inFlight.first, now - oldest.since > Self.stalledSyncNanoseconds {
+            return "a spool sync has not finished in \((now - oldest.since) / 1_000_000_000)s"
         }
         return nil
     }
 
     /// Polls readable when the running sync may have finished (-1: none runs).
-    public var syncPollFD: Int32 { inFlight == nil ? -1 : storage.syncPollFD }
+    public var syncPollFD: Int32 { inFlight.isEmpty ? -1 : storage.syncPollFD }
 
     /// The outcome of a group commit: what its clients are told.
     public struct FlushResult {
@@ -407,7 +420,7 @@ public final class Spool {
     /// at once, or a failure stands); nil while the sync runs or when nothing
     /// was due.
     public func startGroupCommit() -> FlushResult? {
-        guard inFlight == nil, groupCommitDue else { return nil }
+        guard canStartGroupCommit else { return nil }
         var batch = SyncBatch(committed: awaitingSync, relocations: awaitingRelocation, retired: retired,
                               directory: directorySyncNeeded)
         awaitingSync = []
@@ -426,21 +439,34 @@ public final class Spool {
         directorySyncNeeded = false
         if files.isEmpty && !batch.directory { return finish(batch, .success(())) }
         switch storage.startSync(files: files, directory: batch.directory ? dir : nil) {
-        case .finished(let outcome):
+        case .finished(let outcome) where inFlight.isEmpty:
             return finish(batch, outcome)
+        case .finished(let outcome):
+            // Its turn comes after the syncs started before it.
+            batch.known = outcome
+            inFlight.append(batch)
+            return nil
         case .started:
-            inFlight = batch
-            inFlightSince = Clock.monotonic()
-            batch = SyncBatch(committed: [], relocations: [], retired: [], directory: false)
-            return finishGroupCommit(wait: false)
+            batch.since = Clock.monotonic()
+            inFlight.append(batch)
+            // Finished already? (Only the oldest can be answered.)
+            return inFlight.count == 1 ? finishGroupCommit(wait: false) : nil
         }
     }
 
     /// The running group commit's outcome once its sync has finished (nil while
     /// it runs, or when none runs); `wait` blocks until it has.
     public func finishGroupCommit(wait: Bool) -> FlushResult? {
-        guard let batch = inFlight, let outcome = storage.syncOutcome(wait: wait) else { return nil }
-        inFlight = nil
+        guard let batch = inFlight.first else { return nil }
+        let outcome: Result<Void, Errno>
+        if let known = batch.known {
+            outcome = known
+        } else {
+            guard let o = storage.syncOutcome(wait: wait) else { return nil }
+            outcome = o
+        }
+        inFlight.removeFirst()
+        if let e = batch.poisoned { return finish(batch, .failure(e)) }
         return finish(batch, outcome)
     }
 
@@ -475,6 +501,7 @@ public final class Spool {
         dirty = true
         if !awaitingSync.isEmpty || !awaitingRelocation.isEmpty { pendingSyncFailure = e }
         awaitingRelocation = []
+        for i in inFlight.indices where inFlight[i].poisoned == nil { inFlight[i].poisoned = e }
         for (id, _) in openTransactions where !doomed.contains(id) { doomed.append(id) }
     }
 
@@ -489,9 +516,9 @@ public final class Spool {
             if result.error == nil { result.error = r.error }
             result.synced = r.synced
         }
-        add(finishGroupCommit(wait: true))
+        while syncInFlight { add(finishGroupCommit(wait: true)) }
         add(startGroupCommit())
-        add(finishGroupCommit(wait: true))
+        while syncInFlight { add(finishGroupCommit(wait: true)) }
         return result
     }
 
@@ -539,11 +566,11 @@ public final class Spool {
     /// Returns the number of messages copied.
     @discardableResult
     public func compactIfNeeded(now: Int64) -> Int {
-        guard awaitingRelocation.isEmpty, (inFlight?.relocations ?? []).isEmpty, totalBytes > compactionThreshold(),
+        guard awaitingRelocation.isEmpty, inFlight.allSatisfy({ $0.relocations.isEmpty }), totalBytes > compactionThreshold(),
               let oldest = segmentSizes.keys.min(), oldest != activeSequence else { return 0 }
         for (_, s) in openTransactions where s <= oldest { return 0 }
         for m in awaitingSync where m.firstSegment <= oldest { return 0 }
-        for m in inFlight?.committed ?? [] where m.firstSegment <= oldest { return 0 }
+        for b in inFlight { for m in b.committed where m.firstSegment <= oldest { return 0 } }
         let holders = queue.messages.filter { $0.firstSegment <= oldest && oldest <= $0.lastSegment }
         // A message being sent is read from its old place; wait until it is answered.
         guard !holders.isEmpty, !holders.contains(where: { $0.inFlight }) else { return 0 }
@@ -626,7 +653,7 @@ public final class Spool {
     public var segmentCount: Int { segmentSizes.count }
 
     public func close() {
-        _ = finishGroupCommit(wait: true)
+        while syncInFlight { _ = finishGroupCommit(wait: true) }
         for fd in retired {
             _ = storage.syncData(fd)
             storage.close(fd)

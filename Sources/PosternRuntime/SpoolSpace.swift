@@ -50,7 +50,7 @@ extension Spool {
     /// transaction, commit waiting for its sync, or compaction copy.
     var nothingLive: Bool {
         queue.isEmpty && openTransactions.isEmpty && awaitingSync.isEmpty && awaitingRelocation.isEmpty
-            && inFlight == nil
+            && inFlight.isEmpty
     }
 
     /// Deletes finished segments, and under pressure the active one too.
@@ -72,7 +72,7 @@ extension Spool {
         var pin = UInt64.max
         for (_, s) in openTransactions { pin = min(pin, s) }
         for m in awaitingSync { pin = min(pin, m.firstSegment) }
-        for m in inFlight?.committed ?? [] { pin = min(pin, m.firstSegment) }
+        for b in inFlight { for m in b.committed { pin = min(pin, m.firstSegment) } }
         while let oldest = segmentSizes.keys.min(), oldest != activeSequence, oldest < pin,
               !queue.isReferenced(oldest) {
             if !deleteSegment(oldest) { return }

@@ -37,21 +37,23 @@ public protocol SpoolStorage: AnyObject {
     /// every board: a 32-bit one's card holds more than 2 GiB).
     func availableSpace(_ path: String) -> Result<Int64, Errno>
 
-    // The group commit's sync, without waiting for it (issue 11 item 3). One at
-    // a time: `startSync` is called again only after `syncOutcome` gave the
-    // outcome of the last one. What a sync covers is what was written before
-    // `startSync`; writes after it belong to the next.
+    // The group commit's sync, without waiting for it (issue 11 item 3). At most
+    // `syncCapacity` run at once; their outcomes come in the order they were
+    // started. What a sync covers is what was written before `startSync`;
+    // writes after it belong to a later one.
 
     /// Starts fdatasync(2) of `files` and, when `directory` is set, fsync(2) of
     /// that directory. `.finished` when it ran at once (the default, and the
     /// fallback when no helper can run it).
     func startSync(files: [Int32], directory: String?) -> SyncStart
-    /// The outcome of the started sync once it has finished, nil while it runs;
-    /// with `wait` it blocks until the outcome is there.
+    /// The outcome of the oldest started sync once it has finished, nil while
+    /// it runs; with `wait` it blocks until the outcome is there.
     func syncOutcome(wait: Bool) -> Result<Void, Errno>?
-    /// Polls readable when the started sync may have finished; -1 when syncs
-    /// finish within `startSync`.
+    /// Polls readable when the oldest started sync may have finished; -1 when
+    /// syncs finish within `startSync`.
     var syncPollFD: Int32 { get }
+    /// How many started syncs may run at once.
+    var syncCapacity: Int { get }
 }
 
 /// What `SpoolStorage.startSync` did.
@@ -73,6 +75,8 @@ extension SpoolStorage {
 
     public var syncPollFD: Int32 { -1 }
 
+    public var syncCapacity: Int { 1 }
+
     /// Every file, then the directory; every one is synced even after a failure,
     /// and the first failure is the outcome.
     public func syncNow(files: [Int32], directory: String?) -> Result<Void, Errno> {
@@ -87,21 +91,23 @@ extension SpoolStorage {
     }
 }
 
-/// The real file system, through `Sys`. With a `SyncHelper` (the daemon), the
-/// group commit's syncs run in the helper process while the loop goes on; if the
-/// helper cannot be started or dies with a sync outstanding, that sync is run
-/// here, at once (fdatasync may be repeated: it only makes durable what is
-/// already written).
+/// The real file system, through `Sys`. With sync helpers (the daemon), the
+/// group commit's syncs run in helper processes while the loop goes on, two at
+/// once with two helpers: a commit that arrives while one sync runs need not
+/// wait for it to end before its own starts. If no helper is free or ready, or
+/// one dies with a sync outstanding, that sync is run here, at once
+/// (fdatasync may be repeated: it only makes durable what is already written).
 public final class PosixStorage: SpoolStorage {
-    public private(set) var helper: SyncHelper? = nil
-    /// What the helper was asked to sync, kept to run it here should it die.
-    var outstanding: (files: [Int32], directory: String?)? = nil
+    public private(set) var helpers: [SyncHelper] = []
+    /// What each helper was asked to sync, oldest first (to run it here should
+    /// the helper die).
+    var outstanding: [(helper: Int, files: [Int32], directory: String?)] = []
 
     public init() {}
 
-    /// Runs the syncs in `helper` from now on (started on first use, and again
-    /// after it died).
-    public func useSyncHelper(_ helper: SyncHelper) { self.helper = helper }
+    /// Runs the syncs in `helpers` from now on (each started on first use, and
+    /// again after it died).
+    public func useSyncHelpers(_ helpers: [SyncHelper]) { self.helpers = helpers }
 
     public func makeDirectory(_ path: String) -> Result<Void, Errno> { Sys.mkdir(path, 0o700) }
 
@@ -152,28 +158,31 @@ public final class PosixStorage: SpoolStorage {
     }
 
     public func startSync(files: [Int32], directory: String?) -> SyncStart {
-        guard outstanding == nil, let h = helper, h.send(files: files, directory: directory) else {
-            return .finished(syncNow(files: files, directory: directory))
+        for k in helpers.indices where !outstanding.contains(where: { $0.helper == k }) {
+            guard helpers[k].send(files: files, directory: directory) else { continue }
+            outstanding.append((k, files, directory))
+            return .started
         }
-        outstanding = (files, directory)
-        return .started
+        return .finished(syncNow(files: files, directory: directory))
     }
 
     public func syncOutcome(wait: Bool) -> Result<Void, Errno>? {
-        guard let o = outstanding, let h = helper else { return nil }
-        switch h.receive(wait: wait) {
+        guard let o = outstanding.first else { return nil }
+        switch helpers[o.helper].receive(wait: wait) {
         case .running:
             return nil
         case .finished(let outcome):
-            outstanding = nil
+            outstanding.removeFirst()
             return outcome
         case .gone:
-            outstanding = nil
+            outstanding.removeFirst()
             return syncNow(files: o.files, directory: o.directory)
         }
     }
 
-    public var syncPollFD: Int32 { outstanding == nil ? -1 : helper?.fd ?? -1 }
+    public var syncPollFD: Int32 { outstanding.first.map { helpers[$0.helper].fd } ?? -1 }
+
+    public var syncCapacity: Int { max(1, helpers.count) }
 
     public func availableSpace(_ path: String) -> Result<Int64, Errno> {
         var st = statvfs()

@@ -173,25 +173,29 @@ final class SimulatedDisk: SpoolStorage {
     func syncDirectory(_ path: String) -> Result<Void, Errno> {
         guard tick() else { return .failure(fail("fsync")) }
         durableNames = names
-        directorySyncs += 1
+        durableNamesStamp = mutations
         return .success(())
     }
 
     // MARK: syncs that finish later (the daemon's sync helper)
 
-    /// Directory syncs completed so far: one finishing later must not undo a
-    /// newer one.
-    var directorySyncs = 0
+    /// When (in `mutations`) the names made durable last were taken: a
+    /// directory sync finishing later must not undo a newer one.
+    var durableNamesStamp = 0
     /// The sync started and not finished yet: each file with the count of its
     /// operations it covers (those before `startSync`), and the names as they
     /// were then.
-    var started: (files: [(Inode, Int)], names: [String: Inode]?, directorySyncs: Int)? = nil
+    var started: [(files: [(Inode, Int)], names: [String: Inode]?, stamp: Int)] = []
+    /// Syncs that may run at once (the daemon has two helpers).
+    var syncCapacity = 2
     /// Syncs started so far.
     var startedSyncs = 0
     /// Looks without waiting that find a started sync still running (the first
     /// is the spool's own, right after starting it).
     var pollsBeforeFinish = 1
     var pollsUnanswered = 0
+    /// The next sync runs within `startSync`.
+    var nextSyncAtOnce = false
     /// The next started sync finishes with EIO.
     var failNextSync = false
     /// The descriptors the running sync covers.
@@ -201,22 +205,27 @@ final class SimulatedDisk: SpoolStorage {
     /// a real fdatasync promises): the power may go before it finishes, and
     /// writes go on meanwhile.
     func startSync(files: [Int32], directory: String?) -> SyncStart {
+        if nextSyncAtOnce {
+            // As PosixStorage does when no helper can take a sync.
+            nextSyncAtOnce = false
+            return .finished(syncNow(files: files, directory: directory))
+        }
         guard tick() else { return .finished(.failure(fail("fdatasync"))) }
-        precondition(started == nil, "one sync at a time")
-        started = (files.map { (fds[$0]!, fds[$0]!.ops) }, directory == nil ? nil : names, directorySyncs)
+        precondition(started.count < syncCapacity, "more syncs than the capacity")
+        started.append((files.map { (fds[$0]!, fds[$0]!.ops) }, directory == nil ? nil : names, mutations))
         startedSyncs += 1
         startedFiles = files
         return .started
     }
 
     func syncOutcome(wait: Bool) -> Result<Void, Errno>? {
-        guard let s = started else { return nil }
+        guard let s = started.first else { return nil }
         if !wait && pollsUnanswered < pollsBeforeFinish {
             pollsUnanswered += 1
             return nil
         }
         pollsUnanswered = 0
-        started = nil
+        started.removeFirst()
         guard tick() else { return .failure(fail("fdatasync")) }
         if failNextSync {
             // The disk reported a write error: nothing it covered became durable.
@@ -229,7 +238,10 @@ final class SimulatedDisk: SpoolStorage {
             inode.pending.removeFirst(n)
             inode.durableOps = covered
         }
-        if let n = s.names, directorySyncs == s.directorySyncs { durableNames = n }
+        if let n = s.names, s.stamp > durableNamesStamp {
+            durableNames = n
+            durableNamesStamp = s.stamp
+        }
         syncs += 1
         return .success(())
     }

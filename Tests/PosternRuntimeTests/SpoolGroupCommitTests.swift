@@ -33,9 +33,10 @@ struct SpoolGroupCommitTests {
         return t.id
     }
 
-    @Test("a commit written while a sync runs waits for the next one, which starts once it has finished")
+    @Test("with one helper, a commit written while a sync runs waits for the next one, which starts once it has finished")
     func commitsDuringASyncShareTheNext() {
         let disk = SimulatedDisk()
+        disk.syncCapacity = 1
         let spool = newSpool(disk)
         let a = commit(spool)
         #expect(spool.startGroupCommit() == nil)
@@ -54,6 +55,53 @@ struct SpoolGroupCommitTests {
         #expect(second?.committed.map { $0.id } == [b, c])
         #expect(disk.startedSyncs == 2)
         #expect(!spool.groupCommitDue)
+    }
+
+    @Test("two syncs run at once; their 250s come in the order they started, and commits written while both run share the next")
+    func twoSyncsAtOnce() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let b = commit(spool)
+        // The second starts at once, beside the first.
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 2)
+        let c = commit(spool)
+        #expect(!spool.canStartGroupCommit && spool.groupCommitDue)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [b])
+        #expect(spool.flush().committed.map { $0.id } == [c])
+    }
+
+    @Test("a sync that ran at once (no helper free) is answered only after the one started before it")
+    func syncAtOnceWaitsItsTurn() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let b = commit(spool)
+        disk.nextSyncAtOnce = true
+        #expect(spool.startGroupCommit() == nil)
+        #expect(spool.queue.message(b) == nil)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
+        #expect(spool.finishGroupCommit(wait: false)?.committed.map { $0.id } == [b])
+        #expect(!spool.syncInFlight)
+    }
+
+    @Test("when the first of two syncs fails, the second fails too: what it covers may be in the dropped pages")
+    func failureFailsTheLaterSync() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let b = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        disk.failNextSync = true
+        #expect(spool.finishGroupCommit(wait: true)?.failed == [a])
+        let second = spool.finishGroupCommit(wait: true)
+        #expect(second?.failed == [b] && second?.committed.isEmpty == true)
+        #expect(spool.queue.isEmpty)
     }
 
     @Test("a failed sync refuses its batch, the commits written while it ran and the open transactions; new mail goes to a new segment")

@@ -73,10 +73,11 @@ def children(pid):
     return out
 
 
-def helper_pid(daemon):
-    """The sync helper: the daemon's only child while no command or lookup runs."""
+def helper_pids(daemon):
+    """The two sync helpers: the daemon's children while no command or lookup
+    runs."""
     kids = children(daemon.pid)
-    return kids[0] if len(kids) == 1 else None
+    return kids if len(kids) == 2 else None
 
 
 def exists(pid):
@@ -101,13 +102,13 @@ def send_in_thread(port, subject, results):
 
 def test_the_sync_runs_in_the_helper_and_the_loop_serves_others_meanwhile(make_daemon, upstream, gate):
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helper = wait_until(lambda: helper_pid(daemon), what="the sync helper process")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
     (gate[0] / "hold").touch()
     results = []
     sender = send_in_thread(daemon.port, "held by a slow sync", results)
     # The message's sync has started, in the helper, not in the daemon.
     enters = wait_until(lambda: [e for e in log_entries(gate) if e[0] == "enter"], what="a sync to start")
-    assert {pid for _, pid, _ in enters} == {helper}, f"syncs by {enters}, helper {helper}, daemon {daemon.pid}"
+    assert {pid for _, pid, _ in enters} <= set(helpers), f"syncs by {enters}, helpers {helpers}, daemon {daemon.pid}"
     # While it is held, another client gets its whole conversation answered.
     with RawClient("127.0.0.1", daemon.port) as c:
         assert c.reply()[0] == 220
@@ -134,7 +135,7 @@ def test_commits_during_a_sync_share_the_next_one(make_daemon, upstream, gate):
     """Group commit groups: 16 clients at once while every sync takes 200 ms;
     far fewer syncs than messages, every message acknowledged and delivered."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    wait_until(lambda: helper_pid(daemon), what="the sync helper process")
+    wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
     before = len([e for e in log_entries(gate) if e[0] == "enter"])
     (gate[0] / "delay").write_text("200")
     results = []
@@ -152,7 +153,7 @@ def test_a_killed_daemon_with_a_sync_in_flight_promised_nothing_and_its_helper_g
     helper dies with the daemon (it holds no lock), and the restarted daemon
     opens the spool and works."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helper = wait_until(lambda: helper_pid(daemon), what="the sync helper process")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
     (gate[0] / "hold").touch()
     results = []
     sender = send_in_thread(daemon.port, "in flight at the crash", results)
@@ -160,8 +161,8 @@ def test_a_killed_daemon_with_a_sync_in_flight_promised_nothing_and_its_helper_g
     daemon.kill9()
     sender.join(30)
     assert results and results[0][0] != "250", results
-    # PR_SET_PDEATHSIG: the helper is gone too, without waiting for its sync.
-    wait_until(lambda: not exists(helper), what="the helper to die with the daemon")
+    # PR_SET_PDEATHSIG: the helpers are gone too, without waiting for the sync.
+    wait_until(lambda: not any(exists(h) for h in helpers), what="the helpers to die with the daemon")
     (gate[0] / "hold").unlink()
     daemon.start()
     assert daemon.find('msg="spool recovered"')
@@ -169,14 +170,16 @@ def test_a_killed_daemon_with_a_sync_in_flight_promised_nothing_and_its_helper_g
     upstream.wait_for_match(lambda m: b"after the crash" in m.content)
 
 
-def test_a_killed_helper_costs_nothing_but_speed(make_daemon, upstream, gate):
-    """The helper killed: the next sync runs in the loop, mail is still
+def test_killed_helpers_cost_nothing_but_speed(make_daemon, upstream, gate):
+    """Both helpers killed: the next sync runs in the loop, mail is still
     acknowledged only once durable, and it is said in the log."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helper = wait_until(lambda: helper_pid(daemon), what="the sync helper process")
-    send_one(daemon.port, "synced by the helper")
-    os.kill(helper, signal.SIGKILL)
-    wait_until(lambda: not exists(helper), what="the helper to die")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
+    send_one(daemon.port, "synced by a helper")
+    send_one(daemon.port, "synced by a helper again")
+    for h in helpers:
+        os.kill(h, signal.SIGKILL)
+    wait_until(lambda: not any(exists(h) for h in helpers), what="the helpers to die")
     send_one(daemon.port, "synced in the loop")
     upstream.wait_for_match(lambda m: b"synced in the loop" in m.content)
     daemon.wait_for_log("the sync helper ended")
@@ -186,7 +189,7 @@ def test_a_killed_helper_costs_nothing_but_speed(make_daemon, upstream, gate):
 
 def test_the_helper_ends_with_the_daemon(make_daemon, upstream, gate):
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helper = wait_until(lambda: helper_pid(daemon), what="the sync helper process")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
     send_one(daemon.port, "one")
     assert daemon.stop() == 0
-    wait_until(lambda: not exists(helper), what="the helper to end")
+    wait_until(lambda: not any(exists(h) for h in helpers), what="the helpers to end")
