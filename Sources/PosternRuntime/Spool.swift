@@ -85,6 +85,9 @@ public final class Spool {
         /// An earlier sync failed after this one started: what this one covers
         /// may be in the pages the kernel dropped, so it fails too.
         var poisoned: Errno? = nil
+        /// It syncs everything written before it started (not only closed
+        /// segments): outcome records are durable once it has finished.
+        var complete = true
         /// Its sync ran at once (no helper could take it) while earlier ones
         /// still run: its outcome, kept until they have finished.
         var known: Result<Void, Errno>? = nil
@@ -421,8 +424,12 @@ public final class Spool {
     /// was due.
     public func startGroupCommit() -> FlushResult? {
         guard canStartGroupCommit else { return nil }
+        // Closed segments alone (a large message still arriving) are synced on
+        // their own, so their pages go to the card while the message goes on;
+        // the active segment and the directory wait for a commit.
+        let commits = syncWanted || pendingSyncFailure != nil
         var batch = SyncBatch(committed: awaitingSync, relocations: awaitingRelocation, retired: retired,
-                              directory: directorySyncNeeded)
+                              directory: commits && directorySyncNeeded, complete: commits)
         awaitingSync = []
         awaitingRelocation = []
         retired = []
@@ -434,9 +441,11 @@ public final class Spool {
             return finish(batch, .failure(e))
         }
         var files = batch.retired
-        if dirty && activeFD >= 0 { files.append(activeFD) }
-        dirty = false
-        directorySyncNeeded = false
+        if commits && dirty && activeFD >= 0 {
+            files.append(activeFD)
+            dirty = false
+        }
+        if batch.directory { directorySyncNeeded = false }
         if files.isEmpty && !batch.directory { return finish(batch, .success(())) }
         switch storage.startSync(files: files, directory: batch.directory ? dir : nil) {
         case .finished(let outcome) where inFlight.isEmpty:
@@ -486,7 +495,7 @@ public final class Spool {
             queue.relocate(r.id, firstSegment: r.firstSegment, firstOffset: r.firstOffset, lastSegment: r.lastSegment)
         }
         if !batch.relocations.isEmpty { releaseSpace() }
-        return FlushResult(committed: batch.committed, synced: true)
+        return FlushResult(committed: batch.committed, synced: batch.complete)
     }
 
     /// A sync failed. After a failed fdatasync the kernel may have dropped the
