@@ -7,7 +7,7 @@ not the peer's). Postfix takes 29 ms per 5 MB message on this kind of run; the
 target is at most half of that.
 
     python3 Tests/bench/cpu_large.py [--bin build/postern] [--count 20] [--size 5M]
-                                     [--line 76] [--perf perf.data] [--rounds 1]
+                                     [--line 76] [--perf perf.data] [--syscalls] [--rounds 1]
 
 --perf records the daemon with `perf record -g` while the messages pass
 (use an unstripped binary to see Postern's symbols) and prints the top of
@@ -36,11 +36,11 @@ def free_port():
 
 
 def cpu_ms(pid):
-    """utime + stime of the process, in milliseconds."""
+    """utime and stime of the process, in milliseconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) * 1000.0 / CLK_TCK
+    return int(fields[11]) * 1000.0 / CLK_TCK, int(fields[12]) * 1000.0 / CLK_TCK
 
 
 class Sink:
@@ -186,6 +186,10 @@ def run(args):
                 perf = subprocess.Popen(["perf", "record", "-g", "-o", args.perf, "-p", str(daemon.pid)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
+            elif args.syscalls:
+                perf = subprocess.Popen(["strace", "-c", "-p", str(daemon.pid)],
+                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "strace"), "w"))
+                time.sleep(0.5)
             before = cpu_ms(daemon.pid)
             started = time.monotonic()
             for _ in range(args.count):
@@ -198,12 +202,17 @@ def run(args):
             if perf:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=60)
+            if args.syscalls:
+                print(f"system calls for {args.count} messages (strace -c; its overhead inflates the CPU figure):")
+                print(open(os.path.join(tmp, "strace")).read())
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=10)
-    per = (after - before) / args.count
-    print(f"{args.count} x {len(body)} bytes (lines of {args.line}): daemon CPU {after - before:.0f} ms, "
-          f"{per:.1f} ms per message, wall {elapsed:.1f} s ({args.bin})")
+    user, system = after[0] - before[0], after[1] - before[1]
+    per = (user + system) / args.count
+    print(f"{args.count} x {len(body)} bytes (lines of {args.line}): daemon CPU {user + system:.0f} ms, "
+          f"{per:.1f} ms per message (user {user / args.count:.1f}, system {system / args.count:.1f}), "
+          f"wall {elapsed:.1f} s ({args.bin})")
     return per
 
 
@@ -215,6 +224,7 @@ def main():
     p.add_argument("--line", type=int, default=76, help="octets per text line before CRLF")
     p.add_argument("--rounds", type=int, default=1, help="repeat the run; prints the median")
     p.add_argument("--perf", help="perf.data path: record the daemon while the messages pass")
+    p.add_argument("--syscalls", action="store_true", help="count the daemon's system calls (strace -c)")
     args = p.parse_args()
     results = sorted(run(args) for _ in range(args.rounds))
     if args.rounds > 1:
