@@ -51,8 +51,8 @@ public struct DataEncoder: Sendable {
         let cap = output.count
         while i < n && cap - o >= 4 {
             if !previousWasCR && lineLength > 0 {
-                // Inside a line, below its limit: ordinary bytes go through as
-                // they are. The byte-by-byte loop would take the k-th byte of
+                // Inside a line and below its limit, ordinary bytes go through
+                // as they are. The byte-by-byte loop would take the k-th byte of
                 // the run only with cap - (o + k) >= 4 and lineLength + k < 998.
                 var run = 0
                 if lineLength < Self.maxLineOctets {
