@@ -4,6 +4,7 @@
 #if hasFeature(Embedded)
 @_cdecl("main")
 func cMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
-    posternMain(argc, argv)
+    installCRCAcceleration()
+    return posternMain(argc, argv)
 }
 #endif

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include "cl_process.h"
 #include "cl_local.h"
+#include "crc32c.h"
 
 // 64-bit time_t and off_t in everything Postern compiles, the Swift side
 // included (the clang importer reads this header): on armv7 that takes
