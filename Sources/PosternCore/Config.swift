@@ -99,13 +99,37 @@ public struct SpoolConfig: Sendable {
     /// Seconds a message may stay queued before it is given up (Postfix's
     /// maximal_queue_lifetime is also 5 days). See `ExpiryPolicy`.
     public var maxAge = 5 * 86400
-    /// `sync_helper`: the group commit's syncs run in a helper process, so the
-    /// loop goes on while they run (issue 11 item 3). `no` syncs in the loop, as
-    /// before: for a system where the daemon must not fork (the tests under
-    /// qemu-user, whose forked children hang).
-    public var syncHelper = true
+    /// `sync`: how the group commit's syncs run so the loop goes on while they
+    /// do (issue 11 item 3).
+    public var sync = SyncMethod.auto
 
     public init() {}
+}
+
+/// `[spool] sync`: what runs the group commit's fdatasync and directory fsync.
+public enum SyncMethod: Equatable, Sendable {
+    /// io_uring where the kernel allows it, else `helper`.
+    case auto
+    /// io_uring only; where it cannot run, the loop syncs.
+    case ioUring
+    /// Two helper processes, forks of the daemon made at start.
+    case helper
+    /// In the loop, which waits: for a system where the daemon must neither
+    /// fork nor use io_uring (the tests under qemu-user, whose forked children
+    /// hang and which has no io_uring).
+    case loop
+
+    /// As written in the configuration.
+    public var name: String {
+        switch self {
+        case .auto: return "auto"
+        case .ioUring: return "io_uring"
+        case .helper: return "helper"
+        case .loop: return "loop"
+        }
+    }
+
+    public static let all: [SyncMethod] = [.auto, .ioUring, .helper, .loop]
 }
 
 /// How the connection to an upstream is protected.

@@ -265,7 +265,13 @@ public struct ConfigParser {
         case "max_size": s.maxBytes = try spoolSize(value, n, key, min: 64 * 1024, max: SpoolConfig.maxSizeCeiling)
         case "segment_size": s.segmentSize = try size(value, n, key, min: 64 * 1024, max: 1 << 30)
         case "max_age": s.maxAge = try duration(value, n, key, min: 60)
-        case "sync_helper": s.syncHelper = try yesNo(value, n, key)
+        case "sync":
+            guard let m = SyncMethod.all.first(where: { $0.name == value }) else {
+                throw error(n, "sync: '\(value)' is not one of auto, io_uring, helper, loop")
+            }
+            s.sync = m
+        // The spelling of 0.1 (before io_uring): yes is auto, no is loop.
+        case "sync_helper": s.sync = try yesNo(value, n, key) ? .auto : .loop
         default: throw unknown(key, "spool", n)
         }
     }

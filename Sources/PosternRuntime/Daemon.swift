@@ -16,8 +16,11 @@ public final class Daemon {
     let log: Log
     var hostname: String
     let spool: Spool
-    /// Run the group commit's syncs while the loop goes on: two, so that a
-    /// commit arriving while one sync runs has its own started at once.
+    /// The spool's files; it runs the group commit's syncs while the loop goes
+    /// on, through io_uring or the helpers (`[spool] sync`).
+    let storage = PosixStorage()
+    /// Two, so that a commit arriving while one sync runs has its own started
+    /// at once; used where io_uring is not (`startSyncs`).
     let syncHelpers: [SyncHelper]
     let delivery: Delivery
     var control: ControlServer
@@ -54,8 +57,6 @@ public final class Daemon {
         service = ServiceManager(log: log, now: Clock.monotonic())
         hostname = config.receiver.hostname ?? Sys.hostname()
         syncHelpers = [SyncHelper(log: log), SyncHelper(log: log)]
-        let storage = PosixStorage()
-        if config.spool.syncHelper { storage.useSyncHelpers(syncHelpers) }
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxBytes, log: log,
                       storage: storage, expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),
@@ -73,9 +74,8 @@ public final class Daemon {
         signalFD = cl_signalfd_open()
         if signalFD < 0 { return "signalfd: \(Errno.current("signalfd").text)" }
 
-        // First, while the daemon is small (the helper is a new process, but
-        // starting it later would not make it cheaper).
-        if config.spool.syncHelper { for h in syncHelpers { h.start() } }
+        // First, while the daemon is small (a helper is a fork of it).
+        startSyncs()
         let started = Clock.monotonic()
         let clock = Clock.reading()
         if !clock.synchronised {
@@ -423,6 +423,28 @@ public final class Daemon {
         pool?.shutdown(now: now)
         let waiting = delivery.stop(now: now) || spool.syncInFlight
         return !waiting || now >= stopDeadline
+    }
+
+    /// Chooses what runs the spool's syncs (`[spool] sync`): io_uring when
+    /// `auto` or `io_uring` and the kernel allows it; the helpers when `helper`,
+    /// or when `auto` and io_uring cannot run here, or later should the ring
+    /// fail (then forked on first use).
+    func startSyncs() {
+        let method = config.spool.sync
+        if method == .auto || method == .ioUring {
+            switch SyncRing.open(log: log) {
+            case .success(let ring):
+                storage.useSyncRing(ring)
+                log.debug("the spool syncs through io_uring")
+            case .failure(let e):
+                log.info(method == .auto ? "io_uring cannot run here; the spool syncs in helper processes"
+                                         : "io_uring cannot run here; the spool syncs in the loop",
+                         [("reason", e.text)])
+            }
+        }
+        guard method == .auto || method == .helper else { return }
+        storage.useSyncHelpers(syncHelpers)
+        if storage.ring == nil { for h in syncHelpers { h.start() } }
     }
 
     func finish() {

@@ -91,22 +91,29 @@ extension SpoolStorage {
     }
 }
 
-/// The real file system, through `Sys`. With sync helpers (the daemon), the
-/// group commit's syncs run in helper processes while the loop goes on, two at
-/// once with two helpers: a commit that arrives while one sync runs need not
-/// wait for it to end before its own starts. If no helper is free or ready, or
-/// one dies with a sync outstanding, that sync is run here, at once
+/// The real file system, through `Sys`. In the daemon the group commit's syncs
+/// run while the loop goes on, two at once: a commit that arrives while one sync
+/// runs need not wait for it to end before its own starts. They run through
+/// io_uring (`SyncRing`) where the kernel allows it, else in helper processes
+/// (`SyncHelper`). If neither can take a sync, or a helper dies with one
+/// outstanding, or the ring cannot run one, that sync is run here, at once
 /// (fdatasync may be repeated: it only makes durable what is already written).
 public final class PosixStorage: SpoolStorage {
+    public private(set) var ring: SyncRing?
     public private(set) var helpers: [SyncHelper] = []
-    /// What each helper was asked to sync, oldest first (to run it here should
-    /// the helper die).
-    var outstanding: [(helper: Int, files: [Int32], directory: String?)] = []
+    /// Who runs each started sync, and what it syncs (to run it here should that
+    /// fail), oldest first.
+    enum Runner: Equatable { case ring, helper(Int) }
+    var outstanding: [(runner: Runner, files: [Int32], directory: String?)] = []
 
     public init() {}
 
-    /// Runs the syncs in `helpers` from now on (each started on first use, and
-    /// again after it died).
+    /// Runs the syncs through `ring` from now on; the helpers, if any, take over
+    /// should it fail.
+    public func useSyncRing(_ ring: SyncRing) { self.ring = ring }
+
+    /// Runs the syncs in `helpers` (each started on first use, and again after
+    /// it died) when there is no working ring.
     public func useSyncHelpers(_ helpers: [SyncHelper]) { self.helpers = helpers }
 
     public func makeDirectory(_ path: String) -> Result<Void, Errno> { Sys.mkdir(path, 0o700) }
@@ -158,31 +165,59 @@ public final class PosixStorage: SpoolStorage {
     }
 
     public func startSync(files: [Int32], directory: String?) -> SyncStart {
-        for k in helpers.indices where !outstanding.contains(where: { $0.helper == k }) {
-            guard helpers[k].send(files: files, directory: directory) else { continue }
-            outstanding.append((k, files, directory))
+        if let r = ring, !r.broken, r.start(files: files, directory: directory) {
+            outstanding.append((.ring, files, directory))
             return .started
+        }
+        if ring?.broken != false {
+            for k in helpers.indices where !outstanding.contains(where: { $0.runner == .helper(k) }) {
+                guard helpers[k].send(files: files, directory: directory) else { continue }
+                outstanding.append((.helper(k), files, directory))
+                return .started
+            }
         }
         return .finished(syncNow(files: files, directory: directory))
     }
 
     public func syncOutcome(wait: Bool) -> Result<Void, Errno>? {
         guard let o = outstanding.first else { return nil }
-        switch helpers[o.helper].receive(wait: wait) {
-        case .running:
-            return nil
-        case .finished(let outcome):
-            outstanding.removeFirst()
-            return outcome
-        case .gone:
-            outstanding.removeFirst()
-            return syncNow(files: o.files, directory: o.directory)
+        switch o.runner {
+        case .ring:
+            guard let r = ring else { return nil }
+            switch r.receive(wait: wait) {
+            case .running:
+                return nil
+            case .finished(let outcome):
+                outstanding.removeFirst()
+                return outcome
+            case .unable(let files, let directory):
+                outstanding.removeFirst()
+                return syncNow(files: files, directory: directory)
+            }
+        case .helper(let k):
+            switch helpers[k].receive(wait: wait) {
+            case .running:
+                return nil
+            case .finished(let outcome):
+                outstanding.removeFirst()
+                return outcome
+            case .gone:
+                outstanding.removeFirst()
+                return syncNow(files: o.files, directory: o.directory)
+            }
         }
     }
 
-    public var syncPollFD: Int32 { outstanding.first.map { helpers[$0.helper].fd } ?? -1 }
+    public var syncPollFD: Int32 {
+        switch outstanding.first?.runner {
+        case nil: return -1
+        case .ring: return ring?.fd ?? -1
+        case .helper(let k): return helpers[k].fd
+        }
+    }
 
-    public var syncCapacity: Int { max(1, helpers.count) }
+    /// Two at once, whichever runs them.
+    public var syncCapacity: Int { ring != nil ? 2 : max(1, helpers.count) }
 
     public func availableSpace(_ path: String) -> Result<Int64, Errno> {
         var st = statvfs()

@@ -310,7 +310,7 @@ func effectiveSettings(_ c: Config) -> [String] {
         "max_size = " + size(c.spool.maxBytes) + note("spool.max_size"),
         "segment_size = " + size(Int64(c.spool.segmentSize)) + note("spool.segment_size"),
         "max_age = " + duration(c.spool.maxAge),
-        "sync_helper = " + (c.spool.syncHelper ? "yes" : "no"),
+        "sync = " + c.spool.sync.name,
     ]
     for u in c.upstreams {
         lines += ["", "[upstream]", "host = " + u.host, "port = \(u.port)",

@@ -643,3 +643,25 @@ extension String {
     }
 
 }
+
+@Suite("[spool] sync: what runs the group commit's syncs (issue 11 item 3)")
+struct ConfigParserSyncTests {
+    @Test("auto by default; each method by name; sync_helper (0.1's spelling) yes is auto, no is loop", arguments: [
+        ("", SyncMethod.auto), ("sync = auto\n", .auto), ("sync = io_uring\n", .ioUring), ("sync = helper\n", .helper),
+        ("sync = loop\n", .loop), ("sync_helper = yes\n", .auto), ("sync_helper = no\n", .loop),
+    ] as [(String, SyncMethod)])
+    func methods(line: String, method: SyncMethod) throws {
+        let c = try parseConfig("[spool]\n" + line + upstream).get()
+        #expect(c.spool.sync == method)
+    }
+
+    @Test("An unknown method is refused, naming the line and the choices")
+    func unknownMethod() {
+        guard case .failure(let e) = parseConfig("[spool]\nsync = aio\n" + upstream) else {
+            Issue.record("sync = aio accepted")
+            return
+        }
+        #expect(e.line == 2)
+        #expect(e.message.contains("'aio' is not one of auto, io_uring, helper, loop"))
+    }
+}

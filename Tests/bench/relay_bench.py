@@ -21,8 +21,9 @@ Per relay and workload, the median of --runs runs (default 3) of:
   holds every process of the relay, Postfix's master and all its children;
   without cgroup v2 from /proc: the process's utime+stime plus cutime+cstime
   (children that ended) plus its live descendants';
-- fsync per message: fsync + fdatasync + sync_file_range + syncfs calls, and
-  io_uring_enter calls beside them, counted by `strace -f` in a SEPARATE
+- fsync per message: fsync + fdatasync + sync_file_range + syncfs calls, plus
+  the fsync requests submitted through io_uring (Postern's default; the
+  io_uring_enter calls are given beside them), counted by `strace -f` in a SEPARATE
   counting run of the same workload (strace slows the relay, so it never touches
   the timed figures), over the same window; the relay is started under strace,
   so every child process is counted too;
@@ -40,7 +41,8 @@ Then the slowed-sync rows: build/tools/slow_sync.so (Tests/tools/slow_sync.c)
 preloaded into the relay makes every fsync/fdatasync/syncfs (and waiting
 sync_file_range) sleep SLOW_SYNC_MS (10) ms after the real call, as on an SD
 card: 1000 x 2 KB x 4 sessions, 2000 x 2 KB x 16 sessions, 200 x 100 KB x 4
-sessions, Postern and Postfix side by side, msg/s and syncs per message (from
+sessions, Postern (with `sync = helper`: io_uring's fsyncs run in the kernel,
+out of the shim's reach) and Postfix side by side, msg/s and syncs per message (from
 the shim's own count of the timed runs, and from strace in a counting run under
 the shim). The shim is checked to be loaded in every relay process (its
 mapping in /proc/PID/maps) and to have seen the syncs.
@@ -366,14 +368,19 @@ STRACE_LINE = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+([a-z0-9_]+)\(")
 
 STRACE_RESUMED = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+<\.\.\. ([a-z0-9_]+) resumed>")
 STRACE_DURATION = re.compile(r"<(\d+\.\d+)>\s*$")
+# io_uring_enter(fd, to_submit, ...): Postern submits only IORING_OP_FSYNC
+# requests, so to_submit is a count of syncs.
+STRACE_URING_SUBMIT = re.compile(r"io_uring_enter\(\d+, (\d+),")
 
 
 def strace_counts(path, t0, t1):
     """({call: count} of the calls that started in [t0, t1], [durations in
     seconds of the sync calls among them]). A call interrupted by another
     process's line is counted at its start ("<unfinished ...>") and timed at
-    its end ("<... fdatasync resumed>", which carries the -T duration)."""
+    its end ("<... fdatasync resumed>", which carries the -T duration).
+    "io_uring_sqes" counts the requests the io_uring_enter calls submitted."""
     out = {c: 0 for c in COUNTED_CALLS}
+    out["io_uring_sqes"] = 0
     durations = []
     with open(path, errors="replace") as f:
         for line in f:
@@ -382,6 +389,9 @@ def strace_counts(path, t0, t1):
                 continue
             if STRACE_LINE.match(line):
                 out[m.group(2)] += 1
+                u = STRACE_URING_SUBMIT.search(line)
+                if u:
+                    out["io_uring_sqes"] += int(u.group(1))
             d = STRACE_DURATION.search(line)
             if d and m.group(2) in SYNC_CALLS and "<unfinished" not in line:
                 durations.append(float(d.group(1)))
@@ -504,13 +514,17 @@ class Postern:
         os.mkdir(self.dir)
         self.port = free_port()
         self.conf = os.path.join(self.dir, "postern.conf")
+        # The shim slows the sync calls it sees; io_uring's fsyncs run in the
+        # kernel's own workers, where no LD_PRELOAD reaches, so the slowed runs
+        # use the helper processes (sync = helper), the path the shim can slow.
+        sync = "sync = helper\n" if "LD_PRELOAD" in env else ""
         with open(self.conf, "w") as f:
             # max_connections: twice the most sessions of any workload (16),
             # so a closing connection never makes a new one wait for a slot.
             f.write(f"[receiver]\nlisten = 127.0.0.1:{self.port}\nhostname = postern-bench.localdomain\n"
                     f"allow_clients = 127.0.0.0/8\nallow_recipients = *\nmax_message_size = 64M\n"
                     f"max_connections = 32\n"
-                    f"[spool]\ndir = {self.dir}/spool\nmax_size = 1G\n"
+                    f"[spool]\ndir = {self.dir}/spool\nmax_size = 1G\n{sync}"
                     f"[upstream]\nhost = 127.0.0.1\nport = {upstream_port}\ntls = none\n"
                     f"[retry]\ninitial = 1s\nmax = 2s\n"
                     f"[control]\nsocket = {self.dir}/control.sock\n[local]\nsocket = {self.dir}/submit.sock\n")
@@ -784,7 +798,9 @@ def one_run(ctx, relay_name, size, count, sessions, mode, slow_ms=None):
         calls, durations = strace_counts(trace, t0, t3)
         result["calls"] = calls
         result["sync_ms_median"] = statistics.median(durations) * 1000 if durations else None
-        result["syncs"] = sum(calls[c] for c in SYNC_CALLS)
+        # The fsync requests submitted through io_uring count as syncs (they
+        # are nothing else), beside the sync system calls.
+        result["syncs"] = sum(calls[c] for c in SYNC_CALLS) + calls["io_uring_sqes"]
         result["fsync_per_msg"] = result["syncs"] / count
         result["io_uring_enter_per_msg"] = calls["io_uring_enter"] / count
     if countfile is not None:

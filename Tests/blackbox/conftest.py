@@ -437,11 +437,12 @@ class Daemon:
                 "max_connections": "16",
                 "timeout": "5m",
             },
-            # Under qemu-user a forked child hangs (qemu's own fork), so the board
-            # binaries there sync in the loop; natively, and on a board, the
-            # group commit's syncs run in the forked helper (the default).
+            # Under qemu-user a forked child hangs (qemu's own fork) and there
+            # is no io_uring, so the board binaries there sync in the loop;
+            # natively, and on a board, the group commit's syncs run through
+            # io_uring (the default, sync = auto).
             "spool": {"dir": "spool", "max_size": "64M", "segment_size": "4M",
-                      **({"sync_helper": "no"} if EMULATED else {})},
+                      **({"sync": "loop"} if EMULATED else {})},
             "upstream": {"host": "127.0.0.1", "port": str(upstream_port), "tls": "none"},
             "retry": {"initial": "1s", "max": "2s"},
             # Each daemon gets its own control socket, so tests can run side by side.

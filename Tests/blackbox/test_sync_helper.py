@@ -1,8 +1,9 @@
-"""The loop never waits for a sync (issue 11 item 3).
+"""The loop never waits for a sync (issue 11 item 3), with `[spool] sync = helper`.
 
 The group commit's fdatasync runs in a helper process (a fork of the daemon,
 made at start): while it runs, other clients are served, and the 250s it covers
-go out only once it has finished. An LD_PRELOAD
+go out only once it has finished. (The default on a kernel with io_uring is the
+ring, test_sync_ring.py; the helpers are its fallback.) An LD_PRELOAD
 shim (Tests/tools/sync_gate.c, inherited by the helper) logs every sync and can
 hold it for as long as the test likes: a very slow SD card under control.
 """
@@ -18,7 +19,7 @@ import pytest
 from conftest import EMULATED, POSTERN_BIN, REPO, TARGET, RawClient, send_one, wait_until
 
 # Not under qemu-user: a forked child hangs there (a trivial C program that
-# forks does too), so the board binaries are tested with sync_helper = no.
+# forks does too), so the board binaries are tested with sync = loop.
 pytestmark = pytest.mark.skipif(EMULATED, reason="qemu-user's forked children hang")
 
 
@@ -35,7 +36,7 @@ def gate(workdir):
 
 def gated_daemon(make_daemon, upstream_port, gate, **overrides):
     d, lib = gate
-    daemon = make_daemon(upstream_port, start=False, **overrides)
+    daemon = make_daemon(upstream_port, start=False, spool__sync="helper", **overrides)
     daemon.env = {"SYNC_GATE_DIR": str(d)}
     if EMULATED:
         daemon.env["QEMU_SET_ENV"] = f"LD_PRELOAD={lib}"

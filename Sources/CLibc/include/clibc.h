@@ -140,4 +140,7 @@ int cl_sync_directory(const char *path);
 // The spool's sync helper (sync.c).
 #include "cl_sync.h"
 
+// The spool's syncs through io_uring (uring.c).
+#include "cl_uring.h"
+
 #endif

@@ -1,0 +1,49 @@
+// The spool's syncs through io_uring (issue 11 item 3): fdatasync(2) of segments
+// and fsync(2) of the spool directory issued without waiting, their completions
+// signalled to the poll loop through an eventfd. Mechanism only; when to sync,
+// and what a completed one promises, is decided in Swift (SyncRing.swift,
+// Spool.swift). Where io_uring is missing or refused (a kernel before 5.1, a
+// seccomp filter, io_uring_disabled), the daemon falls back to the sync helpers
+// (cl_sync.h).
+//
+// No liburing: the three system calls and the two rings are used directly, a
+// submission queue of CL_URING_ENTRIES entries, each request one IORING_OP_FSYNC
+// tagged with the caller's 64-bit tag.
+#ifndef POSTERN_CL_URING_H
+#define POSTERN_CL_URING_H
+
+#include <stdint.h>
+
+/// Submission queue entries: two batches of CL_SYNC_MAX_FDS descriptors fit.
+#define CL_URING_ENTRIES 128
+
+typedef struct cl_uring cl_uring;
+
+/// Sets up a ring and its eventfd (non-blocking, close-on-exec). NULL with errno
+/// (ENOSYS: no io_uring; EPERM: refused by seccomp or io_uring_disabled).
+cl_uring *cl_uring_open(void);
+
+/// The eventfd: readable once a completion has been posted since the last
+/// `cl_uring_clear`.
+int cl_uring_event_fd(const cl_uring *ring);
+
+/// Queues fdatasync of `files[0..<n]` and, when `directory_fd` is 0 or more, fsync
+/// of it (`n` + 1 requests), all tagged `tag`, and submits them. 0 when every
+/// request was queued (some may still wait for the next submit, which
+/// `cl_uring_next` retries); -1 with errno when none was (EAGAIN: no room in the
+/// queue; anything else: the ring cannot submit).
+int cl_uring_sync(cl_uring *ring, const int *files, int n, int directory_fd, uint64_t tag);
+
+/// Takes the next completion: 1 with *tag and *result (0, or a negative errno)
+/// set; 0 when there is none. With `wait` 1 it blocks until one comes (then 0
+/// only when nothing is outstanding or the wait failed).
+int cl_uring_next(cl_uring *ring, int wait, uint64_t *tag, int32_t *result);
+
+/// Empties the eventfd (before taking completions, so that one posted after them
+/// makes it readable again).
+void cl_uring_clear(cl_uring *ring);
+
+/// Unmaps the rings and closes both descriptors.
+void cl_uring_close(cl_uring *ring);
+
+#endif

@@ -1,0 +1,127 @@
+import CLibc
+import Foundation
+import Testing
+@testable import PosternCore
+@testable import PosternRuntime
+
+/// Whether this kernel lets us set up a ring (Linux 5.1 and later, not refused
+/// by seccomp or kernel.io_uring_disabled); the tests need a real one.
+private let ringAvailable: Bool = {
+    if case .success = SyncRing.open(log: Log(quiet: true)) { return true }
+    return false
+}()
+
+/// A scratch directory with one written file, open for writing.
+private final class Scratch {
+    let dir = TempDir()
+    let fd: Int32
+    init() {
+        _ = Sys.mkdir(dir.path, 0o700)
+        fd = open(dir.path + "/0001.seg", O_WRONLY | O_CREAT, 0o600)
+        let bytes = [UInt8](repeating: 0x41, count: 8192)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+    deinit { close(fd) }
+}
+
+private func openRing() throws -> SyncRing {
+    switch SyncRing.open(log: Log(quiet: true)) {
+    case .success(let r): return r
+    case .failure(let e): throw e
+    }
+}
+
+/// Polls `fd` readable for at most 5 s.
+private func readable(_ fd: Int32) -> Bool {
+    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    return poll(&p, 1, 5000) == 1
+}
+
+@Suite("The spool's syncs through io_uring (issue 11 item 3)", .enabled(if: ringAvailable, "this kernel has no io_uring for us"))
+struct SyncRingTests {
+    @Test("A batch of a segment and the directory completes, and the eventfd tells the loop so")
+    func batchCompletesAndEventFDSaysSo() throws {
+        let s = Scratch()
+        let ring = try openRing()
+        #expect(ring.start(files: [s.fd], directory: s.dir.path))
+        var outcome: Result<Void, Errno>? = nil
+        for _ in 0..<4 where outcome == nil {
+            #expect(readable(ring.fd))
+            switch ring.receive(wait: false) {
+            case .running: continue
+            case .finished(let r): outcome = r
+            case .unable: Issue.record("the ring gave the batch back")
+            }
+        }
+        #expect(throws: Never.self) { try outcome?.get() }
+        #expect(outcome != nil)
+        #expect(ring.batches.isEmpty)
+        // Nothing outstanding: the eventfd was emptied and stays quiet.
+        var p = pollfd(fd: ring.fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&p, 1, 0) == 0)
+    }
+
+    @Test("Outcomes come oldest batch first, each once")
+    func outcomesInOrder() throws {
+        let s = Scratch()
+        let ring = try openRing()
+        #expect(ring.start(files: [s.fd, s.fd], directory: s.dir.path))
+        #expect(ring.start(files: [s.fd], directory: nil))
+        let first = ring.batches.map(\.tag)
+        #expect(first.count == 2)
+        for expected in first {
+            let tag = ring.batches.first?.tag
+            guard case .finished(.success) = ring.receive(wait: true) else {
+                Issue.record("batch \(expected) did not succeed")
+                return
+            }
+            #expect(tag == expected)
+        }
+        #expect(ring.batches.isEmpty)
+        guard case .running = ring.receive(wait: true) else { Issue.record("an outcome with nothing started"); return }
+    }
+
+    @Test("PosixStorage starts the sync in the ring, polls the ring's eventfd, and gives the outcome once")
+    func storageUsesTheRing() throws {
+        let s = Scratch()
+        let storage = PosixStorage()
+        let ring = try openRing()
+        storage.useSyncRing(ring)
+        #expect(storage.syncCapacity == 2)
+        guard case .started = storage.startSync(files: [s.fd], directory: s.dir.path) else {
+            Issue.record("the sync ran in the loop")
+            return
+        }
+        #expect(storage.syncPollFD == ring.fd)
+        let outcome = storage.syncOutcome(wait: true)
+        #expect(throws: Never.self) { try outcome?.get() }
+        #expect(outcome != nil)
+        #expect(storage.syncPollFD == -1)
+        #expect(storage.syncOutcome(wait: true) == nil)
+    }
+
+    @Test("A request the ring cannot run (a descriptor not open): the batch is synced in the loop, with its true outcome, and the ring is given up")
+    func ringGivesUp() throws {
+        let s = Scratch()
+        let storage = PosixStorage()
+        let ring = try openRing()
+        storage.useSyncRing(ring)
+        let closed = open(s.dir.path + "/closed", O_WRONLY | O_CREAT, 0o600)
+        close(closed)
+        guard case .started = storage.startSync(files: [closed], directory: nil) else {
+            Issue.record("the sync ran in the loop")
+            return
+        }
+        guard case .failure(let e) = storage.syncOutcome(wait: true) else {
+            Issue.record("a sync of a closed descriptor succeeded")
+            return
+        }
+        #expect(e.code == EBADF)
+        #expect(ring.broken)
+        // No helpers here: the next sync runs in the loop, and works.
+        guard case .finished(.success) = storage.startSync(files: [s.fd], directory: s.dir.path) else {
+            Issue.record("the next sync did not run in the loop")
+            return
+        }
+    }
+}
