@@ -80,6 +80,9 @@ public final class Spool {
         /// Retired segments it syncs, closed when it ends.
         var retired: [Int32]
         var directory: Bool
+        /// Its directory sync makes a segment's unlink durable: the next
+        /// deletion waits for it to finish.
+        var deletion = false
         /// When its sync started (monotonic nanoseconds).
         var since: Int64 = 0
         /// An earlier sync failed after this one started: what this one covers
@@ -107,6 +110,9 @@ public final class Spool {
     var syncWanted = false
     /// A segment was created since the directory was last synced.
     var directorySyncNeeded = false
+    /// A finished segment was unlinked and no started sync of the directory
+    /// covers it yet (`collectGarbage`).
+    var deletionUnsynced = false
     /// An fdatasync of a segment being closed failed: the commits waiting for the
     /// next flush cannot be promised.
     var pendingSyncFailure: Errno? = nil
@@ -159,11 +165,11 @@ public final class Spool {
             spaceShort = true
             log.warning("no room for a new spool segment at start; new mail gets 452 until there is",
                         [("error", e.description)], id: MessageIDs.spoolError)
-            collectGarbage()
+            collectGarbage(now: true)
             reclaimIdleSpace()
             return .success(report)
         }
-        collectGarbage()
+        collectGarbage(now: true)
         return .success(report)
     }
 
@@ -382,9 +388,16 @@ public final class Spool {
     }
 
     /// A group commit is due: commits or compaction copies wait for it, or a
-    /// segment was closed with unsynced writes. Text alone does not make one (it
-    /// is synced with its commit).
-    public var groupCommitDue: Bool { syncWanted || pendingSyncFailure != nil || !retired.isEmpty }
+    /// segment was closed with unsynced writes, or a deletion waits for its
+    /// directory sync. Text alone does not make one (it is synced with its
+    /// commit), nor does a deletion while a message is arriving (its commit will
+    /// sync the directory for both) unless space is short.
+    public var groupCommitDue: Bool {
+        syncWanted || pendingSyncFailure != nil || !retired.isEmpty || deletionDue
+    }
+
+    /// The unsynced deletion is synced by the next group commit whatever it holds.
+    var deletionDue: Bool { deletionUnsynced && (openTransactions.isEmpty || underPressure) }
 
     /// A group commit's sync is running.
     public var syncInFlight: Bool { !inFlight.isEmpty }
@@ -428,8 +441,11 @@ public final class Spool {
         // their own, so their pages go to the card while the message goes on;
         // the active segment and the directory wait for a commit.
         let commits = syncWanted || pendingSyncFailure != nil
+        let deletion = deletionUnsynced && (commits || deletionDue)
         var batch = SyncBatch(committed: awaitingSync, relocations: awaitingRelocation, retired: retired,
-                              directory: commits && directorySyncNeeded, complete: commits)
+                              directory: (commits && directorySyncNeeded) || deletion, deletion: deletion,
+                              complete: commits)
+        if deletion { deletionUnsynced = false }
         awaitingSync = []
         awaitingRelocation = []
         retired = []
@@ -485,6 +501,7 @@ public final class Spool {
         for fd in batch.retired { storage.close(fd) }
         if case .failure(let e) = outcome {
             if batch.directory { directorySyncNeeded = true }
+            if batch.deletion { deletionUnsynced = true }
             syncFailed(e)
             releaseSpace()
             return FlushResult(failed: batch.committed.map { $0.id }, error: e)
@@ -494,7 +511,8 @@ public final class Spool {
         for r in batch.relocations {
             queue.relocate(r.id, firstSegment: r.firstSegment, firstOffset: r.firstOffset, lastSegment: r.lastSegment)
         }
-        if !batch.relocations.isEmpty { releaseSpace() }
+        // The next finished segment may go now that this one's unlink is durable.
+        if !batch.relocations.isEmpty || batch.deletion { releaseSpace() }
         return FlushResult(committed: batch.committed, synced: batch.complete)
     }
 
@@ -663,6 +681,7 @@ public final class Spool {
 
     public func close() {
         while syncInFlight { _ = finishGroupCommit(wait: true) }
+        if deletionUnsynced { _ = syncDeletions() }
         for fd in retired {
             _ = storage.syncData(fd)
             storage.close(fd)

@@ -68,20 +68,33 @@ extension Spool {
     /// ones, so it must outlive them, also across a crash (the crash tests found
     /// both orders of failure). A message stuck in an old segment would hold
     /// every newer one; compaction copies it forward so the oldest can go.
-    func collectGarbage() {
+    ///
+    /// In the daemon the directory sync that makes an unlink durable is not run
+    /// here but by the next group commit, while the loop goes on (issue 11: it
+    /// shares the sync a new segment or the next message needs anyway), and the
+    /// next deletion waits for it to finish (`finish` calls back). With `now`
+    /// (start, and reclaiming space under pressure), or when the storage syncs
+    /// at once anyway, each unlink is synced here.
+    func collectGarbage(now: Bool = false) {
+        let here = now || storage.syncsAtOnce
         var pin = UInt64.max
         for (_, s) in openTransactions { pin = min(pin, s) }
         for m in awaitingSync { pin = min(pin, m.firstSegment) }
         for b in inFlight { for m in b.committed { pin = min(pin, m.firstSegment) } }
         while let oldest = segmentSizes.keys.min(), oldest != activeSequence, oldest < pin,
               !queue.isReferenced(oldest) {
+            if deletionUnsynced || inFlight.contains(where: { $0.deletion }) {
+                // An earlier unlink is not known durable yet.
+                guard here, syncDeletions() else { return }
+            }
             if !deleteSegment(oldest) { return }
         }
+        if here && deletionUnsynced { _ = syncDeletions() }
     }
 
-    /// Unlinks segment `seq` and syncs the directory. False when either failed
-    /// (logged): the caller stops deleting, since the next deletion must not
-    /// become durable before this one.
+    /// Unlinks segment `seq`; the directory sync that makes it durable is
+    /// `syncDeletions` or the next group commit's. False when the unlink failed
+    /// (logged).
     func deleteSegment(_ seq: UInt64) -> Bool {
         if case .failure(let e) = storage.unlink(path(seq)) {
             log.warning("could not delete a finished segment", [("error", e.description)], id: MessageIDs.spoolError)
@@ -89,11 +102,20 @@ extension Spool {
         }
         subtractBytes(segmentSizes[seq] ?? 0)
         segmentSizes[seq] = nil
+        deletionUnsynced = true
         log.debug("segment deleted", [("segment", SpoolCodec.segmentName(seq))])
+        return true
+    }
+
+    /// Syncs the directory now, making every unlink so far durable. False when
+    /// it failed (logged): the next deletion must not become durable before the
+    /// earlier ones, so the caller stops deleting.
+    func syncDeletions() -> Bool {
         if case .failure(let e) = storage.syncDirectory(dir) {
             log.warning("could not sync the spool directory", [("error", e.description)], id: MessageIDs.spoolError)
             return false
         }
+        deletionUnsynced = false
         return true
     }
 
@@ -118,15 +140,15 @@ extension Spool {
         // gives nothing back; older finished segments are `collectGarbage`'s.
         guard activeHoldsRecords else { return false }
         let before = totalBytes
-        collectGarbage()
+        collectGarbage(now: true)
         let old = activeSequence
         switch roll(syncingOld: false) {
         case .success:
-            collectGarbage()
+            collectGarbage(now: true)
         case .failure(let e):
             log.warning("no room for a new spool segment; deleting the finished one first",
                         [("error", e.description)], id: MessageIDs.spoolError)
-            if segmentSizes.count == 1, segmentSizes[old] != nil, deleteSegment(old) {
+            if segmentSizes.count == 1, segmentSizes[old] != nil, deleteSegment(old), syncDeletions() {
                 // Everything is gone: the numbering may start again if it ran out.
                 if activeSequence >= SpoolCodec.maxSequence { activeSequence = 0 }
                 if case .failure(let e) = roll() {
@@ -163,7 +185,7 @@ extension Spool {
     func allocateID(arrival: Int64) -> UInt64? {
         if nextID >= SpoolCodec.maxID {
             guard nothingLive else { return nil }
-            collectGarbage()
+            collectGarbage(now: true)
             if activeHoldsRecords { reclaimIdleSpace() }
             let onlyAnEmptyActive = segmentSizes.keys.allSatisfy { $0 == activeSequence && activeFD >= 0 }
             guard onlyAnEmptyActive, !activeHoldsRecords else { return nil }

@@ -54,6 +54,9 @@ public protocol SpoolStorage: AnyObject {
     var syncPollFD: Int32 { get }
     /// How many started syncs may run at once.
     var syncCapacity: Int { get }
+    /// Every sync runs within `startSync` (nothing runs them elsewhere): the
+    /// spool then syncs a deletion at once rather than with the next commit.
+    var syncsAtOnce: Bool { get }
 }
 
 /// What `SpoolStorage.startSync` did.
@@ -76,6 +79,8 @@ extension SpoolStorage {
     public var syncPollFD: Int32 { -1 }
 
     public var syncCapacity: Int { 1 }
+
+    public var syncsAtOnce: Bool { true }
 
     /// Every file, then the directory; every one is synced even after a failure,
     /// and the first failure is the outcome.
@@ -218,6 +223,8 @@ public final class PosixStorage: SpoolStorage {
 
     /// Two at once, whichever runs them.
     public var syncCapacity: Int { ring != nil ? 2 : max(1, helpers.count) }
+
+    public var syncsAtOnce: Bool { ring == nil && helpers.isEmpty }
 
     public func availableSpace(_ path: String) -> Result<Int64, Errno> {
         var st = statvfs()

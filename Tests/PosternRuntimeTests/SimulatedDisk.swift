@@ -249,6 +249,8 @@ final class SimulatedDisk: SpoolStorage {
     /// Never readable: the tests ask `syncOutcome` themselves.
     var syncPollFD: Int32 { -1 }
 
+    var syncsAtOnce: Bool { false }
+
     func availableSpace(_ path: String) -> Result<Int64, Errno> {
         if dead { return .failure(fail("statvfs")) }
         guard let cap = capacity else { return .success(Int64.max) }

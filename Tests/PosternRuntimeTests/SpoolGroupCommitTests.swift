@@ -168,4 +168,57 @@ struct SpoolGroupCommitTests {
         #expect(spool.retired.count <= Spool.maxRetired)
         #expect(disk.syncs > 0)
     }
+
+    func segments(_ names: [String: SimulatedDisk.Inode]) -> [String] {
+        names.keys.filter { $0.hasSuffix(".seg") }.sorted()
+    }
+
+    /// Three messages over several 4 KiB segments, committed and then delivered:
+    /// every segment but the active one is finished.
+    func finishedSegments(_ disk: SimulatedDisk) -> (Spool, before: [String]) {
+        let spool = newSpool(disk, segmentSize: 4096)
+        let ids = (0..<3).map { _ in commit(spool, text: 5000) }
+        _ = spool.flush()
+        let before = segments(disk.names)
+        for id in ids { spool.recordOutcome(id, recipient: 0, .delivered, now: 0) }
+        return (spool, before)
+    }
+
+    @Test("a finished segment's unlink is made durable by the next commit's directory sync, and the next deletion waits for it")
+    func deletionRidesWithTheNextCommit() throws {
+        let disk = SimulatedDisk()
+        let (spool, before) = finishedSegments(disk)
+        #expect(before.count >= 4)
+        let oldest = try #require(before.first)
+        // Only the oldest went, and its unlink is not durable yet.
+        #expect(segments(disk.names) == Array(before.dropFirst()))
+        #expect(disk.durableNames[oldest] != nil)
+        // A message is arriving: its commit syncs the directory for both, so
+        // the deletion makes no group commit of its own.
+        let t = open(spool)
+        #expect(!spool.groupCommitDue)
+        #expect((try? spool.commit(t, now: 0).get()) != nil)
+        let syncs = disk.startedSyncs
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == syncs + 1)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [t.id])
+        #expect(disk.durableNames[oldest] == nil)
+        // Now the next finished segment has gone (unlinked, waiting for its sync).
+        #expect(segments(disk.names) == Array(before.dropFirst(2)))
+    }
+
+    @Test("with nothing arriving, each deletion gets a directory sync of its own, one after another, until only the active segment is left")
+    func deletionsAlone() {
+        let disk = SimulatedDisk()
+        let (spool, before) = finishedSegments(disk)
+        var rounds = 0
+        while spool.groupCommitDue && rounds < 20 {
+            #expect(spool.startGroupCommit() == nil)
+            #expect(spool.finishGroupCommit(wait: true)?.error == nil)
+            rounds += 1
+        }
+        #expect(rounds == before.count - 1)
+        #expect(segments(disk.names).count == 1)
+        #expect(segments(disk.durableNames) == segments(disk.names))
+    }
 }
