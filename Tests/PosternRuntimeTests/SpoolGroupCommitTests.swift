@@ -74,6 +74,22 @@ struct SpoolGroupCommitTests {
         #expect(spool.flush().committed.map { $0.id } == [c])
     }
 
+    @Test("a second sync starts beside a running one only while that one is small: one carrying 4 commits makes the next wait for it")
+    func noOverlapBehindABigSync() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let big = (0..<Spool.overlapBelow).map { _ in commit(spool) }
+        #expect(spool.startGroupCommit() == nil)
+        let next = commit(spool)
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 1)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == big)
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.flush().committed.map { $0.id } == [next])
+        #expect(disk.startedSyncs == 2)
+    }
+
     @Test("a sync that ran at once (no helper free) is answered only after the one started before it")
     func syncAtOnceWaitsItsTurn() {
         let disk = SimulatedDisk()
