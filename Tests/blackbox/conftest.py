@@ -53,6 +53,23 @@ POLL_INTERVAL = 0.05
 # generic helpers
 
 
+def children(pid):
+    """Pids whose parent is ``pid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces.
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
 def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=POLL_INTERVAL, what="condition"):
     """Polls ``predicate`` until it returns a truthy value (returned) or fails the
     test. ``what`` (a string, or a callable giving one at failure time) says what

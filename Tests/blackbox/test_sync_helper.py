@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import EMULATED, POSTERN_BIN, REPO, TARGET, RawClient, send_one, wait_until
+from conftest import EMULATED, POSTERN_BIN, REPO, TARGET, RawClient, children, send_one, wait_until
 
 # Not under qemu-user: a forked child hangs there (a trivial C program that
 # forks does too), so the board binaries are tested with sync = loop.
@@ -53,24 +53,6 @@ def log_entries(gate):
     for line in path.read_text().splitlines():
         what, pid, ns = line.split()
         out.append((what, int(pid), int(ns)))
-    return out
-
-
-def children(pid):
-    """Pids whose parent is ``pid``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces.
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            out.append(int(entry))
     return out
 
 

@@ -21,24 +21,9 @@ import threading
 
 import pytest
 
-from conftest import EMULATED, REPO, TARGET, send_one, wait_until
+from conftest import EMULATED, REPO, TARGET, children, send_one, wait_until
 
 pytestmark = pytest.mark.skipif(EMULATED, reason="qemu-user has no io_uring")
-
-
-def children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-            out.append(int(entry))
-    return out
 
 
 def ring_fds(pid):
