@@ -104,7 +104,14 @@ extension Daemon {
             log.warning("[local] socket and drop_dir take effect at the next start; the running ones stay",
                         [("socket", localSocketPath), ("drop_dir", mailDrop?.path ?? "")])
         }
-        config = new
+        if new.spool.sync != config.spool.sync {
+            log.warning("[spool] sync takes effect at the next start; the running method stays",
+                        [("sync", config.spool.sync.name)])
+        }
+        // What runs the syncs was chosen at start: keep saying so.
+        var kept = new
+        kept.spool.sync = config.spool.sync
+        config = kept
         logUpstreamChecks(new)
         log.notice("configuration reloaded", [("file", configPath),
                                               ("changed", changed.isEmpty ? "settings" : changed.joined(separator: ", "))],

@@ -114,3 +114,18 @@ def test_sync_loop_uses_neither(make_daemon, upstream):
     send_one(daemon.port, "synced in the loop")
     upstream.wait_for_match(lambda m: b"synced in the loop" in m.content)
     assert ring_fds(daemon.pid) == [] and children(daemon.pid) == []
+
+
+def test_a_reload_that_changes_sync_says_it_waits_for_the_next_start(make_daemon, upstream):
+    daemon = make_daemon(upstream.port)
+    if daemon.find("io_uring cannot run here"):
+        pytest.skip("this kernel refuses io_uring")
+    daemon.settings["spool"]["sync"] = "helper"
+    daemon.write_config()
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_for_log('msg="configuration reloaded"')
+    assert daemon.find("[spool] sync takes effect at the next start")
+    # Still the ring, and no helper forked.
+    send_one(daemon.port, "after the reload")
+    upstream.wait_for_match(lambda m: b"after the reload" in m.content)
+    assert len(ring_fds(daemon.pid)) == 1 and children(daemon.pid) == []
