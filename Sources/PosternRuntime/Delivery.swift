@@ -191,9 +191,14 @@ public final class Delivery {
         if link.phase == .open && machine.isReady && current == nil {
             if let m = spool.queue.nextDue(now: now) {
                 startMessage(m, now: now)
-            } else if now >= idleUntil {
-                perform(machine.finish(), now: now)
-                flushOutput(now: now)
+            } else {
+                // Nothing to send: the segment read last is not held open (it
+                // may be deleted now that its messages are done).
+                text.reader.releaseFile()
+                if now >= idleUntil {
+                    perform(machine.finish(), now: now)
+                    flushOutput(now: now)
+                }
             }
         }
     }
@@ -363,16 +368,24 @@ public final class Delivery {
             break
         }
         // Read until the transport has nothing more: TLS may hold decrypted
-        // bytes that poll(2) cannot see.
+        // bytes that poll(2) cannot see. A plain socket that filled less than
+        // the room offered has nothing more now, and poll(2) reports what comes
+        // later: reading again would only return EAGAIN (two wasted reads per
+        // message, issue 11).
         while fd >= 0 {
             input.compact()
             if input.freeSpace == 0 {
                 perform(machine.connectionLost("reply line too long"), now: now)
                 return
             }
+            let room = input.freeSpace
             switch link.read(input.writable) {
             case .success(.done(let n)):
                 input.didWrite(n)
+                if n < room && !link.isTLS {
+                    _ = processReplies(now: now)
+                    return
+                }
             case .success(.eof):
                 perform(machine.connectionLost("upstream closed the connection"), now: now)
                 return
@@ -613,6 +626,7 @@ public final class Delivery {
 
     func closeSocket() {
         link.close()
+        text.reader.releaseFile()
         streaming = false
         if outputHoldsSecret { output.wipe() }
         outputHoldsSecret = false

@@ -127,6 +127,34 @@ struct DeliveryTests {
         #expect(got(h, [Self.textBytes]))
     }
 
+    @Test("Plain TCP: a read that fills less than the room offered is not followed by one that can only say EAGAIN")
+    func noReadAfterShortRead() {
+        let h = DeliveryHarness()
+        for i in 0..<3 { h.queue("Subject: \(i)\r\n\r\nbody\r\n") }
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 3)
+        guard let s = h.connection else { Issue.record("no connection"); return }
+        // Every read found bytes: poll(2) said there were some, and one read took them all.
+        #expect(s.reads > 0)
+        #expect(s.incoming.isEmpty)
+        #expect(s.emptyReads == 0)
+    }
+
+    @Test("The sender keeps the segment open from message to message and closes it when it has nothing to send")
+    func segmentHeldWhileSending() {
+        let h = DeliveryHarness()
+        for i in 0..<3 { h.queue("Subject: \(i)\r\n\r\nbody\r\n") }
+        let writers = h.disk.fds.count
+        h.run(limit: 10) { h.delivery.current != nil }
+        #expect(h.disk.fds.count == writers + 1)      // the reader's, kept open
+        h.run { h.received.count == 2 }
+        #expect(h.disk.fds.count == writers + 1)      // the same one, still
+        h.run { h.spool.queue.isEmpty }
+        h.step()
+        #expect(h.received.count == 3)
+        #expect(h.disk.fds.count == writers)          // let go once there is nothing to send
+    }
+
     @Test("Short writes and EAGAIN while the text streams: the upstream gets it intact")
     func shortWrites() {
         let h = DeliveryHarness()
