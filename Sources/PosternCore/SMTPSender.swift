@@ -176,6 +176,10 @@ public struct SMTPSender: Sendable {
         case sentEnvelope(Transaction)
         case sendingText(Transaction)
         case sentDot(Transaction)
+        /// The end of data went out with the next message's whole envelope behind
+        /// it (`startBehindDot`): the first reply is the end of data's, the rest
+        /// are the envelope's.
+        case sentDotThenEnvelope(Transaction, next: Transaction)
         /// "." sent only to close a DATA the upstream accepted for no recipient.
         case sentEmptyDot
         case sentRSET
@@ -197,6 +201,7 @@ public struct SMTPSender: Sendable {
             case .sentEnvelope: return "sentEnvelope"
             case .sendingText: return "sendingText"
             case .sentDot: return "sentDot"
+            case .sentDotThenEnvelope: return "sentDotThenEnvelope"
             case .sentEmptyDot: return "sentEmptyDot"
             case .sentRSET: return "sentRSET"
             case .sentQUIT: return "sentQUIT"
@@ -245,14 +250,16 @@ public struct SMTPSender: Sendable {
     /// A transaction is under way (a message would be left half-sent by closing).
     public var inTransaction: Bool {
         switch state {
-        case .sentEnvelope, .sendingText, .sentDot: return true
+        case .sentEnvelope, .sendingText, .sentDot, .sentDotThenEnvelope: return true
         default: return false
         }
     }
     /// Waiting for the reply to the end of data (closing now would risk a duplicate).
     public var awaitingFinalReply: Bool {
-        if case .sentDot = state { return true }
-        return false
+        switch state {
+        case .sentDot, .sentDotThenEnvelope: return true
+        default: return false
+        }
     }
 
     /// Seconds to wait in the current state (RFC 5321 §4.5.3.2: 5 minutes for the
@@ -261,7 +268,7 @@ public struct SMTPSender: Sendable {
         switch state {
         case .sentEnvelope(let t): return t.awaiting.first == .data ? 120 : 300
         case .sendingText: return 180
-        case .sentDot, .sentEmptyDot: return 600
+        case .sentDot, .sentDotThenEnvelope, .sentEmptyDot: return 600
         case .ready: return 300
         case .sentSTARTTLS, .sentAuth, .sentAuthLogin, .sentAuthCancel: return 120
         case .handshaking, .awaitingSecret: return 60
@@ -350,11 +357,19 @@ public struct SMTPSender: Sendable {
             if reply.code / 100 == 3 {
                 return abandon(.protocolError("unexpected reply \(reply) to the end of data"))
             }
-            let outcome: RecipientOutcome = reply.code / 100 == 2 ? .delivered : (reply.isPermanent ? .failed : .deferred)
-            var actions: [Action] = t.accepted.map { .recipient(index: $0, outcome: outcome, reply: reply) }
-            actions.append(.messageDone)
+            var actions = endOfDataOutcome(reply, t)
             state = .ready
             actions.append(.ready)
+            return actions
+        case .sentDotThenEnvelope(let t, let next):
+            // The same for the end of data; then the next transaction goes on
+            // with its envelope's replies, as if it had been started now. RFC
+            // 2920 §3.1: its commands are independent of this reply.
+            if reply.code / 100 == 3 {
+                return abandon(.protocolError("unexpected reply \(reply) to the end of data"))
+            }
+            let actions = endOfDataOutcome(reply, t)
+            state = .sentEnvelope(next)
             return actions
         case .sentEmptyDot:
             return afterFailedTransaction()
@@ -446,6 +461,38 @@ public struct SMTPSender: Sendable {
         if case .sentAuthLogin(_, var secret) = state { SASL.wipe(&secret) }
         state = .closed
         return [.send(command("QUIT")), .close(failure: failure)]
+    }
+
+    /// The accepted recipients' outcomes from the reply to the end of data, and
+    /// the end of the transaction.
+    func endOfDataOutcome(_ reply: Reply, _ t: Transaction) -> [Action] {
+        let outcome: RecipientOutcome = reply.code / 100 == 2 ? .delivered : (reply.isPermanent ? .failed : .deferred)
+        var actions: [Action] = t.accepted.map { .recipient(index: $0, outcome: outcome, reply: reply) }
+        actions.append(.messageDone)
+        return actions
+    }
+
+    /// Begins the next transaction right behind the end of data, before its
+    /// reply: RFC 2920 §3.1 lets message content be the first "command" of a
+    /// group, so the text's end, MAIL, the RCPTs and DATA leave in one write and
+    /// a connection that carries message after message pays one round trip per
+    /// message instead of two (issue 11). Only in `.sentDot`, only when the
+    /// upstream announced PIPELINING, the whole envelope fits one group and the
+    /// message is within the announced SIZE; otherwise it returns no action and
+    /// changes nothing, and the caller starts the message with `start` once the
+    /// machine is ready. The outcomes of the finished message come first (with
+    /// its `.messageDone`), then those of this one; no `.ready` in between.
+    public mutating func startBehindDot(message: OutboundMessage) -> [Action] {
+        guard case .sentDot(let done) = state, capabilities.pipelining, !message.recipients.isEmpty else { return [] }
+        if let limit = capabilities.maxSize, limit > 0, message.size > limit { return [] }
+        var steps: [Step] = [.mail]
+        for i in message.recipients.indices { steps.append(.rcpt(i)) }
+        steps.append(.data)
+        var t = Transaction(message: message, awaiting: [], unsent: steps)
+        let bytes = flushGroup(&t)
+        guard t.unsent.isEmpty else { return [] }
+        state = .sentDotThenEnvelope(done, next: t)
+        return [.send(bytes)]
     }
 
     /// Begins a transaction for `message`. Only valid when `.ready`.
@@ -588,6 +635,14 @@ public struct SMTPSender: Sendable {
                 actions.append(.recipient(index: i, outcome: .deferred, reply: transient))
             }
             actions.append(.messageDone)
+        case .sentDotThenEnvelope(let t, let next):
+            // Both transactions, in the order they were started.
+            for m in [t, next] {
+                for i in m.message.recipients.indices where !m.reported.contains(i) {
+                    actions.append(.recipient(index: i, outcome: .deferred, reply: transient))
+                }
+                actions.append(.messageDone)
+            }
         case .sentEmptyDot:
             // Every recipient was answered already; only the transaction is open.
             actions.append(.messageDone)

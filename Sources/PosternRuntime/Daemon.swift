@@ -269,7 +269,7 @@ public final class Daemon {
             // above are synced in this same iteration.
             if spool.groupCommitDue { groupCommit(now: after) }
             let end = Clock.monotonic()
-            if !stopping { service.status(statusText(now: end), now: end) }
+            if !stopping { service.status(now: end) { statusText(now: end) } }
             service.afterIteration(now: end, work: end - after, spoolFailure: spool.failure(now: end))
         }
         finish()

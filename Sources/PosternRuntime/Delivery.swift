@@ -78,6 +78,12 @@ public final class Delivery {
     /// The output holds an AUTH response: zero the buffer once it is sent.
     var outputHoldsSecret = false
     var current: Current? = nil
+    /// The message whose envelope went out behind `current`'s end of data
+    /// (`SMTPSender.startBehindDot`); it becomes `current` at that one's
+    /// `.messageDone`.
+    var pipelined: Current? = nil
+    /// The daemon is stopping: no message is started behind an end of data.
+    var stopRequested = false
     var addresses: [cl_ip_endpoint] = []
     var addressIndex = 0
     /// The name lookup of the active upstream, in a child process (issue 8 item
@@ -168,6 +174,7 @@ public final class Delivery {
     /// Called once per loop iteration: connects when mail is due, starts the next
     /// message on a ready connection, closes an idle one, and handles timeouts.
     public func tick(now: Int64, stopping: Bool) {
+        stopRequested = stopping
         if fd >= 0 && now >= deadline {
             switch link.phase {
             case .connecting: connectFailed("connect timed out", now: now)
@@ -191,9 +198,14 @@ public final class Delivery {
         if link.phase == .open && machine.isReady && current == nil {
             if let m = spool.queue.nextDue(now: now) {
                 startMessage(m, now: now)
-            } else if now >= idleUntil {
-                perform(machine.finish(), now: now)
-                flushOutput(now: now)
+            } else {
+                // Nothing to send: the segment read last is not held open (it
+                // may be deleted now that its messages are done).
+                text.reader.releaseFile()
+                if now >= idleUntil {
+                    perform(machine.finish(), now: now)
+                    flushOutput(now: now)
+                }
             }
         }
     }
@@ -201,6 +213,7 @@ public final class Delivery {
     /// The daemon is stopping. Returns true while a final reply is still awaited
     /// (worth a short grace period: closing now could make a duplicate).
     public func stop(now: Int64) -> Bool {
+        stopRequested = true
         cancelHelpers(now: now)
         if fd >= 0 && machine.awaitingFinalReply { return true }
         if fd >= 0 {
@@ -363,16 +376,24 @@ public final class Delivery {
             break
         }
         // Read until the transport has nothing more: TLS may hold decrypted
-        // bytes that poll(2) cannot see.
+        // bytes that poll(2) cannot see. A plain socket that filled less than
+        // the room offered has nothing more now, and poll(2) reports what comes
+        // later: reading again would only return EAGAIN (two wasted reads per
+        // message, issue 11).
         while fd >= 0 {
             input.compact()
             if input.freeSpace == 0 {
                 perform(machine.connectionLost("reply line too long"), now: now)
                 return
             }
+            let room = input.freeSpace
             switch link.read(input.writable) {
             case .success(.done(let n)):
                 input.didWrite(n)
+                if n < room && !link.isTLS {
+                    _ = processReplies(now: now)
+                    return
+                }
             case .success(.eof):
                 perform(machine.connectionLost("upstream closed the connection"), now: now)
                 return
@@ -422,7 +443,11 @@ public final class Delivery {
 
     // MARK: messages
 
-    func startMessage(_ m: QueuedMessage, now: Int64) {
+    /// Starts `m` on the ready connection, or with `behindDot` behind the end
+    /// of data just queued for `current` (when the machine can: otherwise
+    /// nothing happens, and `tick` starts the next message once the connection
+    /// is ready).
+    func startMessage(_ m: QueuedMessage, now: Int64, behindDot: Bool = false) {
         let envelope: SpoolCodec.EnvelopeRecord
         switch text.reader.open(m, spool: spool) {
         case .success(let e): envelope = e
@@ -442,13 +467,35 @@ public final class Delivery {
             rcpts.append(r)
         }
         let sentFrom = upstream.envelopeFrom ?? from
-        current = Current(id: m.id, recipientIndex: indices, recipients: rcpts, from: from)
-        spool.queue.setInFlight(m.id, true)
-        spool.queue.countAttempt(m.id)
+        let started = Current(id: m.id, recipientIndex: indices, recipients: rcpts, from: from)
+        // The text of `current` is all in the output already (behind a dot):
+        // the encoder and rewriters are free for this one.
         text.begin(rewriteFrom: upstream.rewriteFrom ? upstream.envelopeFrom : nil, qualifyDomain: heloName,
                    rewriteTo: upstream.rewriteTo ? aliases : nil)
-        perform(machine.start(message: OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size + text.sizeAllowance,
-                                                       eightBit: envelope.eightBit)), now: now)
+        let outbound = OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size + text.sizeAllowance,
+                                       eightBit: envelope.eightBit)
+        if behindDot {
+            let actions = machine.startBehindDot(message: outbound)
+            if actions.isEmpty { return }
+            pipelined = started
+            spool.queue.setInFlight(m.id, true)
+            spool.queue.countAttempt(m.id)
+            perform(actions, now: now)
+            return
+        }
+        current = started
+        spool.queue.setInFlight(m.id, true)
+        spool.queue.countAttempt(m.id)
+        perform(machine.start(message: outbound), now: now)
+    }
+
+    /// The end of data of `current` is in the output: the next due message's
+    /// envelope goes right behind it when there is room for a whole group.
+    func startBehindDot(now: Int64) {
+        guard !stopRequested, pipelined == nil, current != nil, machine.capabilities.pipelining,
+              output.capacity - output.count >= SMTPSender.maxGroupBytes,
+              let m = spool.queue.nextDue(now: now) else { return }
+        startMessage(m, now: now, behindDot: true)
     }
 
     /// The spool cannot give back this message.
@@ -549,7 +596,9 @@ public final class Delivery {
 
     func messageDone(now: Int64) {
         guard let c = current else { return }
-        current = nil
+        // The message started behind this one's end of data is next.
+        current = pipelined
+        pipelined = nil
         streaming = false
         if !c.failed.isEmpty {
             notices?.send(about: c.id, failed: c.failed, reason: .refused, now: now)
@@ -563,6 +612,8 @@ public final class Delivery {
 
     /// A connection failure left the current message without a final answer.
     func releaseCurrent(now: Int64) {
+        if let p = pipelined { spool.queue.setInFlight(p.id, false) }
+        pipelined = nil
         guard let c = current else { return }
         current = nil
         streaming = false
@@ -579,6 +630,7 @@ public final class Delivery {
         case .done:
             streaming = false
             _ = machine.textSent()
+            startBehindDot(now: now)
         case .failed(let f):
             let id = current?.id
             streaming = false
@@ -613,6 +665,7 @@ public final class Delivery {
 
     func closeSocket() {
         link.close()
+        text.reader.releaseFile()
         streaming = false
         if outputHoldsSecret { output.wipe() }
         outputHoldsSecret = false

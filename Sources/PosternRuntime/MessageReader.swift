@@ -46,9 +46,15 @@ public final class MessageReader {
     /// The first damage the walk stepped over, for the failure message.
     var damage: String? = nil
 
-    public init(capacity: Int = BufferSizes.spoolRead) {
+    /// `keepsFileOpen`: for the sender, which reads message after message
+    /// (`SegmentCursor.keepsFileOpen`; `releaseFile` lets go of the segment).
+    public init(capacity: Int = BufferSizes.spoolRead, keepsFileOpen: Bool = false) {
         cursor = SegmentCursor(capacity: capacity)
+        cursor.keepsFileOpen = keepsFileOpen
     }
+
+    /// Closes the segment the reader keeps open, if any.
+    public func releaseFile() { cursor.releaseFile() }
 
     /// Positions the reader on `message` and returns its envelope.
     public func open(_ message: QueuedMessage, spool: Spool) -> Result<SpoolCodec.EnvelopeRecord, Failure> {

@@ -13,6 +13,20 @@ public final class ReceiverContext {
     public let log: Log
     public let kernel: any Kernel
 
+    /// The kernel's word on the wall clock (adjtimex(2)), kept for
+    /// `synchronisedCacheNanoseconds`: it stamps every arrival, and asking for
+    /// each message was one system call in forty (issue 11).
+    var synchronisedReading: (at: Int64, value: Bool)? = nil
+    static let synchronisedCacheNanoseconds: Int64 = 250_000_000
+
+    /// Whether the wall clock is synchronised, as of at most a quarter second ago.
+    func clockSynchronised(now: Int64) -> Bool {
+        if let r = synchronisedReading, now >= r.at, now - r.at < Self.synchronisedCacheNanoseconds { return r.value }
+        let value = Clock.synchronised()
+        synchronisedReading = (now, value)
+        return value
+    }
+
     public init(settings: ReceiverSettings, allowClients: [CIDR], timeoutSeconds: Int, spool: Spool, log: Log,
                 kernel: any Kernel) {
         self.settings = settings
@@ -105,6 +119,7 @@ public final class ReceiverConnection {
     /// Takes over an accepted socket.
     public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil) {
         self.fd = fd
+        holdsPages = false
         self.peer = local == nil ? peer.unmapped : IPAddress.loopbackV4
         self.local = local
         connectionID = id
@@ -356,7 +371,7 @@ public final class ReceiverConnection {
     func startData(_ env: Envelope, now: Int64) {
         decoder = DataDecoder()
         text.clear()
-        switch context.spool.begin(env, arrival: Clock.wall(), arrivalSynchronised: Clock.synchronised(), now: now) {
+        switch context.spool.begin(env, arrival: Clock.wall(), arrivalSynchronised: context.clockSynchronised(now: now), now: now) {
         case .success(let t):
             transaction = t
             // RFC 5321 §4.4: the trace header goes first.
@@ -435,7 +450,22 @@ public final class ReceiverConnection {
         context.kernel.close(fd)
         fd = -1
         transaction = nil
+        // The pages stay until the pool has had no connection for a moment
+        // (`ReceiverPool.pageReleaseDelay`): at a busy time the next client
+        // takes this slot at once.
+        input.clear(); text.clear(); output.clear()
+        holdsPages = true
+    }
+
+    /// The buffers of a closed connection still hold pages.
+    public private(set) var holdsPages = false
+
+    /// Gives a closed connection's pages back to the kernel (they read as
+    /// zeros when next used).
+    public func releasePages() {
+        guard !isActive, holdsPages else { return }
         input.release(); text.release(); output.release()
+        holdsPages = false
     }
 
     /// Reads (a bounded amount of) what the client sent and nobody will read:

@@ -18,7 +18,11 @@ import PosternCore
 /// The file is opened for each read and closed at once: a cursor never holds a
 /// descriptor between calls, so no reader (a `postern queue` listing, a delivery
 /// abandoned mid-message) keeps a deleted segment's blocks allocated on a full
-/// disk.
+/// disk. The one exception is the sender's cursor (`keepsFileOpen`): it keeps
+/// the segment it reads open from message to message, since opening it, reading
+/// its header again and closing it were three of the few dozen system calls a
+/// small message costs (issue 11); `Delivery` lets go of it whenever it has
+/// nothing to send, and starting another segment closes it.
 public final class SegmentCursor {
     /// Why the walk stopped before the end of the file.
     public enum Problem: Error, Equatable, CustomStringConvertible {
@@ -60,13 +64,27 @@ public final class SegmentCursor {
     var temporary: UnsafeMutableRawBufferPointer? = nil
     /// The descriptor `start` holds while it reads; -1 otherwise.
     var openFD: Int32 = -1
+    /// Keep the segment open between calls (see above); `releaseFile` closes it.
+    public var keepsFileOpen = false
+    /// The descriptor kept open, of segment `sequence` at `path`, whose header
+    /// was checked through it; -1 when none.
+    var heldFD: Int32 = -1
 
     public init(capacity: Int = BufferSizes.spoolRead) {
         precondition(capacity >= SpoolCodec.recordOverhead, "a spool read buffer must hold a record header")
         buffer = ByteBuffer(capacity: capacity)
     }
 
-    deinit { releaseTemporary() }
+    deinit {
+        releaseTemporary()
+        releaseFile()
+    }
+
+    /// Closes the segment kept open, if any.
+    public func releaseFile() {
+        if heldFD >= 0 { storage?.close(heldFD) }
+        heldFD = -1
+    }
 
     public var capacity: Int { buffer.capacity }
 
@@ -74,6 +92,10 @@ public final class SegmentCursor {
     /// positions the cursor at `offset` (a record boundary: the first record is at
     /// `SpoolCodec.segmentHeaderLength`, a queued message's at its index entry).
     public func start(storage: any SpoolStorage, path: String, sequence: UInt64, at offset: Int) -> Result<Void, Problem> {
+        // The segment kept open serves again only for the same file, through
+        // the same storage; its header was checked when it was opened.
+        let reuse = heldFD >= 0 && self.storage === storage && self.path == path && self.sequence == sequence
+        if !reuse { releaseFile() }
         self.storage = storage
         self.path = path
         self.sequence = sequence
@@ -83,6 +105,11 @@ public final class SegmentCursor {
         guard offset >= SpoolCodec.segmentHeaderLength, offset <= SpoolCodec.maxSegmentLength else {
             return .failure(damaged(at: offset, "offset outside the segment"))
         }
+        if reuse {
+            bufferOffset = offset
+            if case .failure(let e) = fill(buffer.capacity) { return .failure(.io(e)) }
+            return .success(())
+        }
         // One open for the header and the first buffer's worth of records (a
         // `postern queue` listing reads one envelope per message).
         let fd: Int32
@@ -91,8 +118,9 @@ public final class SegmentCursor {
         case .failure(let e): return .failure(.io(e))
         }
         openFD = fd
+        var headerChecked = false
         defer {
-            storage.close(fd)
+            if keepsFileOpen && headerChecked { heldFD = fd } else { storage.close(fd) }
             openFD = -1
         }
         var header = [UInt8](repeating: 0, count: SpoolCodec.segmentHeaderLength)
@@ -103,6 +131,7 @@ public final class SegmentCursor {
                 return .failure(damaged(at: 0, "bad segment header"))
             }
         }
+        headerChecked = true
         bufferOffset = offset
         if case .failure(let e) = fill(buffer.capacity) { return .failure(.io(e)) }
         return .success(())
@@ -247,6 +276,7 @@ public final class SegmentCursor {
     func readFile(_ into: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
         guard let storage else { return .failure(Errno(EBADF, "read \(path)")) }
         if openFD >= 0 { return storage.read(openFD, into, at: offset) }
+        if heldFD >= 0 { return storage.read(heldFD, into, at: offset) }
         let fd: Int32
         switch storage.openForReading(path) {
         case .success(let f): fd = f

@@ -13,6 +13,12 @@ public enum Systemd {
         sd_notify(0, state) > 0
     }
 
+    /// NOTIFY_SOCKET is set: `notify` has somewhere to send to.
+    public static func notifySocketSet() -> Bool {
+        guard let v = getenv("NOTIFY_SOCKET") else { return false }
+        return v.pointee != 0
+    }
+
     /// The watchdog interval in microseconds when systemd expects pings from this
     /// process (WATCHDOG_USEC set and WATCHDOG_PID unset or ours), else nil.
     public static func watchdogMicroseconds() -> UInt64? {

@@ -715,6 +715,104 @@ struct SenderFailureTests {
     }
 }
 
+@Suite("Sender: the next envelope behind the end of data (RFC 2920 §3.1)")
+struct SenderBehindDotTests {
+    /// Connected, one message's text sent (its dot queued), awaiting the final reply.
+    func afterText(_ keywords: [String] = ["PIPELINING", "SIZE 10000", "8BITMIME"],
+                   first: OutboundMessage = message(to: ["b@example.com"])) -> SenderSession {
+        var s = SenderSession()
+        s.connect(keywords)
+        s.start(first)
+        for _ in 0..<(first.recipients.count + 1) { s.upstream("250 ok") }
+        s.upstream("354 go")
+        _ = s.machine.textSent()
+        return s
+    }
+
+    @Test("The whole envelope leaves behind the dot; the dot's outcome comes first, then the envelope's replies go on")
+    func pipelinedEnvelope() {
+        var s = afterText()
+        s.actions = s.machine.startBehindDot(message: message(to: ["c@example.com"]))
+        #expect(s.sent == "MAIL FROM:<sender@example.org> SIZE=500\r\nRCPT TO:<c@example.com>\r\nDATA\r\n")
+        #expect(s.machine.awaitingFinalReply && s.machine.inTransaction)
+        #expect(s.machine.timeoutSeconds == 600)
+        s.upstream("250 2.0.0 queued")
+        #expect(s.outcomeList == ["0:delivered:250"])
+        #expect(s.done && !s.ready && s.writes == 0)
+        #expect(!s.machine.awaitingFinalReply)
+        s.upstream("250 ok"); s.upstream("250 ok")
+        #expect(s.actions.isEmpty)
+        s.upstream("354 go")
+        #expect(s.actions == [.sendText])
+        _ = s.machine.textSent()
+        s.upstream("250 2.0.0 queued")
+        #expect(s.outcomeList == ["0:delivered:250"])
+        #expect(s.done && s.ready)
+    }
+
+    @Test("A refused end of data fails or defers only its own message; the next one goes on", arguments: [
+        ("554 5.6.0 rejected", RecipientOutcome.failed), ("452 4.3.1 full", RecipientOutcome.deferred),
+    ])
+    func refusedDotIndependent(line: String, outcome: RecipientOutcome) {
+        var s = afterText()
+        s.actions = s.machine.startBehindDot(message: message(to: ["c@example.com"]))
+        s.upstream(line)
+        #expect(s.outcomes.map { $0.outcome } == [outcome])
+        #expect(s.done && !s.closed)
+        s.upstream("250 ok"); s.upstream("250 ok"); s.upstream("354 go")
+        #expect(s.actions == [.sendText])
+    }
+
+    @Test("421 or a lost connection with both in flight: every unreported recipient of each is deferred, each message done once, in order")
+    func abandonBoth() {
+        var s = afterText()
+        s.actions = s.machine.startBehindDot(message: message(to: ["c@example.com", "d@example.com"]))
+        s.upstream("421 4.4.2 closing")
+        #expect(s.actions == [
+            .recipient(index: 0, outcome: .deferred, reply: Reply(421, "4.4.2", "closing")), .messageDone,
+            .recipient(index: 0, outcome: .deferred, reply: Reply(421, "4.4.2", "closing")),
+            .recipient(index: 1, outcome: .deferred, reply: Reply(421, "4.4.2", "closing")), .messageDone,
+            .close(failure: .rejected(Reply(421, "4.4.2", "closing"))),
+        ])
+        var t = afterText()
+        _ = t.machine.startBehindDot(message: message(to: ["c@example.com"]))
+        let lost = t.machine.connectionLost("reset")
+        #expect(lost.filter { $0 == .messageDone }.count == 2)
+        #expect(lost.last == .close(failure: .connection("reset")))
+        var u = afterText()
+        _ = u.machine.startBehindDot(message: message(to: ["c@example.com"]))
+        u.upstream("354 what")
+        #expect(u.closed && u.outcomeList == ["0:deferred:451", "0:deferred:451"])
+    }
+
+    @Test("Not without PIPELINING, not over the announced SIZE, not before the text is sent, not for no recipient: nothing changes")
+    func refusedCases() {
+        var noPipelining = afterText(["SIZE 10000"])
+        #expect(noPipelining.machine.startBehindDot(message: message()).isEmpty)
+        noPipelining.upstream("250 ok")
+        #expect(noPipelining.ready)
+        var big = afterText()
+        #expect(big.machine.startBehindDot(message: message(size: 20_000)).isEmpty)
+        big.upstream("250 ok")
+        #expect(big.ready)
+        var none = afterText()
+        #expect(none.machine.startBehindDot(message: message(to: [])).isEmpty)
+        var ready = SenderSession()
+        ready.connect()
+        #expect(ready.machine.startBehindDot(message: message()).isEmpty)
+        #expect(ready.machine.isReady)
+    }
+
+    @Test("An envelope longer than one group waits for the final reply")
+    func longEnvelopeWaits() {
+        var s = afterText()
+        let many = (0..<600).map { "recipient-with-a-long-name-\($0)@example.com" }
+        #expect(s.machine.startBehindDot(message: message(to: many)).isEmpty)
+        s.upstream("250 ok")
+        #expect(s.ready)
+    }
+}
+
 extension String {
     /// The CRLF-terminated lines of the text.
     func components(separatedByCRLF: ()) -> [String] {

@@ -127,6 +127,67 @@ struct DeliveryTests {
         #expect(got(h, [Self.textBytes]))
     }
 
+    @Test("Plain TCP: a read that fills less than the room offered is not followed by one that can only say EAGAIN")
+    func noReadAfterShortRead() {
+        let h = DeliveryHarness()
+        for i in 0..<3 { h.queue("Subject: \(i)\r\n\r\nbody\r\n") }
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 3)
+        guard let s = h.connection else { Issue.record("no connection"); return }
+        // Every read found bytes: poll(2) said there were some, and one read took them all.
+        #expect(s.reads > 0)
+        #expect(s.incoming.isEmpty)
+        #expect(s.emptyReads == 0)
+    }
+
+    @Test("The sender keeps the segment open from message to message and closes it when it has nothing to send")
+    func segmentHeldWhileSending() {
+        let h = DeliveryHarness()
+        for i in 0..<3 { h.queue("Subject: \(i)\r\n\r\nbody\r\n") }
+        let writers = h.disk.fds.count
+        h.run(limit: 10) { h.delivery.current != nil }
+        #expect(h.disk.fds.count == writers + 1)      // the reader's, kept open
+        h.run { h.received.count == 2 }
+        #expect(h.disk.fds.count == writers + 1)      // the same one, still
+        h.run { h.spool.queue.isEmpty }
+        h.step()
+        #expect(h.received.count == 3)
+        #expect(h.disk.fds.count == writers)          // let go once there is nothing to send
+    }
+
+    @Test("Message after message: each end of data leaves in one write with the next envelope (RFC 2920 §3.1)")
+    func envelopeBehindDot() {
+        let h = DeliveryHarness()
+        for i in 0..<3 { h.queue("Subject: \(i)\r\n\r\nbody \(i)\r\n") }
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.map { String(decoding: $0, as: UTF8.self) }
+                == (0..<3).map { "Subject: \($0)\r\n\r\nbody \($0)\r\n" })
+        guard let s = h.connection else { Issue.record("no connection"); return }
+        // EHLO; the first envelope; text, dot and the next envelope twice; the last text and dot.
+        #expect(s.sends == 5)
+        #expect(s.sentText.contains("body 0\r\n.\r\nMAIL FROM:<a@example.org>"))
+        #expect(h.delivery.current == nil && h.delivery.pipelined == nil)
+        #expect(h.kernel.outgoing.count == 1)
+    }
+
+    @Test("A reset with a message behind the dot: both stay queued and both go on the next try, once each")
+    func resetWithPipelined() {
+        let h = DeliveryHarness()
+        for i in 0..<2 { h.queue("Subject: \(i)\r\n\r\nbody \(i)\r\n") }
+        h.run(limit: 50) { h.delivery.pipelined != nil }
+        #expect(h.delivery.pipelined != nil)
+        // The upstream dies before answering the end of data (and the envelope behind it).
+        guard let first = h.kernel.outgoing.last, let s = h.connection else { Issue.record("no connection"); return }
+        h.answered[first.fd] = s.sent.count
+        s.incoming = [.error(ECONNRESET)]
+        h.run(limit: 20) { h.delivery.fd < 0 }
+        #expect(h.spool.queue.count == 2)
+        #expect(!h.spool.queue.messages.contains { $0.inFlight })
+        h.now += 700 * 1_000_000_000
+        h.run { h.spool.queue.isEmpty }
+        #expect(h.received.count == 2)
+    }
+
     @Test("Short writes and EAGAIN while the text streams: the upstream gets it intact")
     func shortWrites() {
         let h = DeliveryHarness()

@@ -289,6 +289,47 @@ struct ReceiverPoolTests {
         #expect(!IPAddress.unspecifiedV4.isLoopback)
     }
 
+    @Test("A closed connection keeps its buffers' pages while the pool is busy; they go back once it has been empty a second")
+    func pagesReleasedWhenIdle() {
+        let h = ReceiverHarness(maxConnections: 4)
+        let a = h.connect(from: "192.0.2.1")
+        let b = h.connect(from: "192.0.2.2")
+        a.incoming = [.bytes(bytes("QUIT\r\n"))]
+        h.step()
+        #expect(a.closed)
+        // b is still open: the slot keeps its pages for the next client.
+        #expect(h.pool.connections[0].holdsPages)
+        #expect(h.pool.pagesIdleSince == nil)
+        b.incoming = [.bytes(bytes("QUIT\r\n"))]
+        h.step()
+        #expect(b.closed)
+        let since = h.pool.pagesIdleSince
+        #expect(since == h.now)
+        // The loop wakes for the release, not before.
+        #expect(h.pool.nextDeadline() == h.now + ReceiverPool.pageReleaseDelay)
+        h.advance(seconds: 0.5)
+        h.step()
+        #expect(h.pool.connections[0].holdsPages && h.pool.connections[1].holdsPages)
+        // A client arriving meanwhile takes a slot with its pages; the wait starts over.
+        let c = h.connect(from: "192.0.2.3")
+        #expect(c.replyCodes == [220])
+        #expect(h.pool.pagesIdleSince == nil)
+        #expect(h.pool.nextDeadline() == h.pool.connections[0].deadline)
+        c.incoming = [.bytes(bytes("QUIT\r\n"))]
+        h.step()
+        #expect(h.pool.pagesIdleSince == h.now)
+        h.advance(seconds: 1)
+        h.step()
+        #expect(!h.pool.connections.contains { $0.holdsPages })
+        #expect(h.pool.pagesIdleSince == nil)
+        #expect(h.pool.nextDeadline() == nil)
+        // The slots serve as before once their pages are gone.
+        let d = h.connect(from: "192.0.2.4")
+        d.incoming = [.bytes(bytes("HELO x\r\nQUIT\r\n"))]
+        h.step()
+        #expect(d.replyCodes == [220, 250, 221])
+    }
+
     @Test("A slot freed by a timeout is taken by the next client")
     func slotReused() {
         let h = ReceiverHarness(maxConnections: 2, timeoutSeconds: 3)

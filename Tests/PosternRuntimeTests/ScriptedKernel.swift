@@ -35,6 +35,8 @@ final class ScriptedKernel: Kernel {
         /// Reads after the daemon closed the socket (must stay 0).
         var readsAfterClose = 0
         var reads = 0
+        /// Reads that found nothing (EAGAIN).
+        var emptyReads = 0
         var sends = 0
 
         var sentText: String { String(decoding: sent, as: UTF8.self) }
@@ -78,7 +80,7 @@ final class ScriptedKernel: Kernel {
         guard let s = sockets[fd] else { return .failure(Errno(EBADF, "read")) }
         if s.closed { s.readsAfterClose += 1; return .failure(Errno(EBADF, "read")) }
         s.reads += 1
-        guard let first = s.incoming.first else { return .success(.wouldBlock) }
+        guard let first = s.incoming.first else { s.emptyReads += 1; return .success(.wouldBlock) }
         switch first {
         case .eof:
             return .success(.eof)

@@ -976,12 +976,23 @@ def main():
     ap.add_argument("--no-cgroup", action="store_true", help="CPU from /proc even where cgroup v2 is there")
     ap.add_argument("--scratch-dir", default="/var/tmp", help="where spool and queue live (not tmpfs)")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--workload", action="append", metavar="LABEL",
+                    help='run only this workload (its size label, "2 KB", "100 KB" or "5 MB"; repeatable)')
+    ap.add_argument("--relays", default="baseline,postern,postfix",
+                    help="comma-separated relays to run (baseline, postern, postfix; default all)")
     args = ap.parse_args()
     if args.quick:
         args.runs = 1
     args.loadavg_start = " ".join((read("/proc/loadavg", "") or "?").split()[:3])
     workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
     slow_workloads = QUICK_SLOW_WORKLOADS if args.quick else SLOW_WORKLOADS
+    if args.workload:
+        labels = {w.replace(" ", "").upper() for w in args.workload}
+        workloads = [w for w in workloads if w[0].replace(" ", "").upper() in labels]
+        slow_workloads = [w for w in slow_workloads if w[0].replace(" ", "").upper() in labels]
+    relays = [r for r in args.relays.split(",") if r]
+    if not relays or any(r not in ("baseline", "postern", "postfix") for r in relays):
+        raise BenchError(f"--relays: {args.relays!r} (baseline, postern, postfix)")
 
     if os.geteuid() != 0:
         raise BenchError("needs root (a private Postfix instance, cgroups)")
@@ -1026,9 +1037,9 @@ def main():
         results = {}
         for label, size, count, sessions in workloads:
             key = (label, count, sessions)
-            runs = {"baseline": [], "postern": [], "postfix": []}
+            runs = {r: [] for r in ("baseline", "postern", "postfix") if r in relays}
             for i in range(args.runs):
-                for relay in ("baseline", "postern", "postfix"):
+                for relay in runs:
                     print(f"{count} x {label}, {sessions} sessions, {relay}, run {i + 1}/{args.runs} ...",
                           end=" ", flush=True)
                     r = one_run(ctx, relay, size, count, sessions, "timed")
@@ -1038,7 +1049,7 @@ def main():
                     runs[relay].append(r)
             merged = {relay: median_of(rs) for relay, rs in runs.items()}
             if not args.no_count:
-                for relay in ("postern", "postfix"):
+                for relay in [r for r in ("postern", "postfix") if r in relays]:
                     print(f"{count} x {label}, {sessions} sessions, {relay}, counting run (strace) ...",
                           end=" ", flush=True)
                     r = one_run(ctx, relay, size, count, sessions, "count")
@@ -1057,9 +1068,9 @@ def main():
         if not args.no_slow:
             for label, size, count, sessions in slow_workloads:
                 key = (label, count, sessions)
-                runs = {"postern": [], "postfix": []}
+                runs = {r: [] for r in ("postern", "postfix") if r in relays}
                 for i in range(args.runs):
-                    for relay in ("postern", "postfix"):
+                    for relay in runs:
                         print(f"slowed sync (+{args.slow_ms} ms): {count} x {label}, {sessions} sessions, {relay}, "
                               f"run {i + 1}/{args.runs} ...", end=" ", flush=True)
                         r = one_run(ctx, relay, size, count, sessions, "timed", slow_ms=args.slow_ms)
@@ -1074,7 +1085,7 @@ def main():
                     merged[relay]["shim_processes"] = sum(r["shim_processes"] for r in rs)
                     merged[relay]["shim_syncs_by_process"] = rs[0]["shim_syncs_by_process"]
                 if not args.no_count:
-                    for relay in ("postern", "postfix"):
+                    for relay in [r for r in ("postern", "postfix") if r in relays]:
                         print(f"slowed sync: {count} x {label}, {sessions} sessions, {relay}, counting run ...",
                               end=" ", flush=True)
                         r = one_run(ctx, relay, size, count, sessions, "count", slow_ms=args.slow_ms)

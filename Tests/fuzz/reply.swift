@@ -6,6 +6,8 @@
 // capability lines (PIPELINING, SIZE, 8BITMIME, STARTTLS, AUTH) coming from the
 // input too. Flags choose STARTTLS and an AUTH mechanism (issue 8), so the TLS
 // and SASL states (334 challenges included) meet hostile replies as well.
+// Flag 8 starts each next message behind the end of data (startBehindDot), as
+// Delivery does, so two transactions are in flight at once.
 //
 // Input: a flags byte, a security byte, the number of messages and recipients, the read size, a
 // message size, then the upstream's byte stream.
@@ -15,7 +17,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     let flags = input.byte()
     let security = input.byte()
     let auth: [AuthChoice] = [.none, .auto, .plain, .login, .xoauth2]
-    var driver = SenderDriver(messages: input.int(0...3), recipients: input.int(1...4),
+    var driver = SenderDriver(messages: input.int(0...3), recipients: input.int(1...4), behindDot: flags & 8 != 0,
                               size: input.int(0...70_000), eightBit: flags & 1 != 0,
                               maxLine: flags & 2 != 0 ? 64 : BufferSizes.senderInput,
                               security: SenderSecurity(startTLS: security & 1 != 0, implicitTLS: security & 2 != 0,
@@ -36,7 +38,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         driver.perform(driver.machine.connectionLost("fuzz: end of input"))
     }
     require(driver.closed, "the session did not close")
-    require(driver.current == nil, "a message was left without messageDone")
+    require(driver.current == nil && driver.next == nil, "a message was left without messageDone")
 }
 
 struct SenderDriver {
@@ -52,9 +54,13 @@ struct SenderDriver {
     let eightBit: Bool
     /// Outcomes of the message in flight, by recipient index.
     var current: [RecipientOutcome?]? = nil
+    /// The message started behind `current`'s end of data.
+    var next: [RecipientOutcome?]? = nil
+    let behindDot: Bool
 
-    init(messages: Int, recipients: Int, size: Int, eightBit: Bool, maxLine: Int, security: SenderSecurity,
-         secretFails: Bool) {
+    init(messages: Int, recipients: Int, behindDot: Bool = false, size: Int, eightBit: Bool, maxLine: Int,
+         security: SenderSecurity, secretFails: Bool) {
+        self.behindDot = behindDot
         machine = SMTPSender(heloName: "postern.fuzz", security: security)
         self.secretFails = secretFails
         messagesLeft = messages
@@ -108,8 +114,16 @@ struct SenderDriver {
             case .sendText:
                 require(current != nil, "text without a message")
                 perform(machine.textSent())
+                if behindDot && messagesLeft > 0 && next == nil {
+                    let started = machine.startBehindDot(message: message())
+                    if !started.isEmpty {
+                        messagesLeft -= 1
+                        next = [RecipientOutcome?](repeating: nil, count: recipients)
+                        perform(started)
+                    }
+                }
             case .ready:
-                require(current == nil, "ready with a message in flight")
+                require(current == nil && next == nil, "ready with a message in flight")
                 if messagesLeft > 0 {
                     messagesLeft -= 1
                     current = [RecipientOutcome?](repeating: nil, count: recipients)
@@ -133,7 +147,8 @@ struct SenderDriver {
             case .messageDone:
                 guard let c = current else { fatalError("messageDone without a message") }
                 require(c.allSatisfy { $0 != nil }, "messageDone before every recipient was reported")
-                current = nil
+                current = next
+                next = nil
             case .close:
                 closed = true
             }
