@@ -509,7 +509,7 @@ def run_source(group, port, size, count, sessions, workdir, timeout):
 class Postern:
     name = "postern"
 
-    def __init__(self, workdir, tag, upstream_port, env, strace_path=None):
+    def __init__(self, workdir, tag, upstream_port, env, strace_path=None, sync=None):
         self.dir = os.path.join(workdir, f"postern-{tag}")
         os.mkdir(self.dir)
         self.port = free_port()
@@ -517,7 +517,9 @@ class Postern:
         # The shim slows the sync calls it sees; io_uring's fsyncs run in the
         # kernel's own workers, where no LD_PRELOAD reaches, so the slowed runs
         # use the helper processes (sync = helper), the path the shim can slow.
-        sync = "sync = helper\n" if "LD_PRELOAD" in env else ""
+        if "LD_PRELOAD" in env:
+            sync = "helper"
+        sync = f"sync = {sync}\n" if sync else ""
         with open(self.conf, "w") as f:
             # max_connections: twice the most sessions of any workload (16),
             # so a closing connection never makes a new one wait for a slot.
@@ -730,7 +732,7 @@ def one_run(ctx, relay_name, size, count, sessions, mode, slow_ms=None):
         sink = Sink(load, workdir)
         target = sink.port
         if relay_name == "postern":
-            relay = Postern(workdir, tag, sink.port, env, trace)
+            relay = Postern(workdir, tag, sink.port, env, trace, sync=ctx.get("postern_sync"))
         elif relay_name == "postfix":
             relay = Postfix(workdir, tag, sink.port, env, trace)
         if relay is not None:
@@ -978,6 +980,8 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--workload", action="append", metavar="LABEL",
                     help='run only this workload (its size label, "2 KB", "100 KB" or "5 MB"; repeatable)')
+    ap.add_argument("--postern-sync", choices=["auto", "io_uring", "helper", "loop"],
+                    help="Postern's [spool] sync in the unslowed runs (default: its own default, auto)")
     ap.add_argument("--relays", default="baseline,postern,postfix",
                     help="comma-separated relays to run (baseline, postern, postfix; default all)")
     args = ap.parse_args()
@@ -1025,7 +1029,7 @@ def main():
     cgroup_method = "cgroup v2 cpu.stat usage_usec" if _CGROUP_BASE else "/proc utime+stime(+cutime+cstime) of the tree"
     jsonl_path = os.path.join(args.out_dir, "relay.jsonl")
     jsonl = open(jsonl_path, "w")
-    ctx = dict(workdir=workdir, serial=0)
+    ctx = dict(workdir=workdir, serial=0, postern_sync=args.postern_sync)
     ok = False
     started = time.monotonic()
 
