@@ -10,7 +10,10 @@ sectors written, 512 bytes each; Documentation/block/stat.rst), after `sync`:
 - per scenario (2 KB and 100 KB messages, 4 concurrent clients; 5 MB
   messages, 1 client, each message larger than a 4 MiB segment): device bytes
   written per relayed message and the ratio to the message's size, and the
-  daemon's fdatasync/fsync calls per message (counted by strace);
+  daemon's fdatasync/fsync calls per message (counted by strace, in the
+  daemon's sync helpers: `sync = helper`, because strace cannot tell io_uring's
+  fsync requests from its fdatasync ones; the syncs, and so the bytes, are
+  the same whichever runs them);
 - the same messages split into a receive-only phase (upstream down) and a
   delivery-only phase (upstream back), to show which side the syncs come from;
 - idle windows, with the queue stuck (upstream down, 20 messages spooled, the
@@ -387,7 +390,7 @@ def write_config(workdir, port, upstream_port, spool):
     conf = os.path.join(workdir, "postern.conf")
     with open(conf, "w") as f:
         f.write(f"[receiver]\nlisten = 127.0.0.1:{port}\nmax_message_size = 25M\nmax_connections = 16\n"
-                f"[spool]\ndir = {spool}\nmax_size = 512M\nsegment_size = 4M\n"
+                f"[spool]\ndir = {spool}\nmax_size = 512M\nsegment_size = 4M\nsync = helper\n"
                 f"[upstream]\nhost = 127.0.0.1\nport = {upstream_port}\ntls = none\n"
                 f"[retry]\ninitial = 1s\nmax = 2s\n")
     return conf
