@@ -101,9 +101,14 @@ public struct AuthUsers: Equatable, Sendable {
         }
         var users = AuthUsers()
         var lineNumber = 0
-        for rawLine in bytes.split(separator: ASCII.lf, omittingEmptySubsequences: false) {
+        // Line by line without materialising the list of lines: 1 MiB of
+        // empty lines would be a million 32-octet slices.
+        var start = 0
+        while start <= bytes.count {
+            let end = bytes[start...].firstIndex(of: ASCII.lf) ?? bytes.count
+            defer { start = end + 1 }
             lineNumber += 1
-            var line = rawLine
+            var line = bytes[start..<end]
             if line.last == ASCII.cr { line = line.dropLast() }
             let content = line.drop { ASCII.isSpace($0) }
             if content.isEmpty || content.first == ASCII.hash { continue }

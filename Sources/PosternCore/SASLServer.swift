@@ -29,7 +29,7 @@
 /// Bounds: at most two client lines per exchange (LOGIN: user name and
 /// password), each at most `maxLineLength` octets; the machine keeps at most
 /// a 255-octet user name between them.
-public struct SASLServer: Sendable {
+public struct SASLServer: Sendable, CustomStringConvertible {
     /// The mechanisms offered (EHLO `AUTH PLAIN LOGIN`, RFC 4954 §3).
     public enum Mechanism: Equatable, Sendable, CustomStringConvertible {
         /// RFC 4616.
@@ -147,6 +147,18 @@ public struct SASLServer: Sendable {
     private init(mechanism: Mechanism?, state: State) {
         self.mechanism = mechanism
         self.state = state
+    }
+
+    /// For logs: the mechanism and what was sent last (never a secret; the
+    /// user name is not shown either).
+    public var description: String {
+        let name = mechanism.map { $0.description } ?? "none"
+        switch state {
+        case .sentPlainChallenge: return "AUTH \(name) sentPlainChallenge"
+        case .sentUsernamePrompt: return "AUTH \(name) sentUsernamePrompt"
+        case .sentPasswordPrompt: return "AUTH \(name) sentPasswordPrompt"
+        case .finished: return "AUTH \(name) finished"
+        }
     }
 
     /// The exchange has ended (credentials handed out or a failure sent):

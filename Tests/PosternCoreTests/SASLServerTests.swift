@@ -278,6 +278,11 @@ struct SASLServerTests {
         var (m, _) = start("LOGIN " + b64("bob"))
         _ = m.receive(line: Array(b64("hunter2").utf8)[...])
         #expect(m.state == .finished, "the machine keeps nothing after handing out the password")
+        #expect(m.description == "AUTH LOGIN finished")
+        (m, _) = start("LOGIN " + b64("bob"))
+        #expect(m.description == "AUTH LOGIN sentPasswordPrompt", "no user name either")
+        #expect(start("PLAIN").0.description == "AUTH PLAIN sentPlainChallenge")
+        #expect(start("XOAUTH2").0.description == "AUTH none finished")
     }
 
     @Test("The caller's replies: 235 2.7.0, 535 5.7.8, 454 4.7.0 (RFC 4954 §6)")
