@@ -59,4 +59,77 @@ public enum Base64 {
         if padding > 0 && count % 4 != 0 { return nil }
         return out
     }
+
+    /// Strict base64 (RFC 4648 §4) for what a client sends in an AUTH
+    /// exchange (`SASLServer`): the length is a multiple of 4 and padding is
+    /// present (RFC 4648 §3.2: required unless the referring spec says
+    /// otherwise, and RFC 4954 does not), '=' only
+    /// at the end, no blanks or line breaks (RFC 4648 §3.3: "MUST reject"
+    /// characters outside the alphabet), and the pad bits zero (§3.5:
+    /// "MAY reject"; it makes every accepted string the one encoding of its
+    /// bytes). `decode` is lenient (the upstream's challenges) and
+    /// grows its output as it goes; this one reserves the whole output first,
+    /// so a secret is never left behind in a freed smaller buffer, and wipes
+    /// what it wrote when it refuses. The empty string decodes to nothing.
+    public static func decodeStrict<C: Collection>(_ text: C) -> [UInt8]? where C.Element == UInt8 {
+        let count = text.count
+        guard count % 4 == 0 else { return nil }
+        var padding = 0
+        var last: UInt8 = 0
+        var beforeLast: UInt8 = 0
+        for c in text {
+            beforeLast = last
+            last = c
+        }
+        if count > 0 && last == ASCII.equals {
+            padding = beforeLast == ASCII.equals ? 2 : 1
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(count / 4 * 3)
+        var acc: UInt32 = 0
+        var quantum = 0
+        var index = 0
+        let dataCount = count - padding
+        for c in text {
+            if index == dataCount { break }
+            index += 1
+            guard let v = value(c) else {
+                SASL.wipe(&out)
+                acc = 0
+                return nil
+            }
+            acc = (acc << 6 | v) & 0xFFFFFF
+            quantum += 1
+            if quantum == 4 {
+                out.append(UInt8(truncatingIfNeeded: acc >> 16))
+                out.append(UInt8(truncatingIfNeeded: acc >> 8))
+                out.append(UInt8(truncatingIfNeeded: acc))
+                quantum = 0
+                acc = 0
+            }
+        }
+        // The final quantum: "xx==" holds 12 bits of which 8 are data, "xxx="
+        // 18 bits of which 16 are (RFC 4648 §4); the rest must be zero.
+        var ok = true
+        if padding == 2 {
+            if quantum == 2 && acc & 0xF == 0 {
+                out.append(UInt8(truncatingIfNeeded: acc >> 4))
+            } else {
+                ok = false
+            }
+        } else if padding == 1 {
+            if quantum == 3 && acc & 0x3 == 0 {
+                out.append(UInt8(truncatingIfNeeded: acc >> 10))
+                out.append(UInt8(truncatingIfNeeded: acc >> 2))
+            } else {
+                ok = false
+            }
+        }
+        acc = 0
+        if !ok {
+            SASL.wipe(&out)
+            return nil
+        }
+        return out
+    }
 }

@@ -210,7 +210,7 @@ public struct SASLServer: Sendable, CustomStringConvertible {
         let response = words[1]
         // RFC 4954 §4: an initial response of zero length is sent as "=".
         let empty = response.count == 1 && response.first == ASCII.equals
-        guard var decoded = empty ? [] : decodeBase64(response) else {
+        guard var decoded = empty ? [] : Base64.decodeStrict(response) else {
             return (machine, .failed(invalidBase64))
         }
         defer { SASL.wipe(&decoded) }
@@ -235,7 +235,7 @@ public struct SASLServer: Sendable, CustomStringConvertible {
             state = .finished
             return .failed(Self.cancelled)
         }
-        guard var decoded = Self.decodeBase64(line) else {
+        guard var decoded = Base64.decodeStrict(line) else {
             state = .finished
             return .failed(Self.invalidBase64)
         }
@@ -314,78 +314,6 @@ public struct SASLServer: Sendable, CustomStringConvertible {
     }
 
     // MARK: encodings
-
-    /// Strict base64 (RFC 4648 §4) for client responses: the length is a
-    /// multiple of 4 and padding is present (RFC 4648 §3.2: required unless
-    /// the referring spec says otherwise, and RFC 4954 does not), '=' only
-    /// at the end, no blanks or line breaks (RFC 4648 §3.3: "MUST reject"
-    /// characters outside the alphabet), and the pad bits zero (§3.5:
-    /// "MAY reject"; it makes every accepted string the one encoding of its
-    /// bytes). `Base64.decode` is lenient (the upstream's challenges) and
-    /// grows its output as it goes; this one reserves the whole output first,
-    /// so a secret is never left behind in a freed smaller buffer, and wipes
-    /// what it wrote when it refuses. The empty string decodes to nothing.
-    static func decodeBase64<C: Collection>(_ text: C) -> [UInt8]? where C.Element == UInt8 {
-        let count = text.count
-        guard count % 4 == 0 else { return nil }
-        var padding = 0
-        var last: UInt8 = 0
-        var beforeLast: UInt8 = 0
-        for c in text {
-            beforeLast = last
-            last = c
-        }
-        if count > 0 && last == ASCII.equals {
-            padding = beforeLast == ASCII.equals ? 2 : 1
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(count / 4 * 3)
-        var acc: UInt32 = 0
-        var quantum = 0
-        var index = 0
-        let dataCount = count - padding
-        for c in text {
-            if index == dataCount { break }
-            index += 1
-            guard let v = Base64.value(c) else {
-                SASL.wipe(&out)
-                acc = 0
-                return nil
-            }
-            acc = (acc << 6 | v) & 0xFFFFFF
-            quantum += 1
-            if quantum == 4 {
-                out.append(UInt8(truncatingIfNeeded: acc >> 16))
-                out.append(UInt8(truncatingIfNeeded: acc >> 8))
-                out.append(UInt8(truncatingIfNeeded: acc))
-                quantum = 0
-                acc = 0
-            }
-        }
-        // The final quantum: "xx==" holds 12 bits of which 8 are data, "xxx="
-        // 18 bits of which 16 are (RFC 4648 §4); the rest must be zero.
-        var ok = true
-        if padding == 2 {
-            if quantum == 2 && acc & 0xF == 0 {
-                out.append(UInt8(truncatingIfNeeded: acc >> 4))
-            } else {
-                ok = false
-            }
-        } else if padding == 1 {
-            if quantum == 3 && acc & 0x3 == 0 {
-                out.append(UInt8(truncatingIfNeeded: acc >> 10))
-                out.append(UInt8(truncatingIfNeeded: acc >> 2))
-            } else {
-                ok = false
-            }
-        }
-        acc = 0
-        if !ok {
-            SASL.wipe(&out)
-            return nil
-        }
-        return out
-    }
 
     /// Well-formed UTF-8 (RFC 3629 §4): no overlong forms, no surrogates,
     /// nothing above U+10FFFF, no truncated sequence.

@@ -195,9 +195,9 @@ public final class PosixStorage: SpoolStorage {
             case .finished(let outcome):
                 outstanding.removeFirst()
                 return outcome
-            case .unable(let files, let directory):
+            case .unable:
                 outstanding.removeFirst()
-                return syncNow(files: files, directory: directory)
+                return syncNow(files: o.files, directory: o.directory)
             }
         case .helper(let k):
             switch helpers[k].receive(wait: wait) {

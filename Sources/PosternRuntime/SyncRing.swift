@@ -23,9 +23,9 @@ import PosternCore
 public final class SyncRing {
     let ring: OpaquePointer
     let log: Log
-    /// Started batches, oldest first: tag, descriptors (to sync in the loop if
-    /// the ring gives up), requests still to complete, first error.
-    var batches: [(tag: UInt64, files: [Int32], directory: String?, remaining: Int, error: Int32)] = []
+    /// Started batches, oldest first: tag, requests still to complete, first
+    /// error. (What each syncs is `PosixStorage`'s to keep, for `.unable`.)
+    var batches: [(tag: UInt64, remaining: Int, error: Int32)] = []
     var nextTag: UInt64 = 1
     /// The spool directory, open for the ring's fsyncs of it (one path per daemon).
     var directoryFD: Int32 = -1
@@ -77,15 +77,15 @@ public final class SyncRing {
             return false
         }
         nextTag &+= 1
-        batches.append((tag, files, directory, files.count + (directory == nil ? 0 : 1), 0))
+        batches.append((tag, files.count + (directory == nil ? 0 : 1), 0))
         return true
     }
 
     enum Reception {
         case running
         case finished(Result<Void, Errno>)
-        /// The ring cannot run these syncs: the caller runs them itself.
-        case unable(files: [Int32], directory: String?)
+        /// The ring cannot run this batch's syncs: the caller runs them itself.
+        case unable
     }
 
     /// The oldest batch's outcome once all its requests have completed.
@@ -100,8 +100,8 @@ public final class SyncRing {
                 if wait {
                     // Nothing more will come (the ring failed): the loop syncs.
                     giveUp(Errno.current("io_uring_enter").text)
-                    let b = batches.removeFirst()
-                    return .unable(files: b.files, directory: b.directory)
+                    batches.removeFirst()
+                    return .unable
                 }
                 return .running
             }
@@ -117,7 +117,7 @@ public final class SyncRing {
             // The ring could not run the request (a kernel without the opcode),
             // which says nothing of the disk: the loop syncs this batch.
             giveUp(Errno(b.error, "io_uring fsync").text)
-            return .unable(files: b.files, directory: b.directory)
+            return .unable
         default:
             // The disk's answer (EIO, ENOSPC): never retried, as a failed
             // fdatasync may have dropped the pages it could not write.

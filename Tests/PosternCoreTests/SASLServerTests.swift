@@ -298,16 +298,16 @@ struct SASLServerTests {
     func strictDecoder() {
         for n in 0..<40 {
             let raw = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
-            #expect(SASLServer.decodeBase64(Base64.encode(raw)) == raw)
+            #expect(Base64.decodeStrict(Base64.encode(raw)) == raw)
         }
-        #expect(SASLServer.decodeBase64([UInt8]()) == [])
-        #expect(SASLServer.decodeBase64(Array("AA==".utf8)) == [0])
-        #expect(SASLServer.decodeBase64(Array("AB==".utf8)) == nil)
-        #expect(SASLServer.decodeBase64(Array("AAA=".utf8)) == [0, 0])
-        #expect(SASLServer.decodeBase64(Array("AAB=".utf8)) == nil)
-        #expect(SASLServer.decodeBase64(Array("////".utf8)) == [255, 255, 255])
-        #expect(SASLServer.decodeBase64(Array("====".utf8)) == nil)
-        #expect(SASLServer.decodeBase64(Array("A===".utf8)) == nil)
+        #expect(Base64.decodeStrict([UInt8]()) == [])
+        #expect(Base64.decodeStrict(Array("AA==".utf8)) == [0])
+        #expect(Base64.decodeStrict(Array("AB==".utf8)) == nil)
+        #expect(Base64.decodeStrict(Array("AAA=".utf8)) == [0, 0])
+        #expect(Base64.decodeStrict(Array("AAB=".utf8)) == nil)
+        #expect(Base64.decodeStrict(Array("////".utf8)) == [255, 255, 255])
+        #expect(Base64.decodeStrict(Array("====".utf8)) == nil)
+        #expect(Base64.decodeStrict(Array("A===".utf8)) == nil)
     }
 
     @Test("UTF-8 validation follows RFC 3629 §4")
