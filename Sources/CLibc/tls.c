@@ -20,6 +20,8 @@ struct cl_tls_context {
 
 struct cl_tls {
     SSL *ssl;
+    /// A server connection: failures speak of "the client", not "the upstream".
+    int server;
     int verify;
     int has_pin;
     unsigned char pin[32];
@@ -114,6 +116,103 @@ cl_tls_context *cl_tls_client_context(const char *ca_file, const char *ca_dir, c
     return c;
 }
 
+static int proto_version(int v) {
+    switch (v) {
+    case 10: return TLS1_VERSION;
+    case 11: return TLS1_1_VERSION;
+    case 13: return TLS1_3_VERSION;
+    default: return TLS1_2_VERSION;
+    }
+}
+
+cl_tls_context *cl_tls_server_context(const char *cert_file, const char *key_file, int min_version, char *error,
+                                      size_t error_len) {
+    ERR_clear_error();
+    set_text(error, error_len, "");
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        queue_text(error, error_len, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, proto_version(min_version));
+    if (min_version < 12) {
+        // OpenSSL 3 at its default level 1 refuses TLS 1.0 and 1.1 outright
+        // (they sign the handshake with SHA-1 and MD5); level 0 is what old
+        // cameras and printers need, and the warning at start says so.
+        SSL_CTX_set_security_level(ctx, 0);
+        SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0");
+    }
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    char text[200];
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        queue_text(text, sizeof text, "unreadable");
+        snprintf(error, error_len, "cannot load tls_cert %s: %s", cert_file, text);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        queue_text(text, sizeof text, "unreadable");
+        snprintf(error, error_len, "cannot load tls_key %s: %s", key_file, text);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(error, error_len, "tls_key %s does not belong to tls_cert %s", key_file, cert_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    cl_tls_context *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        SSL_CTX_free(ctx);
+        set_text(error, error_len, "out of memory");
+        return NULL;
+    }
+    c->ctx = ctx;
+    ERR_clear_error();
+    return c;
+}
+
+cl_tls *cl_tls_server(cl_tls_context *c, int fd) {
+    ERR_clear_error();
+    cl_tls *t = calloc(1, sizeof *t);
+    if (t == NULL) return NULL;
+    t->ssl = SSL_new(c->ctx);
+    if (t->ssl == NULL || SSL_set_fd(t->ssl, fd) != 1) {
+        if (t->ssl) SSL_free(t->ssl);
+        free(t);
+        return NULL;
+    }
+    t->server = 1;
+    SSL_set_app_data(t->ssl, t);
+    SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+int cl_tls_pending(const cl_tls *t) { return SSL_pending(t->ssl) > 0; }
+
+const char *cl_tls_protocol(const cl_tls *t) { return SSL_get_version(t->ssl); }
+
+const char *cl_tls_cipher(const cl_tls *t) {
+    const char *c = SSL_get_cipher_name(t->ssl);
+    return c ? c : "";
+}
+
+static void name_text(const X509_NAME *name, char *out, size_t len);
+static int64_t epoch_of(const ASN1_TIME *time);
+
+int cl_tls_context_cert_info(const cl_tls_context *c, cl_tls_cert_info *out) {
+    memset(out, 0, sizeof *out);
+    X509 *cert = SSL_CTX_get0_certificate(c->ctx);
+    if (cert == NULL) return -1;
+    name_text(X509_get_subject_name(cert), out->subject, sizeof out->subject);
+    out->not_after = epoch_of(X509_get0_notAfter(cert));
+    ERR_clear_error();
+    return 0;
+}
+
 void cl_tls_context_free(cl_tls_context *c) {
     if (c == NULL) return;
     SSL_CTX_free(c->ctx);
@@ -205,14 +304,16 @@ static int outcome(cl_tls *t, int r, const char *what) {
     case SSL_ERROR_WANT_WRITE:
         return CL_TLS_WANT_WRITE;
     case SSL_ERROR_ZERO_RETURN:
-        set_text(t->failure, sizeof t->failure, "the upstream closed the TLS connection");
+        set_text(t->failure, sizeof t->failure,
+                 t->server ? "the client closed the TLS connection" : "the upstream closed the TLS connection");
         return CL_TLS_CLOSED;
     case SSL_ERROR_SYSCALL:
         if (ERR_peek_last_error() == 0) {
             if (errno != 0) {
                 snprintf(t->failure, sizeof t->failure, "%s: %s", what, strerror(errno));
             } else {
-                snprintf(t->failure, sizeof t->failure, "the upstream closed the connection during %s", what);
+                snprintf(t->failure, sizeof t->failure, "the %s closed the connection during %s",
+                         t->server ? "client" : "upstream", what);
             }
             return CL_TLS_FAILED;
         }
@@ -233,7 +334,9 @@ int cl_tls_handshake(cl_tls *t) {
     if (r == 1) return CL_TLS_DONE;
     int o = outcome(t, r, "TLS handshake");
     if (o == CL_TLS_CLOSED) {
-        set_text(t->failure, sizeof t->failure, "the upstream closed the connection during the TLS handshake");
+        set_text(t->failure, sizeof t->failure,
+                 t->server ? "the client closed the connection during the TLS handshake"
+                           : "the upstream closed the connection during the TLS handshake");
         return CL_TLS_FAILED;
     }
     if (o == CL_TLS_FAILED && t->verify_error == 0 && !t->pin_mismatch) {
@@ -254,7 +357,8 @@ int cl_tls_read(cl_tls *t, void *buf, size_t len, size_t *done) {
         // OpenSSL 3 reports a TCP close without close_notify as an error; to
         // SMTP it is the same as a close (RFC 3207 §4.1 leaves it to the client).
         if (e != 0 && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-            set_text(t->failure, sizeof t->failure, "the upstream closed the connection");
+            set_text(t->failure, sizeof t->failure,
+                     t->server ? "the client closed the connection" : "the upstream closed the connection");
             return CL_TLS_CLOSED;
         }
     }

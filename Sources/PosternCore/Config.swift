@@ -27,6 +27,30 @@ public struct Config: Sendable {
     public init() {}
 }
 
+/// A TLS protocol version, as `tls_min_version` writes it.
+public enum TLSVersion: Int, Sendable, CaseIterable {
+    case v1_0 = 10, v1_1 = 11, v1_2 = 12, v1_3 = 13
+
+    public init?(text: String) {
+        switch text {
+        case "1.0", "TLSv1", "TLSv1.0": self = .v1_0
+        case "1.1", "TLSv1.1": self = .v1_1
+        case "1.2", "TLSv1.2": self = .v1_2
+        case "1.3", "TLSv1.3": self = .v1_3
+        default: return nil
+        }
+    }
+
+    public var text: String {
+        switch self {
+        case .v1_0: return "1.0"
+        case .v1_1: return "1.1"
+        case .v1_2: return "1.2"
+        case .v1_3: return "1.3"
+        }
+    }
+}
+
 public struct ReceiverConfig: Sendable {
     /// Where local clients connect. Loopback only by default (DESIGN.md principle 7).
     public var listen: [Endpoint] = [Endpoint("127.0.0.1:25")!, Endpoint("[::1]:25")!]
@@ -47,8 +71,24 @@ public struct ReceiverConfig: Sendable {
     /// Seconds a client has for each command line (RFC 5321 §4.5.3.2.7 suggests
     /// 5 minutes) and for each 16 KiB block of message text (§4.5.3.2.5).
     public var timeout = 300
+    /// The server certificate chain and its key (PEM): with both, STARTTLS is
+    /// offered (RFC 3207) and `listen_tls` may be used. Read at start and at
+    /// each reload.
+    public var tlsCert: String? = nil
+    public var tlsKey: String? = nil
+    /// The oldest TLS version a client may use. 1.2 by default (RFC 8996 retired
+    /// 1.0 and 1.1); 1.0 is allowed, with a warning, for old cameras and printers.
+    public var tlsMinVersion = TLSVersion.v1_2
+    /// MAIL is refused (530 5.7.0, RFC 3207 §4) from clients outside loopback
+    /// until they have started TLS.
+    public var requireTLS = false
+    /// Listeners where TLS starts with the first byte (RFC 8314 §3.3, port 465).
+    public var listenTLS: [Endpoint] = []
 
     public init() {}
+
+    /// STARTTLS and `listen_tls` are possible.
+    public var tlsEnabled: Bool { tlsCert != nil && tlsKey != nil }
 
     /// The default `max_message_size` for a spool of `spoolSize` bytes: a message
     /// larger than the whole spool could never be queued, so none is invited.

@@ -49,8 +49,6 @@ public struct ConfigParser {
     /// Keys that belong to features this version does not have yet: a clear error is
     /// better than a setting that silently does nothing.
     static let notYetSupported: [String: String] = [
-        "receiver.tls_cert": "STARTTLS for clients",
-        "receiver.tls_key": "STARTTLS for clients",
         "receiver.auth_users": "SMTP AUTH for clients",
     ]
 
@@ -146,6 +144,7 @@ public struct ConfigParser {
         }
         try finishSection()
         if config.upstreams.isEmpty { throw error(0, "no [upstream] section: Postern needs a smarthost to forward to") }
+        try checkReceiverTLS(config.receiver, written)
         try fillDependentDefaults(&config, written)
         switch AliasMap.build(aliasLines, localDomains: localDomains(config)) {
         case .success(let map): config.aliases = map
@@ -192,6 +191,20 @@ public struct ConfigParser {
             let seconds = RetryConfig.max(forInitial: config.retry.initial)
             derive(&config.retry.max, seconds, "retry.max", &config.derived)
         case (nil, nil): break
+        }
+    }
+
+    /// The receiver's TLS keys that need one another: certificate and key go
+    /// together, and TLS-only listeners or `require_tls` need them.
+    func checkReceiverTLS(_ r: ReceiverConfig, _ written: [String: (line: Int, value: String)]) throws(ConfigError) {
+        let cert = written["receiver.tls_cert"], key = written["receiver.tls_key"]
+        if let c = cert, key == nil { throw error(c.line, "tls_cert needs tls_key (the certificate's private key) in [receiver]") }
+        if let k = key, cert == nil { throw error(k.line, "tls_key needs tls_cert in [receiver]") }
+        if r.tlsEnabled { return }
+        for name in ["listen_tls", "require_tls", "tls_min_version"] {
+            if let w = written["receiver." + name], !(name == "require_tls" && !r.requireTLS) {
+                throw error(w.line, "\(name) needs tls_cert and tls_key in [receiver]")
+            }
         }
     }
 
@@ -255,6 +268,22 @@ public struct ConfigParser {
         case "max_recipients": r.maxRecipients = try number(value, n, key, min: 1, max: 10_000)
         case "max_connections": r.maxConnections = try number(value, n, key, min: 1, max: 1024)
         case "timeout": r.timeout = try duration(value, n, key, min: 1)
+        case "tls_cert": r.tlsCert = path(value)
+        case "tls_key": r.tlsKey = path(value)
+        case "tls_min_version":
+            guard let v = TLSVersion(text: value) else { throw error(n, "tls_min_version: '\(value)' is not 1.0, 1.1, 1.2 or 1.3") }
+            r.tlsMinVersion = v
+        case "require_tls": r.requireTLS = try yesNo(value, n, key)
+        case "listen_tls":
+            var endpoints: [Endpoint] = []
+            for item in list(value) {
+                guard let e = Endpoint(item) else {
+                    throw error(n, "listen_tls: '\(item)' is not an address:port (write IPv6 as [::1]:465)")
+                }
+                endpoints.append(e)
+            }
+            if endpoints.isEmpty { throw error(n, "listen_tls: no address given") }
+            r.listenTLS = endpoints
         default: throw unknown(key, "receiver", n)
         }
     }

@@ -7,6 +7,9 @@ public struct Envelope: Equatable, Sendable {
     public var recipients: [Mailbox]
     /// The client declared `BODY=8BITMIME` (RFC 6152).
     public var eightBit: Bool
+    /// The message came over TLS (STARTTLS or implicit TLS): "ESMTPS" in the
+    /// trace header (RFC 3848 §2).
+    public var tls = false
 
     public init(heloName: String, esmtp: Bool, from: Mailbox, recipients: [Mailbox], eightBit: Bool) {
         self.heloName = heloName
@@ -35,6 +38,11 @@ public struct ReceiverSettings: Sendable {
     /// names) are replaced by their addresses at RCPT; an unmapped one gets
     /// 550 5.1.1 at once rather than a bounce later.
     public var aliases = AliasMap.empty
+    /// `[receiver] tls_cert` is set: STARTTLS is offered (RFC 3207 §4).
+    public var tlsAvailable = false
+    /// `[receiver] require_tls`: MAIL needs TLS first, except from clients
+    /// `start` says are exempt (loopback and the local socket).
+    public var requireTLS = false
 
     public init(hostname: String, maxMessageSize: Int, maxRecipients: Int, recipients: RecipientPolicy) {
         self.hostname = hostname
@@ -118,6 +126,11 @@ public struct SMTPReceiver: Sendable {
         case abortMessage
         /// Make the message durable; answer later with `committed` or `commitFailed`.
         case commitMessage
+        /// STARTTLS was accepted (RFC 3207 §4): once the 220 before this action
+        /// is sent, discard every byte the client sent after the command (it
+        /// was sent in the clear and must never be executed: the
+        /// command-injection class of CVE-2011-0411) and start the handshake.
+        case startTLS
         /// A command was refused; log it as a `rejected` event.
         case rejected(command: String, reply: Reply)
         case close
@@ -131,6 +144,10 @@ public struct SMTPReceiver: Sendable {
 
     private var clientAllowed = true
     private var clientText = ""
+    /// TLS is active (started with STARTTLS, or implicit from the first byte).
+    public private(set) var tlsActive = false
+    /// `require_tls` does not apply (loopback, the local submission socket).
+    private var tlsExempt = false
     /// From the last HELO/EHLO (RFC 5321 §4.1.1.1).
     private var heloName = ""
     /// EHLO (true) or HELO (false).
@@ -175,9 +192,14 @@ public struct SMTPReceiver: Sendable {
     /// The connection was accepted. `clientAllowed` is the `allow_clients` verdict;
     /// a refused client is still greeted (like Postfix's delayed reject) and gets
     /// 550 5.7.1 at MAIL, so its software sees a clear reason.
-    public mutating func start(clientAllowed: Bool, clientText: String) -> [Action] {
+    /// `tls` is set for an implicit-TLS listener, where the handshake came
+    /// before the greeting; `tlsExempt` for clients `require_tls` spares.
+    public mutating func start(clientAllowed: Bool, clientText: String, tls: Bool = false,
+                               tlsExempt: Bool = false) -> [Action] {
         self.clientAllowed = clientAllowed
         self.clientText = clientText
+        self.tlsActive = tls
+        self.tlsExempt = tlsExempt
         // RFC 5321 §4.2: the greeting carries no enhanced code (RFC 2034 §3).
         return [.reply(Reply(220, nil, "\(settings.hostname) ESMTP Postern"))]
     }
@@ -206,12 +228,13 @@ public struct SMTPReceiver: Sendable {
         case "rset": return rset(arg)
         case "noop": return [.reply(Reply(250, "2.0.0", "Ok"))]
         case "quit": return quit(arg)
+        case "starttls": return startTLS(arg)
         case "vrfy":
             // RFC 5321 §3.5.3: 252 when we will not verify but would accept.
             return [.reply(Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"))]
         case "help":
             return [.reply(Reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"))]
-        case "expn", "starttls", "auth", "bdat", "etrn", "turn":
+        case "expn", "auth", "bdat", "etrn", "turn":
             return refuse(String(decoding: verb, as: UTF8.self).uppercasedASCII,
                           Reply(502, "5.5.1", "Error: command not implemented"))
         default:
@@ -319,13 +342,16 @@ public struct SMTPReceiver: Sendable {
         state = .greeted
         if !esmtp { return [.reply(Reply(250, nil, settings.hostname))] }
         // RFC 2920 PIPELINING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 2034.
-        return [.reply(Reply(250, nil, [
+        var keywords = [
             settings.hostname,
             "PIPELINING",
             "SIZE \(settings.maxMessageSize)",
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
-        ]))]
+        ]
+        // RFC 3207 §4.2: not offered again once TLS is active.
+        if settings.tlsAvailable && !tlsActive { keywords.append("STARTTLS") }
+        return [.reply(Reply(250, nil, keywords))]
     }
 
     /// MAIL FROM (RFC 5321 §4.1.1.2).
@@ -374,6 +400,10 @@ public struct SMTPReceiver: Sendable {
             default:
                 return .failure(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)"))
             }
+        }
+        if settings.requireTLS && !tlsActive && !tlsExempt {
+            // RFC 3207 §4: "530 Must issue a STARTTLS command first".
+            return .failure(Reply(530, "5.7.0", "Must issue a STARTTLS command first"))
         }
         if !clientAllowed {
             return .failure(Reply(550, "5.7.1", "Client host \(clientText) is not allowed to send mail here"))
@@ -504,8 +534,10 @@ public struct SMTPReceiver: Sendable {
         default: return .failure(Reply(503, "5.5.1", "Error: need MAIL command"))
         }
         if !ASCII.trimmed(arg).isEmpty { return .failure(Reply(501, "5.5.4", "Syntax: DATA")) }
-        return .success(Envelope(heloName: heloName, esmtp: esmtp, from: transaction.from,
-                                 recipients: transaction.recipients, eightBit: transaction.eightBit))
+        var envelope = Envelope(heloName: heloName, esmtp: esmtp, from: transaction.from,
+                                recipients: transaction.recipients, eightBit: transaction.eightBit)
+        envelope.tls = tlsActive
+        return .success(envelope)
     }
 
     mutating func proceedData(_ envelope: Envelope) -> [Action] {
@@ -520,6 +552,30 @@ public struct SMTPReceiver: Sendable {
         if !ASCII.trimmed(arg).isEmpty { return refuse("RSET", Reply(501, "5.5.4", "Syntax: RSET")) }
         if phase != .connected { state = .greeted }
         return [.reply(Reply(250, "2.0.0", "Ok"))]
+    }
+
+    /// STARTTLS (RFC 3207 §4). Refused where TLS is not configured (502, as an
+    /// unknown command), once TLS is active (554 5.5.1, as Postfix), and inside
+    /// a transaction (503: the reset it causes would lose the envelope).
+    mutating func startTLS(_ arg: ArraySlice<UInt8>) -> [Action] {
+        if !settings.tlsAvailable {
+            return refuse("STARTTLS", Reply(502, "5.5.1", "Error: command not implemented"))
+        }
+        if !ASCII.trimmed(arg).isEmpty { return refuse("STARTTLS", Reply(501, "5.5.4", "Syntax: STARTTLS")) }
+        if tlsActive { return refuse("STARTTLS", Reply(554, "5.5.1", "Error: TLS already active")) }
+        switch phase {
+        case .gotMail, .gotRecipients:
+            return refuse("STARTTLS", Reply(503, "5.5.1", "Error: MAIL transaction in progress"))
+        default: break
+        }
+        // RFC 3207 §4.2: the server MUST discard any knowledge obtained from the
+        // client (the EHLO argument) that was not obtained from TLS itself; the
+        // client starts again with EHLO.
+        tlsActive = true
+        state = .connected
+        heloName = ""
+        esmtp = false
+        return [.reply(Reply(220, "2.0.0", "Ready to start TLS")), .startTLS]
     }
 
     /// QUIT (RFC 5321 §4.1.1.10).

@@ -30,8 +30,10 @@ public final class Daemon {
     let kernel: any Kernel
     var context: ReceiverContext? = nil
     var pool: ReceiverPool? = nil
-    /// `local`: the submission socket of `postern sendmail` (AF_UNIX).
-    var listeners: [(fd: Int32, endpoint: Endpoint?, local: Bool)] = []
+    /// `local`: the submission socket of `postern sendmail` (AF_UNIX); `tls`: a
+    /// `listen_tls` socket, where TLS starts with the first byte.
+    typealias Listener = (fd: Int32, endpoint: Endpoint?, local: Bool, tls: Bool)
+    var listeners: [Listener] = []
     /// The submission socket's path when the daemon created it (removed at exit).
     var ownedLocalSocket: String? = nil
     var mailDrop: MailDrop? = nil
@@ -108,6 +110,15 @@ public final class Daemon {
         let context = ReceiverContext(
             settings: receiverSettings(config), allowClients: config.receiver.allowClients,
             timeoutSeconds: config.receiver.timeout, spool: spool, log: log, kernel: kernel)
+        switch loadReceiverTLS(config.receiver) {
+        case .success(let server): context.tlsServer = server
+        case .failure(let p):
+            // The board's own alerts must still flow: the receiver runs without
+            // TLS (no STARTTLS; listen_tls clients are closed) until a reload
+            // loads a working certificate.
+            log.error("receiver TLS unavailable: STARTTLS is not offered and listen_tls connections are closed", [("reason", p.text)])
+        }
+        context.settings.tlsAvailable = context.tlsServer != nil
         self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
         pool = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
@@ -132,6 +143,8 @@ public final class Daemon {
         var s = ReceiverSettings(hostname: c.receiver.hostname ?? Sys.hostname(), maxMessageSize: c.receiver.maxMessageSize,
                                  maxRecipients: c.receiver.maxRecipients, recipients: c.receiver.allowRecipients)
         s.aliases = c.aliases
+        s.tlsAvailable = c.receiver.tlsEnabled && context?.tlsServer != nil
+        s.requireTLS = c.receiver.requireTLS
         return s
     }
 
@@ -144,7 +157,7 @@ public final class Daemon {
                 if cl_is_listening_unix(fd) != 0 {
                     // postern.socket's ListenStream=/run/postern/submit.
                     _ = cl_set_nonblocking(fd)
-                    listeners.append((fd, nil, true))
+                    listeners.append((fd, nil, true, false))
                     log.info("listening", [("socket", Self.unixPath(fd) ?? "?"), ("from", "systemd"), ("name", name),
                                            ("for", "postern sendmail")])
                     continue
@@ -153,27 +166,59 @@ public final class Daemon {
                     return "the socket systemd passed as '\(name)' (fd \(fd)) is not a listening TCP or unix socket"
                 }
                 _ = cl_set_nonblocking(fd)
-                listeners.append((fd, nil, false))
+                // FileDescriptorName=smtps (or submissions, RFC 8314 §7.3): implicit TLS.
+                let tls = name == "smtps" || name == "submissions"
+                listeners.append((fd, nil, false, tls))
                 var bound = cl_ip_endpoint()
                 _ = cl_local_endpoint(fd, &bound)
-                log.info("listening", [("address", Self.describe(bound)), ("from", "systemd"), ("name", name)])
+                log.info("listening", [("address", Self.describe(bound)), ("from", "systemd"), ("name", name)]
+                         + (tls ? [("tls", "implicit")] : []))
             }
             socketActivated = true
             log.info("socket-activated: [receiver] listen is not used", [("sockets", "\(passed.count)")])
             return openLocalListener()
         }
-        for endpoint in config.receiver.listen {
+        for (endpoint, tls) in Self.wantedListeners(config.receiver) {
             switch Self.listen(endpoint) {
             case .success(let fd):
-                listeners.append((fd, endpoint, false))
+                listeners.append((fd, endpoint, false, tls))
                 var bound = cl_ip_endpoint()
                 _ = cl_local_endpoint(fd, &bound)
-                log.info("listening", [("address", Self.describe(bound))])
+                log.info("listening", [("address", Self.describe(bound))] + (tls ? [("tls", "implicit")] : []))
             case .failure(let e):
                 return "cannot listen on \(endpoint): \(e.text)"
             }
         }
         return openLocalListener()
+    }
+
+    /// `[receiver] listen`, then `listen_tls` (implicit TLS).
+    static func wantedListeners(_ r: ReceiverConfig) -> [(endpoint: Endpoint, tls: Bool)] {
+        r.listen.map { ($0, false) } + r.listenTLS.map { ($0, true) }
+    }
+
+    /// The server TLS context of `[receiver] tls_cert`/`tls_key`, nil without
+    /// them; what to say about it is logged here (the certificate, an old
+    /// `tls_min_version`).
+    func loadReceiverTLS(_ r: ReceiverConfig) -> Result<TLSServerContext?, Problem> {
+        guard r.tlsEnabled, let cert = r.tlsCert, let key = r.tlsKey else { return .success(nil) }
+        switch TLSServerContext.make(certFile: cert, keyFile: key, minVersion: r.tlsMinVersion) {
+        case .failure(let p):
+            return .failure(p)
+        case .success(let server):
+            log.info("receiver TLS ready", [("cert", cert), ("subject", server.subject),
+                                            ("not_after", CertificateProblem.date(server.notAfter)),
+                                            ("tls_min_version", r.tlsMinVersion.text)])
+            if server.notAfter > 0 && server.notAfter < Clock.wall() {
+                log.warning("the receiver's TLS certificate has expired; clients that check it will refuse it",
+                            [("cert", cert), ("not_after", CertificateProblem.date(server.notAfter))])
+            }
+            if r.tlsMinVersion.rawValue < TLSVersion.v1_2.rawValue {
+                log.warning("tls_min_version = \(r.tlsMinVersion.text) lets clients use TLS 1.0 and 1.1, retired by RFC 8996; keep it only for devices that speak nothing newer",
+                            [("tls_min_version", r.tlsMinVersion.text)])
+            }
+            return .success(server)
+        }
     }
 
     /// The local submission socket (`[local] socket`), unless systemd passed one:
@@ -196,7 +241,7 @@ public final class Daemon {
         _ = Sys.unlink(path)
         let fd = cl_listen_unix_mode(path, 128, 0o666)
         if fd < 0 { return "cannot listen on the local submission socket \(path): \(Errno.current("bind").text)" }
-        listeners.append((fd, nil, true))
+        listeners.append((fd, nil, true, false))
         ownedLocalSocket = path
         log.info("listening", [("socket", path), ("for", "postern sendmail")])
         return nil
@@ -345,7 +390,7 @@ public final class Daemon {
                 if listeners[i].local {
                     pool?.acceptLocal(from: listeners[i].fd, now: now, identify: identifyLocal)
                 } else {
-                    pool?.accept(from: listeners[i].fd, now: now)
+                    pool?.accept(from: listeners[i].fd, now: now, implicitTLS: listeners[i].tls)
                 }
             case .mailDrop:
                 mailDrop?.ready(fd: p.fd, now: now)

@@ -31,18 +31,28 @@ extension Daemon {
         }
 
         // Open what the new configuration needs before changing anything.
-        var opened: [(fd: Int32, endpoint: Endpoint?, local: Bool)] = []
+        var opened: [Listener] = []
         var listenChanged = false
-        if !socketActivated && new.receiver.listen != config.receiver.listen {
+        let wanted = Self.wantedListeners(new.receiver)
+        if !socketActivated && (new.receiver.listen != config.receiver.listen || new.receiver.listenTLS != config.receiver.listenTLS) {
             listenChanged = true
-            for endpoint in new.receiver.listen where !listeners.contains(where: { $0.endpoint == endpoint }) {
+            for (endpoint, tls) in wanted where !listeners.contains(where: { $0.endpoint == endpoint && $0.tls == tls }) {
                 switch Self.listen(endpoint) {
-                case .success(let fd): opened.append((fd, endpoint, false))
+                case .success(let fd): opened.append((fd, endpoint, false, tls))
                 case .failure(let e):
                     for o in opened { Sys.close(o.fd) }
                     return "cannot listen on \(endpoint): \(e.text)"
                 }
             }
+        }
+        // A renewed certificate is read at every reload; one that does not load
+        // refuses the reload, and the running one stays.
+        var tlsServer: TLSServerContext? = nil
+        switch loadReceiverTLS(new.receiver) {
+        case .success(let s): tlsServer = s
+        case .failure(let p):
+            for o in opened { Sys.close(o.fd) }
+            return "[receiver] TLS: \(p.text)"
         }
         var newControl: ControlServer? = nil
         if new.control.socket != config.control.socket {
@@ -59,12 +69,14 @@ extension Daemon {
         var changed: [String] = []
         if listenChanged {
             // The local submission socket is not one of `[receiver] listen`: it stays.
-            func kept(_ l: (fd: Int32, endpoint: Endpoint?, local: Bool)) -> Bool {
-                l.local || new.receiver.listen.contains(where: { $0 == l.endpoint })
+            func kept(_ l: Listener) -> Bool {
+                l.local || wanted.contains(where: { $0.endpoint == l.endpoint && $0.tls == l.tls })
             }
             for l in listeners where !kept(l) { Sys.close(l.fd) }
             listeners = listeners.filter(kept) + opened
-            for o in opened { log.info("listening", [("address", o.endpoint?.description ?? "?")]) }
+            for o in opened {
+                log.info("listening", [("address", o.endpoint?.description ?? "?")] + (o.tls ? [("tls", "implicit")] : []))
+            }
             changed.append("listen")
         }
         if let c = newControl {
@@ -74,6 +86,7 @@ extension Daemon {
         }
         hostname = new.receiver.hostname ?? Sys.hostname()
         if let context {
+            context.tlsServer = tlsServer
             context.settings = receiverSettings(new)
             context.allowClients = new.receiver.allowClients
             context.timeoutNanoseconds = Int64(new.receiver.timeout) * 1_000_000_000

@@ -12,6 +12,9 @@ public final class ReceiverContext {
     public let spool: Spool
     public let log: Log
     public let kernel: any Kernel
+    /// `[receiver] tls_cert`/`tls_key` as loaded; nil without TLS. Replaced on
+    /// reload (a renewed certificate); connections keep the one they began with.
+    public var tlsServer: TLSServerContext? = nil
 
     /// The kernel's word on the wall clock (adjtimex(2)), kept for
     /// `synchronisedCacheNanoseconds`: it stamps every arrival, and asking for
@@ -91,6 +94,18 @@ public final class ReceiverConnection {
     /// Bytes of message text since the deadline last moved.
     var textSinceDeadline = 0
 
+    /// The TLS session once STARTTLS (or an implicit-TLS listener) began one:
+    /// every byte then goes through it.
+    var tls: TLSChannel? = nil
+    /// The handshake is running: nothing is read as SMTP, nothing is sent.
+    var handshaking = false
+    /// STARTTLS was answered 220: the handshake starts once that reply is out.
+    var tlsRequested = false
+    /// What a TLS read or write that could not finish waits for (SSL_get_error(3):
+    /// a read may need the socket writable, a write may need it readable).
+    var readWants = Int16(POLLIN)
+    var writeWants = Int16(POLLOUT)
+
     public init(context: ReceiverContext) {
         self.context = context
         machine = SMTPReceiver(settings: context.settings)
@@ -104,20 +119,28 @@ public final class ReceiverConnection {
 
     var outputRoom: Int { output.capacity - output.count }
 
-    /// Poll events wanted: input only while replies have room and no commit is
-    /// pending (replies stay in order, RFC 2920 §3.1); output while any waits.
+    /// Input is taken now: only while replies have room and no commit is
+    /// pending (replies stay in order, RFC 2920 §3.1).
+    var wantsInput: Bool {
+        !inputEnded && !peerGone && !machine.isClosed && !machine.isAwaitingCommit && !tlsRequested
+            && input.count < input.capacity && outputRoom >= Self.outputReserve
+    }
+
+    /// Poll events wanted: input while `wantsInput`, output while any waits;
+    /// during a TLS handshake, what OpenSSL waits for.
     public var pollEvents: Int16 {
+        if handshaking, let t = tls { return peerGone ? 0 : t.wants }
         var e: Int16 = 0
-        if !inputEnded && !peerGone && !machine.isClosed && !machine.isAwaitingCommit
-            && input.count < input.capacity && outputRoom >= Self.outputReserve {
-            e |= Int16(POLLIN)
-        }
-        if !output.isEmpty && !peerGone { e |= Int16(POLLOUT) }
+        if wantsInput { e |= tls == nil ? Int16(POLLIN) : readWants }
+        if !output.isEmpty && !peerGone { e |= tls == nil ? Int16(POLLOUT) : writeWants }
         return e
     }
 
     /// Takes over an accepted socket.
-    public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil) {
+    /// With `implicitTLS` (a `listen_tls` listener, RFC 8314 §3.3) the TLS
+    /// handshake comes first and the greeting is sent through it.
+    public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil,
+                       implicitTLS: Bool = false) {
         self.fd = fd
         holdsPages = false
         self.peer = local == nil ? peer.unmapped : IPAddress.loopbackV4
@@ -130,41 +153,80 @@ public final class ReceiverConnection {
         transaction = nil
         inputEnded = false
         peerGone = false
+        tls = nil
+        handshaking = false
+        tlsRequested = false
         restartDeadline(now)
         let allowed = local != nil || context.allowClients.contains { $0.contains(self.peer) }
-        context.log.debug("client connected", clientFields + [("conn", id), ("allowed", allowed ? "yes" : "no")])
-        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? self.peer.literal),
+        context.log.debug("client connected", clientFields + [("conn", id), ("allowed", allowed ? "yes" : "no")]
+                          + (implicitTLS ? [("tls", "implicit")] : []))
+        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? self.peer.literal,
+                              tls: implicitTLS, tlsExempt: local != nil || self.peer.isLoopback),
                 now: now)
+        // The greeting waits in the output until the handshake is done.
+        if implicitTLS { startTLS(now: now) }
         sendOutput(now: now)
     }
 
     // MARK: events from the loop
 
     public func readable(now: Int64) {
-        guard isActive, !inputEnded, !peerGone else { return }
-        input.compact()
-        guard input.freeSpace > 0 else { return }
-        switch context.kernel.read(fd, input.writable) {
-        case .success(.done(let n)):
-            input.didWrite(n)
-        case .success(.eof):
-            inputEnded = true
-        case .success(.wouldBlock):
-            return
-        case .failure(let e):
-            connectionBroke(e.description, now: now)
-            return
+        guard isActive, !peerGone else { return }
+        if handshaking { continueHandshake(now: now); return }
+        guard !inputEnded else { return }
+        switch readOnce(now: now) {
+        case .broke: return
+        case .none where tls == nil: return
+        default: pump(now: now)
         }
-        pump(now: now)
     }
 
     public func writable(now: Int64) {
         guard isActive else { return }
+        if handshaking { continueHandshake(now: now); return }
+        // A TLS read that needed the socket writable (a key update) goes on now.
+        if tls != nil && readWants == Int16(POLLOUT) && wantsInput {
+            if case .broke = readOnce(now: now) { return }
+        }
         pump(now: now)
+    }
+
+    enum ReadOutcome { case some, none, broke }
+
+    /// One read into the input buffer, from the socket or through TLS.
+    func readOnce(now: Int64) -> ReadOutcome {
+        input.compact()
+        guard input.freeSpace > 0 else { return .none }
+        let result: Result<Sys.IO, Problem>
+        if let t = tls {
+            result = t.read(input.writable)
+            readWants = t.wants
+        } else {
+            result = context.kernel.read(fd, input.writable).mapError { Problem($0.description) }
+        }
+        switch result {
+        case .success(.done(let n)):
+            input.didWrite(n)
+            return n > 0 ? .some : .none
+        case .success(.eof):
+            inputEnded = true
+            return .some
+        case .success(.wouldBlock):
+            return .none
+        case .failure(let e):
+            connectionBroke(e.description, now: now)
+            return .broke
+        }
     }
 
     public func timedOut(now: Int64) {
         guard isActive else { return }
+        if handshaking {
+            // No SMTP reply can be sent in the middle of a handshake.
+            context.log.info("client timed out in the TLS handshake", clientFields + [("conn", connectionID)])
+            close()
+            return
+        }
         if machine.isAwaitingCommit {
             // The group commit runs in this same loop iteration; never cut off a
             // client whose message is about to be promised.
@@ -236,7 +298,14 @@ public final class ReceiverConnection {
         while isActive {
             let stop = process(now: now)
             sendOutput(now: now)
-            guard stop == .outputFull, isActive, outputRoom >= Self.outputReserve else { break }
+            if stop == .outputFull, isActive, outputRoom >= Self.outputReserve { continue }
+            // OpenSSL may hold decrypted bytes of a record the input had no room
+            // for: the socket will not become readable for them, so they are
+            // read now, or a pipelining client would stall.
+            if isActive, !handshaking, let t = tls, t.hasPending, wantsInput {
+                if case .some = readOnce(now: now) { continue }
+            }
+            break
         }
     }
 
@@ -244,7 +313,7 @@ public final class ReceiverConnection {
     /// it expects text. Returns why it stopped.
     func process(now: Int64) -> Stop {
         var stop = Stop.waiting
-        while isActive && !peerGone && !machine.isClosed && !machine.isAwaitingCommit {
+        while isActive && !peerGone && !machine.isClosed && !machine.isAwaitingCommit && !tlsRequested {
             if outputRoom < Self.outputReserve { stop = .outputFull; break }
             let progressed = machine.expectsText ? decodeText(now: now) : nextCommand(now: now)
             if !progressed { stop = .needInput; break }
@@ -364,6 +433,16 @@ public final class ReceiverConnection {
                 // The machine is closed now; the connection closes once the
                 // reply is sent (`sendOutput`).
                 break
+            case .startTLS:
+                // RFC 3207 §4 and CVE-2011-0411: whatever the client pipelined
+                // after STARTTLS came in the clear; it is thrown away, never
+                // read as a command. The handshake starts once the 220 is out.
+                if input.count > 0 {
+                    context.log.notice("bytes sent after STARTTLS before the handshake discarded",
+                                       clientFields + [("conn", connectionID), ("bytes", "\(input.count)")])
+                }
+                input.clear()
+                tlsRequested = true
             }
         }
     }
@@ -377,7 +456,7 @@ public final class ReceiverConnection {
             // RFC 5321 §4.4: the trace header goes first.
             let header = TraceHeader.received(TraceHeader.Info(
                 heloName: env.heloName, clientAddress: peer, hostname: context.settings.hostname,
-                protocolName: env.esmtp ? "ESMTP" : "SMTP", queueID: t.queueID,
+                protocolName: Self.protocolName(env), queueID: t.queueID,
                 recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: Clock.rfc5322Date(),
                 local: local))
             text.append(header)
@@ -412,12 +491,24 @@ public final class ReceiverConnection {
 
     // MARK: output and closing
 
+    /// RFC 3848 §2: "ESMTPS" for ESMTP over TLS (HELO stays "SMTP").
+    static func protocolName(_ env: Envelope) -> String {
+        env.esmtp ? (env.tls ? "ESMTPS" : "ESMTP") : "SMTP"
+    }
+
     /// Sends what the output holds, as far as the socket takes it; closes once
     /// the machine is closed and its last reply is out.
     func sendOutput(now: Int64) {
-        guard isActive else { return }
+        guard isActive, !handshaking else { return }
         while !output.isEmpty && !peerGone {
-            switch context.kernel.send(fd, output.readable) {
+            let result: Result<Sys.IO, Problem>
+            if let t = tls {
+                result = t.write(output.readable)
+                writeWants = t.wants
+            } else {
+                result = context.kernel.send(fd, output.readable).mapError { Problem($0.description) }
+            }
+            switch result {
             case .success(.done(let n)) where n > 0:
                 output.consume(n)
             case .success:
@@ -427,7 +518,61 @@ public final class ReceiverConnection {
                 return
             }
         }
-        if machine.isClosed && output.isEmpty { close() }
+        if machine.isClosed && output.isEmpty { close(); return }
+        if tlsRequested && output.isEmpty && !peerGone {
+            tlsRequested = false
+            startTLS(now: now)
+        }
+    }
+
+    // MARK: TLS
+
+    /// Starts the server side of a handshake on the socket (after STARTTLS's
+    /// 220, or at once on an implicit-TLS listener). The handshake has one
+    /// `timeout`, like a command (issue 12 item 5).
+    func startTLS(now: Int64) {
+        guard let server = context.tlsServer, let channel = TLSChannel.accept(fd: fd, context: server) else {
+            context.log.warning("cannot start TLS for a client; closing", clientFields + [("conn", connectionID)])
+            peerGone = true
+            output.clear()
+            perform(machine.disconnected(), now: now)
+            close()
+            return
+        }
+        tls = channel
+        handshaking = true
+        restartDeadline(now)
+        continueHandshake(now: now)
+    }
+
+    func continueHandshake(now: Int64) {
+        guard let t = tls else { return }
+        switch t.handshake() {
+        case .pending:
+            return
+        case .failed(let report):
+            // Old cameras that offer only TLS 1.0 end here unless
+            // tls_min_version allows it; the reason says so.
+            context.log.info("TLS handshake with a client failed", clientFields + [
+                ("conn", connectionID), ("reason", report.handshakeText),
+            ])
+            peerGone = true
+            output.clear()
+            perform(machine.disconnected(), now: now)
+            close()
+        case .done:
+            handshaking = false
+            readWants = Int16(POLLIN)
+            writeWants = Int16(POLLOUT)
+            restartDeadline(now)
+            // Which devices speak which version is worth seeing (tls_min_version).
+            context.log.info("TLS started", clientFields + [("conn", connectionID), ("tls", t.negotiated)])
+            // The greeting of an implicit-TLS listener, if it waits; then any
+            // bytes the client sent right behind its Finished message.
+            sendOutput(now: now)
+            if isActive, wantsInput, case .broke = readOnce(now: now) { return }
+            pump(now: now)
+        }
     }
 
     /// The connection is gone: a message still arriving is dropped; one awaiting
@@ -446,7 +591,16 @@ public final class ReceiverConnection {
         if !machine.isClosed && !machine.isAwaitingCommit {
             perform(machine.disconnected(), now: Clock.monotonic())
         }
-        if !inputEnded && !peerGone { drainInput() }
+        if let t = tls {
+            // close_notify (RFC 8446 §6.1) after a completed handshake, without
+            // waiting for the client's.
+            t.close()
+            tls = nil
+            handshaking = false
+        } else if !inputEnded && !peerGone {
+            drainInput()
+        }
+        tlsRequested = false
         context.kernel.close(fd)
         fd = -1
         transaction = nil

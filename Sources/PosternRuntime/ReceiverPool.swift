@@ -34,12 +34,13 @@ public final class ReceiverPool {
     // MARK: accepting
 
     /// Takes the connections waiting on a listening socket (at most 64 per call,
-    /// so one busy listener cannot starve the loop).
-    public func accept(from listenFD: Int32, now: Int64) {
+    /// so one busy listener cannot starve the loop). On a `listen_tls` listener
+    /// (`implicitTLS`) each client's TLS handshake comes before the greeting.
+    public func accept(from listenFD: Int32, now: Int64, implicitTLS: Bool = false) {
         for _ in 0..<64 {
             switch context.kernel.accept(listenFD) {
             case .success(let accepted?):
-                admit(accepted, now: now)
+                admit(accepted, now: now, implicitTLS: implicitTLS)
             case .success(nil):
                 return
             case .failure(let e):
@@ -71,7 +72,7 @@ public final class ReceiverPool {
         }
     }
 
-    func admit(_ accepted: AcceptedConnection, now: Int64, local: LocalSender? = nil) {
+    func admit(_ accepted: AcceptedConnection, now: Int64, local: LocalSender? = nil, implicitTLS: Bool = false) {
         connectionCounter += 1
         let peer = accepted.peer.unmapped
         let loopback = peer.isLoopback
@@ -89,7 +90,8 @@ public final class ReceiverPool {
             return
         }
         pagesIdleSince = nil
-        slot.attach(fd: accepted.fd, peer: peer, id: ASCII.hexTrimmed(connectionCounter), now: now, local: local)
+        slot.attach(fd: accepted.fd, peer: peer, id: ASCII.hexTrimmed(connectionCounter), now: now, local: local,
+                    implicitTLS: implicitTLS)
         if !slot.isActive { noteClosed(now: now) }
     }
 

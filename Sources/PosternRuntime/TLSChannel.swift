@@ -18,16 +18,34 @@ final class TLSChannel {
         case failed(CertificateProblem.Report)
     }
 
-    private let context: OpaquePointer
+    /// The client context this channel made and frees; nil for a server
+    /// channel, whose context the daemon shares among its clients.
+    private let context: OpaquePointer?
+    /// Keeps a server channel's context object alive as long as the channel.
+    private let server: TLSServerContext?
     private let tls: OpaquePointer
     /// POLLIN or POLLOUT: what the last call that could not finish waits for.
     private(set) var wants = Int16(POLLIN)
     private var closed = false
 
-    private init(context: OpaquePointer, tls: OpaquePointer) {
+    private init(context: OpaquePointer?, server: TLSServerContext? = nil, tls: OpaquePointer) {
         self.context = context
+        self.server = server
         self.tls = tls
     }
+
+    /// A server connection on the accepted socket `fd` (STARTTLS or implicit
+    /// TLS from a client), or nil when OpenSSL cannot allocate one.
+    static func accept(fd: Int32, context: TLSServerContext) -> TLSChannel? {
+        guard let tls = cl_tls_server(context.pointer, fd) else { return nil }
+        return TLSChannel(context: nil, server: context, tls: tls)
+    }
+
+    /// The negotiated protocol and cipher ("TLSv1.3 TLS_AES_256_GCM_SHA384").
+    var negotiated: String { String(cString: cl_tls_protocol(tls)) + " " + String(cString: cl_tls_cipher(tls)) }
+
+    /// OpenSSL holds decrypted bytes not yet read: poll would not announce them.
+    var hasPending: Bool { cl_tls_pending(tls) != 0 }
 
     deinit { close() }
 
@@ -118,7 +136,7 @@ final class TLSChannel {
         closed = true
         cl_tls_shutdown(tls)
         cl_tls_free(tls)
-        cl_tls_context_free(context)
+        if let c = context { cl_tls_context_free(c) }
     }
 
     static func text(_ chars: [CChar]) -> String {
@@ -134,4 +152,39 @@ final class TLSChannel {
     }
 
     static func bytes<T>(_ tuple: T) -> [UInt8] { withUnsafeBytes(of: tuple) { Array($0) } }
+}
+
+/// The server side's certificate and settings (`[receiver] tls_cert`, `tls_key`,
+/// `tls_min_version`), shared by every client connection. Made at start and
+/// again at each reload, so a renewed certificate is served from the next
+/// handshake; connections in progress keep the one they started with (OpenSSL
+/// counts its references), so a reload drops none of them.
+public final class TLSServerContext {
+    let pointer: OpaquePointer
+    /// The certificate's subject and expiry, for the start-up log.
+    public let subject: String
+    public let notAfter: Int64
+
+    private init(pointer: OpaquePointer) {
+        self.pointer = pointer
+        var info = cl_tls_cert_info()
+        if cl_tls_context_cert_info(pointer, &info) == 0 {
+            subject = TLSChannel.field(info.subject)
+            notAfter = info.not_after
+        } else {
+            subject = ""
+            notAfter = 0
+        }
+    }
+
+    deinit { cl_tls_context_free(pointer) }
+
+    public static func make(certFile: String, keyFile: String, minVersion: TLSVersion) -> Result<TLSServerContext, Problem> {
+        var error = [CChar](repeating: 0, count: 300)
+        let made = error.withUnsafeMutableBufferPointer { e in
+            cl_tls_server_context(certFile, keyFile, Int32(minVersion.rawValue), e.baseAddress, e.count)
+        }
+        guard let pointer = made else { return .failure(Problem(TLSChannel.text(error))) }
+        return .success(TLSServerContext(pointer: pointer))
+    }
 }

@@ -132,7 +132,12 @@ func checkConfigCommand(_ args: [String]) -> Int32 {
     } catch {
         return error.code
     }
-    let problems = UpstreamChecks.problems(c)
+    var problems = UpstreamChecks.problems(c)
+    // The daemon would run without TLS for clients: say it here, where it can be fixed.
+    if let cert = c.receiver.tlsCert, let key = c.receiver.tlsKey,
+       case .failure(let p) = TLSServerContext.make(certFile: cert, keyFile: key, minVersion: c.receiver.tlsMinVersion) {
+        problems.append("[receiver] TLS: \(p.text)")
+    }
     if !problems.isEmpty {
         for p in problems { Sys.writeStderr("postern check-config: \(options.configPath): \(p)\n") }
         return 1
@@ -304,6 +309,16 @@ func effectiveSettings(_ c: Config) -> [String] {
         "max_connections = \(r.maxConnections)"
             + "   # \(ConnectionSlots(total: r.maxConnections).reservedForLoopback) kept for loopback clients",
         "timeout = " + duration(r.timeout),
+    ]
+    if let cert = r.tlsCert, let key = r.tlsKey {
+        lines += ["tls_cert = " + cert, "tls_key = " + key, "tls_min_version = " + r.tlsMinVersion.text,
+                  "require_tls = " + (r.requireTLS ? "yes" : "no")]
+        lines.append(r.listenTLS.isEmpty ? "#listen_tls =   (not set: STARTTLS only)"
+                                         : "listen_tls = " + r.listenTLS.map { $0.description }.joined(separator: ", "))
+    } else {
+        lines.append("#tls_cert =   (not set: no STARTTLS for clients)")
+    }
+    lines += [
         "",
         "[spool]",
         "dir = " + c.spool.dir,

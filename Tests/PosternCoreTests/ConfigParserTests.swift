@@ -478,9 +478,25 @@ struct ConfigParserErrorTests {
         #expect(configError("[upstream]\nhost = h.example\nrewrite_to = maybe\n")?.line == 3)
     }
 
+    @Test("[receiver] TLS keys: certificate and key together; listen_tls, require_tls and tls_min_version need them")
+    func receiverTLS() throws {
+        let both = "[receiver]\ntls_cert = /etc/ssl/c.pem\ntls_key = /etc/ssl/k.pem\n"
+        let c = try parseConfig(both + "tls_min_version = 1.0\nrequire_tls = yes\nlisten_tls = 0.0.0.0:465, [::]:465\n" + upstream).get()
+        #expect(c.receiver.tlsEnabled && c.receiver.requireTLS && c.receiver.tlsMinVersion == .v1_0)
+        #expect(c.receiver.listenTLS.map { $0.description } == ["0.0.0.0:465", "[::]:465"])
+        let d = try parseConfig(both + upstream).get()
+        #expect(d.receiver.tlsMinVersion == .v1_2 && !d.receiver.requireTLS && d.receiver.listenTLS.isEmpty)
+        #expect(configError("[receiver]\ntls_cert = /c.pem\n" + upstream)?.message.contains("needs tls_key") == true)
+        #expect(configError("[receiver]\ntls_key = /k.pem\n" + upstream)?.line == 2)
+        #expect(configError("[receiver]\nlisten_tls = 127.0.0.1:465\n" + upstream)?.message.contains("needs tls_cert") == true)
+        #expect(configError("[receiver]\nrequire_tls = yes\n" + upstream)?.line == 2)
+        #expect(try parseConfig("[receiver]\nrequire_tls = no\n" + upstream).get().receiver.requireTLS == false)
+        let bad = configError(both + "tls_min_version = 1.4\n" + upstream)
+        #expect(bad?.line == 4 && bad?.message.contains("1.4") == true)
+        #expect(configError(both + "listen_tls = 465\n" + upstream)?.line == 4)
+    }
+
     @Test("Keys of features not yet supported are refused, not ignored", arguments: [
-        ("receiver", "tls_cert", "/etc/ssl/cert.pem"),
-        ("receiver", "tls_key", "/etc/ssl/key.pem"),
         ("receiver", "auth_users", "/etc/postern/users"),
     ])
     func unsupportedKey(section: String, key: String, value: String) {

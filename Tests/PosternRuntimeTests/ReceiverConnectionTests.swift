@@ -342,3 +342,37 @@ struct ReceiverPoolTests {
     }
 }
 
+
+@Suite("Receiver connection: require_tls and STARTTLS (RFC 3207)")
+struct ReceiverRequireTLSTests {
+    static func harness() -> ReceiverHarness {
+        let h = ReceiverHarness()
+        h.context.settings.tlsAvailable = true
+        h.context.settings.requireTLS = true
+        return h
+    }
+
+    @Test("RFC 3207 §4: with require_tls a LAN client's MAIL before STARTTLS gets 530 5.7.0; a loopback client's is taken")
+    func requireTLSSparesLoopbackOnly() {
+        let h = Self.harness()
+        let lan = h.connect(from: "192.0.2.7")
+        lan.incoming = [.bytes(bytes("EHLO cam\r\nMAIL FROM:<cam@lan.example>\r\nQUIT\r\n"))]
+        h.run { lan.closed }
+        #expect(lan.replyCodes == [220, 250, 530, 221])
+        #expect(lan.sentText.contains("530 5.7.0 Must issue a STARTTLS command first\r\n"))
+        let board = h.connect(from: "127.0.0.1")
+        board.incoming = [.bytes(bytes("EHLO board\r\nMAIL FROM:<alarm@board>\r\nQUIT\r\n"))]
+        h.run { board.closed }
+        #expect(board.replyCodes == [220, 250, 250, 221])
+    }
+
+    @Test("STARTTLS without a loaded certificate: the 220 is sent, then the connection closes; nothing pipelined after it runs")
+    func startTLSWithoutContextCloses() {
+        let h = Self.harness()
+        let s = h.connect(from: "192.0.2.7")
+        s.incoming = [.bytes(bytes("EHLO cam\r\nSTARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<a@b.example>\r\n"))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 220])
+        #expect(h.pool.activeCount == 0)
+    }
+}

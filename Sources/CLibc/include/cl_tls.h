@@ -36,6 +36,38 @@ cl_tls_context *cl_tls_client_context(const char *ca_file, const char *ca_dir, c
                                       const char *key_file, char *error, size_t error_len);
 void cl_tls_context_free(cl_tls_context *ctx);
 
+/// A server context for clients that start TLS with us (RFC 3207 STARTTLS, or
+/// implicit TLS on a `listen_tls` port, RFC 8314 §3.3): the certificate chain
+/// `cert_file` and its key `key_file` (PEM, read now, so a renewed certificate
+/// counts from the next context: the daemon makes one at start and at each
+/// reload), TLS `min_version` (10, 11, 12 or 13) at least. For 1.0 and 1.1 the
+/// OpenSSL security level is lowered to 0, without which OpenSSL 3 refuses
+/// those versions (their handshakes sign with SHA-1). No session cache (a
+/// board keeps no per-client state); stateless tickets still resume. Same modes
+/// as the client context. Returns NULL and a sentence in `error` on failure.
+cl_tls_context *cl_tls_server_context(const char *cert_file, const char *key_file, int min_version, char *error,
+                                      size_t error_len);
+
+/// Facts about a server context's certificate for the start-up log.
+typedef struct {
+    char subject[256];
+    int64_t not_after;
+} cl_tls_cert_info;
+int cl_tls_context_cert_info(const cl_tls_context *ctx, cl_tls_cert_info *out);
+
+/// A server connection over the accepted non-blocking socket `fd`. The
+/// connection holds its own reference to the context's OpenSSL context, so the
+/// daemon may free or replace the context (a reload) while it runs.
+cl_tls *cl_tls_server(cl_tls_context *ctx, int fd);
+
+/// The negotiated protocol ("TLSv1.3") and cipher, once the handshake is done.
+const char *cl_tls_protocol(const cl_tls *t);
+const char *cl_tls_cipher(const cl_tls *t);
+
+/// Decrypted bytes OpenSSL holds already: they must be read before waiting
+/// for the socket, which may never become readable for them.
+int cl_tls_pending(const cl_tls *t);
+
 /// A client connection over the connected non-blocking socket `fd`.
 /// `server_name` is sent as SNI (RFC 6066 §3, host names only) and, when
 /// `verify` is set and no pin is given, checked against the certificate (a host
