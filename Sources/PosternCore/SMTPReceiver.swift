@@ -95,14 +95,37 @@ public struct SMTPReceiver: Sendable {
         /// decoded text; `oversize` means it passed `maxMessageSize` and was
         /// thrown away, to be refused at the end of data (RFC 1870 §6.3).
         case receivingData(Envelope, size: Int, oversize: Bool)
+        /// A BDAT chunk's bytes are being read (RFC 3030 §2), into the spool or,
+        /// after a refusal, into nothing.
+        case receivingChunk(Chunk)
+        /// Between BDAT chunks of a message: its spool transaction is open.
+        case gotChunks(Envelope, size: Int)
         /// End of data seen; waiting for the spool to make the message durable.
         case awaitingCommit(Envelope)
         case closed
     }
 
+    /// The BDAT chunk being read.
+    public struct Chunk: Equatable, Sendable {
+        /// The message the chunk belongs to; nil when the BDAT was refused and
+        /// its bytes are read only to be thrown away (RFC 3030 §2: the chunk is
+        /// on its way whatever the reply, and must never be read as commands).
+        public var envelope: Envelope?
+        /// The chunk size the command declared, and the bytes of it still to come.
+        public var declared: Int
+        public var remaining: Int
+        public var last: Bool
+        /// Decoded text of the message so far, all chunks.
+        public var size: Int
+        /// The message passed `maxMessageSize`: thrown away, 552 at the chunk's end.
+        public var oversize: Bool
+        /// For a refused BDAT: the reply, sent once its bytes are read.
+        public var refusal: Reply?
+    }
+
     /// The state without its data, for logs and tests.
     public enum Phase: Equatable, Sendable, CustomStringConvertible {
-        case connected, greeted, gotMail, gotRecipients, receivingData, awaitingCommit, closed
+        case connected, greeted, gotMail, gotRecipients, receivingData, receivingChunk, gotChunks, awaitingCommit, closed
 
         public var description: String {
             switch self {
@@ -111,6 +134,8 @@ public struct SMTPReceiver: Sendable {
             case .gotMail: return "gotMail"
             case .gotRecipients: return "gotRecipients"
             case .receivingData: return "receivingData"
+            case .receivingChunk: return "receivingChunk"
+            case .gotChunks: return "gotChunks"
             case .awaitingCommit: return "awaitingCommit"
             case .closed: return "closed"
             }
@@ -167,6 +192,8 @@ public struct SMTPReceiver: Sendable {
         case .gotMail: return .gotMail
         case .gotRecipients: return .gotRecipients
         case .receivingData: return .receivingData
+        case .receivingChunk: return .receivingChunk
+        case .gotChunks: return .gotChunks
         case .awaitingCommit: return .awaitingCommit
         case .closed: return .closed
         }
@@ -182,9 +209,23 @@ public struct SMTPReceiver: Sendable {
     /// The envelope of the message being received or committed.
     public var envelope: Envelope? {
         switch state {
-        case .receivingData(let e, _, _), .awaitingCommit(let e): return e
+        case .receivingData(let e, _, _), .awaitingCommit(let e), .gotChunks(let e, _): return e
+        case .receivingChunk(let c): return c.envelope
         default: return nil
         }
+    }
+
+    /// Bytes of a BDAT chunk still to be read, raw, before the next command;
+    /// nil when no chunk is being read.
+    public var chunkRemaining: Int? {
+        if case .receivingChunk(let c) = state { return c.remaining }
+        return nil
+    }
+
+    /// The chunk being read is the message's last (`BDAT n LAST`).
+    public var chunkIsLast: Bool {
+        if case .receivingChunk(let c) = state { return c.last }
+        return false
     }
 
     // MARK: events
@@ -207,7 +248,7 @@ public struct SMTPReceiver: Sendable {
     /// One command line, without CRLF.
     public mutating func receive(line: ArraySlice<UInt8>) -> [Action] {
         switch phase {
-        case .closed, .receivingData, .awaitingCommit:
+        case .closed, .receivingData, .receivingChunk, .awaitingCommit:
             // The connection does not feed lines in these states; ignore defensively.
             return []
         default: break
@@ -229,12 +270,14 @@ public struct SMTPReceiver: Sendable {
         case "noop": return [.reply(Reply(250, "2.0.0", "Ok"))]
         case "quit": return quit(arg)
         case "starttls": return startTLS(arg)
+        case "bdat": return bdat(arg)
         case "vrfy":
             // RFC 5321 §3.5.3: 252 when we will not verify but would accept.
             return [.reply(Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"))]
         case "help":
-            return [.reply(Reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"))]
-        case "expn", "auth", "bdat", "etrn", "turn":
+            return [.reply(Reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"
+                                     + (settings.tlsAvailable ? " STARTTLS" : "")))]
+        case "expn", "auth", "etrn", "turn":
             return refuse(String(decoding: verb, as: UTF8.self).uppercasedASCII,
                           Reply(502, "5.5.1", "Error: command not implemented"))
         default:
@@ -252,8 +295,19 @@ public struct SMTPReceiver: Sendable {
         refuse("(bare CR or LF)", Reply(500, "5.5.2", "Error: bare <CR> or <LF> in command; lines must end with <CR><LF>"))
     }
 
-    /// `count` more bytes of decoded message text arrived.
+    /// `count` more bytes of decoded message text arrived (DATA or a BDAT chunk).
     public mutating func receiveText(count: Int) -> [Action] {
+        if case .receivingChunk(var c) = state {
+            guard c.envelope != nil, !c.oversize else { return [] }
+            if count > settings.maxMessageSize - c.size {
+                c.oversize = true
+                state = .receivingChunk(c)
+                return [.abortMessage]
+            }
+            c.size += count
+            state = .receivingChunk(c)
+            return []
+        }
         guard case .receivingData(let envelope, let size, let oversize) = state, !oversize else { return [] }
         // Compared by subtraction: `size + count` cannot overflow a 32-bit Int.
         if count > settings.maxMessageSize - size {
@@ -275,6 +329,37 @@ public struct SMTPReceiver: Sendable {
         }
         state = .awaitingCommit(envelope)
         return [.commitMessage]
+    }
+
+    /// `count` bytes of the BDAT chunk were read (and, unless it was refused,
+    /// their text reported with `receiveText` and stored). At the chunk's end:
+    /// 250 for a chunk of a message that goes on, the commit after the last,
+    /// or the refusal (RFC 3030 §2).
+    public mutating func receiveChunk(count: Int) -> [Action] {
+        guard case .receivingChunk(var c) = state else { return [] }
+        c.remaining -= min(max(count, 0), c.remaining)
+        guard c.remaining == 0 else {
+            state = .receivingChunk(c)
+            return []
+        }
+        if let refusal = c.refusal {
+            // A transaction a refused BDAT belonged to has failed (RFC 3030 §2:
+            // the client sends no more chunks of it).
+            state = heloName.isEmpty ? .connected : .greeted
+            return refuse("BDAT", refusal)
+        }
+        guard let envelope = c.envelope else { state = .greeted; return [] }
+        if c.oversize {
+            state = .greeted
+            let reply = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size (\(settings.maxMessageSize) bytes)")
+            return countError(.rejected(command: "BDAT", reply: reply), reply)
+        }
+        if c.last {
+            state = .awaitingCommit(envelope)
+            return [.commitMessage]
+        }
+        state = .gotChunks(envelope, size: c.size)
+        return [.reply(Reply(250, "2.0.0", "Ok: \(c.declared) octets received"))]
     }
 
     /// The spool made the message durable: now, and only now, reply 250
@@ -315,10 +400,15 @@ public struct SMTPReceiver: Sendable {
         return actions
     }
 
-    /// Text is going into an open spool transaction.
-    var isStoring: Bool {
-        if case .receivingData(_, _, let oversize) = state { return !oversize }
-        return false
+    /// A spool transaction is open for the message: text is going into it, or
+    /// (between BDAT chunks) will.
+    public var isStoring: Bool {
+        switch state {
+        case .receivingData(_, _, let oversize): return !oversize
+        case .receivingChunk(let c): return c.envelope != nil && !c.oversize
+        case .gotChunks: return true
+        default: return false
+        }
     }
 
     // MARK: commands
@@ -339,8 +429,10 @@ public struct SMTPReceiver: Sendable {
         }
         heloName = ASCII.string(first.prefix(255))
         self.esmtp = esmtp
+        // A message between BDAT chunks is thrown away with its transaction.
+        let abort: [Action] = isStoring ? [.abortMessage] : []
         state = .greeted
-        if !esmtp { return [.reply(Reply(250, nil, settings.hostname))] }
+        if !esmtp { return abort + [.reply(Reply(250, nil, settings.hostname))] }
         // RFC 2920 PIPELINING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 2034.
         var keywords = [
             settings.hostname,
@@ -348,10 +440,12 @@ public struct SMTPReceiver: Sendable {
             "SIZE \(settings.maxMessageSize)",
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
+            // RFC 3030 §2 (BDAT); not BINARYMIME: text is kept and relayed as lines.
+            "CHUNKING",
         ]
         // RFC 3207 §4.2: not offered again once TLS is active.
         if settings.tlsAvailable && !tlsActive { keywords.append("STARTTLS") }
-        return [.reply(Reply(250, nil, keywords))]
+        return abort + [.reply(Reply(250, nil, keywords))]
     }
 
     /// MAIL FROM (RFC 5321 §4.1.1.2).
@@ -366,7 +460,7 @@ public struct SMTPReceiver: Sendable {
     func checkMail(_ arg: ArraySlice<UInt8>) -> Result<Transaction, Reply> {
         switch phase {
         case .connected: return .failure(Reply(503, "5.5.1", "Error: send HELO/EHLO first"))
-        case .gotMail, .gotRecipients: return .failure(Reply(503, "5.5.1", "Error: nested MAIL command"))
+        case .gotMail, .gotRecipients, .gotChunks: return .failure(Reply(503, "5.5.1", "Error: nested MAIL command"))
         default: break
         }
         let path: PathArgument
@@ -531,6 +625,8 @@ public struct SMTPReceiver: Sendable {
                 ? Reply(554, "5.5.1", "Error: no valid recipients")
                 : Reply(503, "5.5.1", "Error: need RCPT command"))
         case .connected: return .failure(Reply(503, "5.5.1", "Error: send HELO/EHLO first"))
+        // RFC 3030 §2: DATA and BDAT cannot be used in the same transaction.
+        case .gotChunks: return .failure(Reply(503, "5.5.1", "Error: DATA inside a BDAT transaction"))
         default: return .failure(Reply(503, "5.5.1", "Error: need MAIL command"))
         }
         if !ASCII.trimmed(arg).isEmpty { return .failure(Reply(501, "5.5.4", "Syntax: DATA")) }
@@ -550,9 +646,68 @@ public struct SMTPReceiver: Sendable {
     /// RSET (RFC 5321 §4.1.1.5).
     mutating func rset(_ arg: ArraySlice<UInt8>) -> [Action] {
         if !ASCII.trimmed(arg).isEmpty { return refuse("RSET", Reply(501, "5.5.4", "Syntax: RSET")) }
+        let abort: [Action] = isStoring ? [.abortMessage] : []
         if phase != .connected { state = .greeted }
-        return [.reply(Reply(250, "2.0.0", "Ok"))]
+        return abort + [.reply(Reply(250, "2.0.0", "Ok"))]
     }
+
+    /// BDAT (RFC 3030 §2): `BDAT chunk-size [LAST]`, then exactly chunk-size
+    /// bytes of text. The bytes come whatever we answer, so a refused BDAT's
+    /// bytes are read and thrown away before the refusal is sent; read as
+    /// commands they would be a message smuggled into the session. Only a
+    /// command whose size cannot be read leaves no way to find the chunk's end:
+    /// 501, then 421 and close.
+    mutating func bdat(_ arg: ArraySlice<UInt8>) -> [Action] {
+        let words = arg.split(separator: ASCII.space, omittingEmptySubsequences: true)
+        guard (1...2).contains(words.count), let sizeWord = words.first, !sizeWord.isEmpty,
+              sizeWord.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              words.count == 1 || ASCII.equalsIgnoringCase(words[words.startIndex + 1], Self.lastWord) else {
+            let reply = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+            let actions: [Action] = [.rejected(command: "BDAT", reply: reply), .reply(reply)]
+            return actions + closeWith(Reply(421, "4.5.0", "\(settings.hostname) Error: the end of the BDAT chunk is unknown; closing"))
+        }
+        // Any number of digits: parseDecimal saturates at Int.max (a 32-bit
+        // board's too), which is then simply more than any message may be.
+        let declared = ASCII.parseDecimal(sizeWord) ?? Int.max
+        let last = words.count == 2
+        var chunk = Chunk(envelope: nil, declared: declared, remaining: declared, last: last, size: 0,
+                          oversize: false, refusal: nil)
+        let tooBig = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size (\(settings.maxMessageSize) bytes)")
+        var actions: [Action] = []
+        switch state {
+        case .gotRecipients:
+            switch checkData([]) {
+            case .failure(let refusal): chunk.refusal = refusal
+            case .success(let envelope):
+                if declared > settings.maxMessageSize {
+                    chunk.refusal = tooBig
+                } else {
+                    chunk.envelope = envelope
+                    actions = [.startData(envelope)]
+                }
+            }
+        case .gotChunks(let envelope, let size):
+            chunk.size = size
+            if declared > settings.maxMessageSize - size {
+                chunk.refusal = tooBig
+                actions = [.abortMessage]
+            } else {
+                chunk.envelope = envelope
+            }
+        case .gotMail(let t):
+            chunk.refusal = t.refusedRecipients > 0
+                ? Reply(554, "5.5.1", "Error: no valid recipients") : Reply(503, "5.5.1", "Error: need RCPT command")
+        case .connected:
+            chunk.refusal = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+        default:
+            chunk.refusal = Reply(503, "5.5.1", "Error: need MAIL command")
+        }
+        state = .receivingChunk(chunk)
+        // A chunk of size 0 ends at once.
+        return actions + (declared == 0 ? receiveChunk(count: 0) : [])
+    }
+
+    static let lastWord = Array("LAST".utf8)
 
     /// STARTTLS (RFC 3207 §4). Refused where TLS is not configured (502, as an
     /// unknown command), once TLS is active (554 5.5.1, as Postfix), and inside
@@ -564,7 +719,7 @@ public struct SMTPReceiver: Sendable {
         if !ASCII.trimmed(arg).isEmpty { return refuse("STARTTLS", Reply(501, "5.5.4", "Syntax: STARTTLS")) }
         if tlsActive { return refuse("STARTTLS", Reply(554, "5.5.1", "Error: TLS already active")) }
         switch phase {
-        case .gotMail, .gotRecipients:
+        case .gotMail, .gotRecipients, .gotChunks:
             return refuse("STARTTLS", Reply(503, "5.5.1", "Error: MAIL transaction in progress"))
         default: break
         }

@@ -76,6 +76,8 @@ public final class ReceiverConnection {
     public private(set) var machine: SMTPReceiver
     var framer = LineFramer()
     var decoder = DataDecoder()
+    /// For text that comes in BDAT chunks (RFC 3030).
+    var chunkDecoder = ChunkDecoder()
     var peer = IPAddress.loopbackV4
     /// Set for a connection on the local submission socket: who it is, from the
     /// kernel. Such a client is always allowed to send (any local user may, as
@@ -315,7 +317,8 @@ public final class ReceiverConnection {
         var stop = Stop.waiting
         while isActive && !peerGone && !machine.isClosed && !machine.isAwaitingCommit && !tlsRequested {
             if outputRoom < Self.outputReserve { stop = .outputFull; break }
-            let progressed = machine.expectsText ? decodeText(now: now) : nextCommand(now: now)
+            let progressed = machine.expectsText ? decodeText(now: now)
+                : machine.chunkRemaining != nil ? readChunk(now: now) : nextCommand(now: now)
             if !progressed { stop = .needInput; break }
         }
         if stop == .needInput && inputEnded {
@@ -379,6 +382,30 @@ public final class ReceiverConnection {
         return true
     }
 
+    /// Takes buffered bytes of a BDAT chunk: decoded into the staging buffer
+    /// (stored like DATA's text), or thrown away after a refused BDAT. Returns
+    /// false when more input is needed.
+    func readChunk(now: Int64) -> Bool {
+        guard let remaining = machine.chunkRemaining else { return false }
+        if remaining > 0 && input.isEmpty { return false }
+        var taken = min(remaining, input.count)
+        if machine.isStoring {
+            text.compact()
+            let step = chunkDecoder.decode(UnsafeRawBufferPointer(rebasing: input.readable.prefix(taken)),
+                                           into: text.writable)
+            taken = step.consumed
+            text.didWrite(step.produced)
+            if step.produced > 0 { perform(machine.receiveText(count: step.produced), now: now) }
+            if text.freeSpace < 64 { storeText(now: now) }
+        }
+        input.consume(taken)
+        textSinceDeadline += taken
+        if textSinceDeadline >= Self.dataBlock { restartDeadline(now) }
+        perform(machine.receiveChunk(count: taken), now: now)
+        if machine.chunkRemaining == nil { restartDeadline(now) }
+        return true
+    }
+
     func restartDeadline(_ now: Int64) {
         deadline = now + context.timeoutNanoseconds
         textSinceDeadline = 0
@@ -387,7 +414,7 @@ public final class ReceiverConnection {
     /// Appends the staged text to the spool as one text record.
     func storeText(now: Int64) {
         defer { text.clear() }
-        guard var t = transaction, !text.isEmpty, machine.expectsText else { return }
+        guard var t = transaction, !text.isEmpty else { return }
         if case .failure(let e) = context.spool.appendText(&t, text.readable, now: now) {
             storeFailed(e, now: now)
             return
@@ -449,6 +476,7 @@ public final class ReceiverConnection {
 
     func startData(_ env: Envelope, now: Int64) {
         decoder = DataDecoder()
+        chunkDecoder = ChunkDecoder()
         text.clear()
         switch context.spool.begin(env, arrival: Clock.wall(), arrivalSynchronised: context.clockSynchronised(now: now), now: now) {
         case .success(let t):
@@ -476,8 +504,13 @@ public final class ReceiverConnection {
         return f
     }
 
-    /// Writes the commit record (the text was stored with the end of data).
+    /// Writes the commit record, after the last of the text: what a BDAT
+    /// message's last line needs (`ChunkDecoder.finish`; nothing after DATA).
     func commit(now: Int64) {
+        if text.freeSpace < 2 { storeText(now: now) }
+        text.compact()
+        text.didWrite(chunkDecoder.finish(into: text.writable))
+        storeText(now: now)
         guard let t = transaction else {
             perform(machine.commitFailed(), now: now)
             return

@@ -376,3 +376,61 @@ struct ReceiverRequireTLSTests {
         #expect(h.pool.activeCount == 0)
     }
 }
+
+@Suite("Receiver connection: BDAT chunks (RFC 3030)")
+struct ReceiverChunkingConnectionTests {
+    static let envelope = "EHLO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+
+    static func text(_ h: ReceiverHarness) -> [String] {
+        h.queuedTexts().map { String(decoding: $0.text, as: UTF8.self) }
+    }
+
+    @Test("RFC 3030 §4.2: pipelined chunks in one read, a CR and LF split between chunks, bare LF made CRLF, last line ended")
+    func pipelinedChunks() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        let a = "Subject: c\r\n\r\none\r", b = "\ntwo\nthree"
+        s.incoming = [.bytes(bytes(Self.envelope + "BDAT \(a.utf8.count)\r\n" + a + "BDAT \(b.utf8.count) LAST\r\n" + b + "QUIT\r\n"))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 250, 250, 221])
+        #expect(s.sentText.contains("250 2.0.0 Ok: \(a.utf8.count) octets received\r\n"))
+        let texts = Self.text(h)
+        #expect(texts.count == 1)
+        #expect(texts.first?.hasSuffix("Subject: c\r\n\r\none\r\ntwo\r\nthree\r\n") == true)
+    }
+
+    @Test("A chunk in one-byte reads, and a chunk larger than every buffer, arrive whole")
+    func splitReads() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        let body = String(repeating: "0123456789abcdef\r\n", count: 4000)   // 72,000 bytes
+        for b in bytes(Self.envelope + "BDAT 5\r\nab\r\nc") { s.incoming.append(.bytes([b])) }
+        s.incoming.append(.bytes(bytes("BDAT \(body.utf8.count) LAST\r\n" + body + "QUIT\r\n")))
+        h.run(limit: 10_000) { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 250, 250, 250, 221])
+        #expect(Self.text(h).first?.hasSuffix("ab\r\nc" + body) == true)
+    }
+
+    @Test("RFC 3030 §2: the bytes of a refused BDAT are never read as commands (no message smuggled in them)")
+    func refusedChunkSmugglesNothing() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        let inner = "\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+        s.incoming = [.bytes(bytes("EHLO c\r\nMAIL FROM:<a@example.org>\r\nBDAT \(inner.utf8.count) LAST\r\n" + inner + "NOOP\r\nQUIT\r\n"))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 250, 503, 250, 221])
+        #expect(h.queuedTexts().isEmpty)
+    }
+
+    @Test("A client that leaves between chunks queues nothing; one that leaves inside a chunk neither")
+    func leaveBetweenChunks() {
+        for tail in ["", "BDAT 10 LAST\r\nabc"] {
+            let h = ReceiverHarness()
+            let s = h.connect()
+            s.incoming = [.bytes(bytes(Self.envelope + "BDAT 3\r\nabc" + tail)), .eof]
+            h.run { s.closed }
+            #expect(h.queuedTexts().isEmpty)
+            #expect(h.pool.activeCount == 0)
+        }
+    }
+}
