@@ -47,8 +47,26 @@ public struct ReceiverConfig: Sendable {
     /// Seconds a client has for each command line (RFC 5321 §4.5.3.2.7 suggests
     /// 5 minutes) and for each 16 KiB block of message text (§4.5.3.2.5).
     public var timeout = 300
+    /// Connections one client address may hold at once (`ConnectionSlots`):
+    /// half of `maxConnections`, at least 1, unless written (Postfix's
+    /// smtpd_client_connection_count_limit is half its default process limit).
+    public var maxConnectionsPerClient = 8
+    /// Clients the per-client cap does not apply to (Postfix exempts
+    /// `$mynetworks`): loopback; may be written empty.
+    public var connectionLimitExempt: [CIDR] = ConnectionSlots.loopbackNetworks
+    /// Seconds the greeting waits for clients outside `greetPauseExempt`, any
+    /// input before it refusing them (RFC 5321 §3.1; `GreetPolicy`). 0–60.
+    public var greetPause = 1
+    /// Clients greeted at once and never checked for early input: loopback;
+    /// may be written empty.
+    public var greetPauseExempt: [CIDR] = ConnectionSlots.loopbackNetworks
 
     public init() {}
+
+    /// The default `max_connections_per_client` for `max_connections`.
+    public static func maxConnectionsPerClient(forMaxConnections total: Int) -> Int {
+        ConnectionSlots.defaultPerClient(total: total)
+    }
 
     /// The default `max_message_size` for a spool of `spoolSize` bytes: a message
     /// larger than the whole spool could never be queued, so none is invited.

@@ -117,7 +117,8 @@ public final class ReceiverConnection {
     }
 
     /// Takes over an accepted socket.
-    public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil) {
+    public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil,
+                       greeting: GreetPolicy.Plan = .greetNow(refuseEarlyInput: false)) {
         self.fd = fd
         holdsPages = false
         self.peer = local == nil ? peer.unmapped : IPAddress.loopbackV4
@@ -133,15 +134,14 @@ public final class ReceiverConnection {
         restartDeadline(now)
         let allowed = local != nil || context.allowClients.contains { $0.contains(self.peer) }
         context.log.debug("client connected", clientFields + [("conn", id), ("allowed", allowed ? "yes" : "no")])
-        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? self.peer.literal),
-                now: now)
-        sendOutput(now: now)
+        greetOrPause(greeting, now: now)
     }
 
     // MARK: events from the loop
 
     public func readable(now: Int64) {
         guard isActive, !inputEnded, !peerGone else { return }
+        if greetAt != nil { _ = refusedEarlyTalker(now: now); return }
         input.compact()
         guard input.freeSpace > 0 else { return }
         switch context.kernel.read(fd, input.writable) {
@@ -165,6 +165,7 @@ public final class ReceiverConnection {
 
     public func timedOut(now: Int64) {
         guard isActive else { return }
+        if greetAt != nil { greet(now: now); return }
         if machine.isAwaitingCommit {
             // The group commit runs in this same loop iteration; never cut off a
             // client whose message is about to be promised.
@@ -223,6 +224,67 @@ public final class ReceiverConnection {
             return
         }
         pump(now: now)
+    }
+
+    // MARK: before the greeting (issue 12 item 5, `GreetPolicy`)
+
+    /// While the greeting is held back (`greet_pause`): when it is due. It is
+    /// the connection's deadline meanwhile; the command deadline starts with the
+    /// greeting, so the pause is not counted against the client.
+    var greetAt: Int64? = nil
+    /// Input before the greeting refuses the client (RFC 5321 §3.1, §4.3.1).
+    var refusesEarlyInput = false
+
+    /// Greets now, or holds the greeting back, as the pool's `GreetPolicy` says.
+    func greetOrPause(_ plan: GreetPolicy.Plan, now: Int64) {
+        switch plan {
+        case .greetNow(let refuse):
+            refusesEarlyInput = refuse
+            greet(now: now)
+        case .pauseUntil(let t):
+            refusesEarlyInput = true
+            greetAt = t
+            deadline = t
+        }
+    }
+
+    /// Sends the 220 (or the machine's refusal), unless the client has talked.
+    func greet(now: Int64) {
+        greetAt = nil
+        if refusesEarlyInput && refusedEarlyTalker(now: now) { return }
+        restartDeadline(now)
+        let allowed = local != nil || context.allowClients.contains { $0.contains(peer) }
+        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? peer.literal),
+                now: now)
+        sendOutput(now: now)
+    }
+
+    /// One non-blocking read into the slot's own input buffer (no other
+    /// memory): any byte before the greeting refuses the client with 554 5.5.0
+    /// and closes the connection. True when the connection is closed.
+    func refusedEarlyTalker(now: Int64) -> Bool {
+        input.clear()
+        switch context.kernel.read(fd, input.writable) {
+        case .success(.wouldBlock), .success(.done(0)):
+            return false
+        case .success(.done(let n)):
+            context.log.event(.rejected, .notice, "client sent input before the greeting; refused", clientFields + [
+                ("reply", "554 5.5.0"), ("bytes", "\(n)"), ("conn", connectionID),
+            ])
+            input.clear()
+            let reply = GreetPolicy.earlyTalkerReply(hostname: context.settings.hostname).encoded()
+            _ = reply.withUnsafeBytes { context.kernel.send(fd, $0) }
+            close()
+            return true
+        case .success(.eof):
+            context.log.debug("client disconnected before the greeting", [("conn", connectionID)])
+            inputEnded = true
+            close()
+            return true
+        case .failure(let e):
+            connectionBroke(e.description, now: now)
+            return true
+        }
     }
 
     // MARK: input
@@ -449,6 +511,7 @@ public final class ReceiverConnection {
         if !inputEnded && !peerGone { drainInput() }
         context.kernel.close(fd)
         fd = -1
+        greetAt = nil
         transaction = nil
         // The pages stay until the pool has had no connection for a moment
         // (`ReceiverPool.pageReleaseDelay`): at a busy time the next client
