@@ -189,11 +189,11 @@ public struct RefusalTally: Equatable, Sendable {
         return overflow ? Int64.max : t
     }
 
-    /// Whether `window` has passed since `start` at `now`, without overflow
-    /// (a clock read backwards counts as not passed).
+    /// Whether `window` has passed since `start` at `now`: the same end as
+    /// `summaryDue`, clamped at the end of the clock so a count is never left.
     static func passed(_ start: Int64, _ window: Int64, _ now: Int64) -> Bool {
-        let (d, overflow) = now.subtractingReportingOverflow(start)
-        return overflow ? now > start : d >= window
+        let (end, overflow) = start.addingReportingOverflow(window)
+        return now >= (overflow ? Int64.max : end)
     }
 }
 

@@ -18,6 +18,9 @@ public final class ReceiverContext {
     /// each message was one system call in forty (issue 11).
     var synchronisedReading: (at: Int64, value: Bool)? = nil
     static let synchronisedCacheNanoseconds: Int64 = 250_000_000
+    /// The log of clients refused for talking before the greeting, rate
+    /// limited like the pool's refusals (`RefusalTally`; issue 12 item 5).
+    var earlyTalkerLog = RefusalTally()
 
     /// Whether the wall clock is synchronised, as of at most a quarter second ago.
     func clockSynchronised(now: Int64) -> Bool {
@@ -268,9 +271,12 @@ public final class ReceiverConnection {
         case .success(.wouldBlock), .success(.done(0)):
             return false
         case .success(.done(let n)):
-            context.log.event(.rejected, .notice, "client sent input before the greeting; refused", clientFields + [
-                ("reply", "554 5.5.0"), ("bytes", "\(n)"), ("conn", connectionID),
-            ])
+            ReceiverPool.logEarlyTalkerSummary(context, now: now)
+            if context.earlyTalkerLog.refused(now: now) {
+                context.log.event(.rejected, .notice, "client sent input before the greeting; refused", clientFields + [
+                    ("reply", "554 5.5.0"), ("bytes", "\(n)"), ("conn", connectionID),
+                ])
+            }
             input.clear()
             let reply = GreetPolicy.earlyTalkerReply(hostname: context.settings.hostname).encoded()
             _ = reply.withUnsafeBytes { context.kernel.send(fd, $0) }

@@ -150,6 +150,17 @@ public final class ReceiverPool {
                 ("refused", "\(n)"), ("reply", "421 4.7.0"), ("max_connections", "\(slots.total)"),
             ])
         }
+        Self.logEarlyTalkerSummary(context, now: now)
+    }
+
+    /// The summary of the clients refused for talking before the greeting
+    /// (`ReceiverConnection.refusedEarlyTalker`), once its second has passed.
+    static func logEarlyTalkerSummary(_ context: ReceiverContext, now: Int64) {
+        if let n = context.earlyTalkerLog.summary(now: now) {
+            context.log.event(.rejected, .notice, "more clients sent input before the greeting; refused", [
+                ("refused", "\(n)"), ("reply", "554 5.5.0"),
+            ])
+        }
     }
 
     // MARK: the pages of closed connections
@@ -211,6 +222,7 @@ public final class ReceiverPool {
         }
         if let t = overCapLog.summaryDue, next.map({ t < $0 }) ?? true { next = t }
         if let t = poolFullLog.summaryDue, next.map({ t < $0 }) ?? true { next = t }
+        if let t = context.earlyTalkerLog.summaryDue, next.map({ t < $0 }) ?? true { next = t }
         return next
     }
 

@@ -105,8 +105,9 @@ def test_cap_per_client_n_allowed_next_gets_421_4_7_0_and_a_freed_slot_is_taken(
         assert code == 421 and enhanced(text) == "4.7.0", (code, text)
         assert "postern.test Error: too many connections from 127.0.0.1" in text[0], text
         assert closed, "connection over the cap not closed after 421"
-        ev = [e for e in d.events("rejected") if e.get("max_connections_per_client")]
-        assert ev and ev[0]["client"] == "127.0.0.1" and ev[0]["reply"] == "421 4.7.0", ev
+        ev = wait_until(lambda: [e for e in d.events("rejected") if e.get("max_connections_per_client")],
+                        what="the refusal logged")
+        assert ev[0]["client"] == "127.0.0.1" and ev[0]["reply"] == "421 4.7.0", ev
 
         held.pop().close()
 
@@ -127,10 +128,10 @@ def test_cap_per_client_n_allowed_next_gets_421_4_7_0_and_a_freed_slot_is_taken(
             c.close()
 
 
-def test_loopback_exempt_by_default_from_the_cap(make_daemon, upstream):
-    """With the default `connection_limit_exempt` (loopback), a cap of 1 does not
-    apply to 127.0.0.1: the board's own programs are trusted as Postfix trusts
-    `$mynetworks`; 127.0.0.2, outside a list of 127.0.0.1 only, is capped."""
+def test_exempt_addresses_not_capped_others_are(make_daemon, upstream):
+    """`connection_limit_exempt = 127.0.0.1` (the default is all of loopback): a
+    cap of 1 does not apply to 127.0.0.1, as Postfix does not cap `$mynetworks`;
+    127.0.0.2, outside the list, is capped."""
     d = make_daemon(upstream.port, receiver__max_connections_per_client="1",
                     receiver__connection_limit_exempt="127.0.0.1", receiver__greet_pause="0")
     held = [Client(d.port) for _ in range(4)]
@@ -250,7 +251,8 @@ def test_rfc5321_4_3_1_early_talker_554_5_5_0_closed_and_nothing_queued(make_dae
     assert greeted >= 0.9, f"greeted after {greeted:.2f}s, before the 1 s pause"
     upstream.wait_for(1)
     assert [m.header("Subject") for m in upstream.messages] == ["polite"]
-    assert len(d.events("received")) == 1
+    wait_until(lambda: d.events("received"), what="the polite message's received event")
+    assert len(d.events("received")) == 1, d.events("received")
 
 
 def test_exempt_clients_greeted_at_once_others_after_the_pause(make_daemon, upstream):
@@ -301,3 +303,39 @@ def test_early_talker_during_pause_is_refused_before_the_pause_ends(make_daemon,
         assert code == 554 and enhanced(text) == "5.5.0", (code, text)
         assert time.monotonic() - start < 5
         assert c.at_eof(5)
+
+
+def test_early_talker_storm_answered_and_logged_about_once_a_second(make_daemon, upstream):
+    """300 clients that all talk before the greeting each get 554 5.5.0 and are
+    closed; the log has the first in full and then about one summary a second,
+    which still account for every one; a polite client is served after them."""
+    d = make_daemon(upstream.port, receiver__greet_pause_exempt="", receiver__greet_pause="1s")
+    n = 300
+
+    def early():
+        with Client(d.port) as c:
+            c.send(b"EHLO x\r\n")
+            code, text = c.reply()
+            return code, text, c.at_eof(5)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: early(), range(n)))
+    seconds = time.monotonic() - start
+    bad = [r for r in results if not (r[0] == 554 and enhanced(r[1]) == "5.5.0" and r[2])]
+    assert not bad, f"{len(bad)} of {n} not answered 554 5.5.0 and closed: {bad[:3]}"
+
+    def accounted():
+        total = 0
+        for line in d.log_lines():
+            if "before the greeting; refused" in line:
+                m = re.search(r"\brefused=(\d+)", line)
+                total += int(m.group(1)) if m else 1
+        return total
+    wait_until(lambda: accounted() == n, timeout=5, what=f"the log accounting for {n} early talkers")
+    lines = len([l for l in d.log_lines() if "before the greeting; refused" in l])
+    print(f"early talkers: {n} in {seconds:.2f}s, {lines} log lines")
+    assert lines <= seconds + 1 + STORM_LINE_SLACK, f"{lines} log lines for {n} early talkers in {seconds:.1f}s"
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as s:
+        assert s.sendmail("sender@client.example", ["ops@example.com"], make_message("after the talkers")) == {}
+    upstream.wait_for(1)
