@@ -84,8 +84,26 @@ public struct ReceiverConfig: Sendable {
     public var requireTLS = false
     /// Listeners where TLS starts with the first byte (RFC 8314 §3.3, port 465).
     public var listenTLS: [Endpoint] = []
+    /// Connections one client address may hold at once (`ConnectionSlots`):
+    /// half of `maxConnections`, at least 1, unless written (Postfix's
+    /// smtpd_client_connection_count_limit is half its default process limit).
+    public var maxConnectionsPerClient = 8
+    /// Clients the per-client cap does not apply to (Postfix exempts
+    /// `$mynetworks`): loopback; may be written empty.
+    public var connectionLimitExempt: [CIDR] = ConnectionSlots.loopbackNetworks
+    /// Seconds the greeting waits for clients outside `greetPauseExempt`, any
+    /// input before it refusing them (RFC 5321 §3.1; `GreetPolicy`). 0–60.
+    public var greetPause = 1
+    /// Clients greeted at once and never checked for early input: loopback;
+    /// may be written empty.
+    public var greetPauseExempt: [CIDR] = ConnectionSlots.loopbackNetworks
 
     public init() {}
+
+    /// The default `max_connections_per_client` for `max_connections`.
+    public static func maxConnectionsPerClient(forMaxConnections total: Int) -> Int {
+        ConnectionSlots.defaultPerClient(total: total)
+    }
 
     /// STARTTLS and `listen_tls` are possible.
     public var tlsEnabled: Bool { tlsCert != nil && tlsKey != nil }

@@ -127,7 +127,9 @@ public struct ConfigParser {
             if let feature = Self.notYetSupported[section + "." + key] {
                 throw error(lineNumber, "'\(key)' in [\(section)] is not supported by this version of Postern (\(feature) is not implemented yet)")
             }
-            if value.isEmpty { throw error(lineNumber, "'\(key)' has no value") }
+            // Lists that may be empty on purpose: no client exempt (issue 12 item 5).
+            let mayBeEmpty = section == "receiver" && (key == "connection_limit_exempt" || key == "greet_pause_exempt")
+            if value.isEmpty && !mayBeEmpty { throw error(lineNumber, "'\(key)' has no value") }
             switch section {
             case "receiver": try receiverKey(key, value, lineNumber, &config.receiver)
             case "spool": try spoolKey(key, value, lineNumber, &config.spool)
@@ -177,6 +179,17 @@ public struct ConfigParser {
         if written["receiver.max_message_size"] == nil {
             let size = ReceiverConfig.maxMessageSize(forSpoolSize: config.spool.maxBytes)
             derive(&config.receiver.maxMessageSize, size, "receiver.max_message_size", &config.derived)
+        }
+        let perClient = written["receiver.max_connections_per_client"]
+        if let p = perClient {
+            if config.receiver.maxConnectionsPerClient > config.receiver.maxConnections {
+                let total = written["receiver.max_connections"].map { "= \($0.value) (line \($0.line))" }
+                    ?? "(the default, \(config.receiver.maxConnections))"
+                throw error(p.line, "[receiver] max_connections_per_client = \(p.value) (line \(p.line)) is larger than max_connections \(total)")
+            }
+        } else {
+            let cap = ReceiverConfig.maxConnectionsPerClient(forMaxConnections: config.receiver.maxConnections)
+            derive(&config.receiver.maxConnectionsPerClient, cap, "receiver.max_connections_per_client", &config.derived)
         }
         let initial = written["retry.initial"], maximum = written["retry.max"]
         switch (initial, maximum) {
@@ -284,8 +297,29 @@ public struct ConfigParser {
             }
             if endpoints.isEmpty { throw error(n, "listen_tls: no address given") }
             r.listenTLS = endpoints
+        // Issue 12 item 5: connections per client address, early talkers.
+        case "max_connections_per_client": r.maxConnectionsPerClient = try number(value, n, key, min: 1, max: 1024)
+        case "connection_limit_exempt": r.connectionLimitExempt = try networks(value, n, key)
+        case "greet_pause":
+            r.greetPause = try duration(value, n, key, min: 0)
+            if r.greetPause > GreetPolicy.maxPauseSeconds {
+                throw error(n, "greet_pause: \(value) is too long (at most \(GreetPolicy.maxPauseSeconds)s)")
+            }
+        case "greet_pause_exempt": r.greetPauseExempt = try networks(value, n, key)
         default: throw unknown(key, "receiver", n)
         }
+    }
+
+    /// Addresses and networks separated by commas or spaces, as Postfix writes
+    /// `$mynetworks`; empty is an empty list.
+    func networks(_ value: String, _ n: Int, _ key: String) throws(ConfigError) -> [CIDR] {
+        var blocks: [CIDR] = []
+        for word in value.utf8.split(whereSeparator: { $0 == ASCII.comma || ASCII.isSpace($0) }) {
+            let item = ASCII.string(Array(word)[...])
+            guard let c = CIDR(item) else { throw error(n, "\(key): '\(item)' is not an address or network (e.g. 127.0.0.0/8)") }
+            blocks.append(c)
+        }
+        return blocks
     }
 
     func spoolKey(_ key: String, _ value: String, _ n: Int, _ s: inout SpoolConfig) throws(ConfigError) {

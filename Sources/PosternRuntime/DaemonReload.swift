@@ -91,7 +91,7 @@ extension Daemon {
             context.allowClients = new.receiver.allowClients
             context.timeoutNanoseconds = Int64(new.receiver.timeout) * 1_000_000_000
         }
-        pool?.resize(maxConnections: new.receiver.maxConnections)
+        pool?.apply(new.receiver) // resize, cap per client, greeting pause (issue 12 item 5)
         pool?.hostname = hostname
         control.facts.maxConnections = new.receiver.maxConnections
         spool.maxSize = new.spool.maxBytes

@@ -21,6 +21,9 @@ public final class ReceiverContext {
     /// each message was one system call in forty (issue 11).
     var synchronisedReading: (at: Int64, value: Bool)? = nil
     static let synchronisedCacheNanoseconds: Int64 = 250_000_000
+    /// The log of clients refused for talking before the greeting, rate
+    /// limited like the pool's refusals (`RefusalTally`; issue 12 item 5).
+    var earlyTalkerLog = RefusalTally()
 
     /// Whether the wall clock is synchronised, as of at most a quarter second ago.
     func clockSynchronised(now: Int64) -> Bool {
@@ -140,9 +143,10 @@ public final class ReceiverConnection {
 
     /// Takes over an accepted socket.
     /// With `implicitTLS` (a `listen_tls` listener, RFC 8314 §3.3) the TLS
-    /// handshake comes first and the greeting is sent through it.
+    /// handshake comes first and the greeting is sent through it; otherwise
+    /// `greeting` says whether it waits (`greet_pause`).
     public func attach(fd: Int32, peer: IPAddress, id: String, now: Int64, local: LocalSender? = nil,
-                       implicitTLS: Bool = false) {
+                       implicitTLS: Bool = false, greeting: GreetPolicy.Plan = .greetNow(refuseEarlyInput: false)) {
         self.fd = fd
         holdsPages = false
         self.peer = local == nil ? peer.unmapped : IPAddress.loopbackV4
@@ -162,12 +166,17 @@ public final class ReceiverConnection {
         let allowed = local != nil || context.allowClients.contains { $0.contains(self.peer) }
         context.log.debug("client connected", clientFields + [("conn", id), ("allowed", allowed ? "yes" : "no")]
                           + (implicitTLS ? [("tls", "implicit")] : []))
-        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? self.peer.literal,
-                              tls: implicitTLS, tlsExempt: local != nil || self.peer.isLoopback),
-                now: now)
-        // The greeting waits in the output until the handshake is done.
-        if implicitTLS { startTLS(now: now) }
-        sendOutput(now: now)
+        if implicitTLS {
+            // The client speaks first (its ClientHello): no pause, no early-talker
+            // check. The greeting waits in the output until the handshake is done.
+            refusesEarlyInput = false
+            greetAt = nil
+            startSession(tls: true, now: now)
+            startTLS(now: now)
+            sendOutput(now: now)
+        } else {
+            greetOrPause(greeting, now: now)
+        }
     }
 
     // MARK: events from the loop
@@ -176,6 +185,7 @@ public final class ReceiverConnection {
         guard isActive, !peerGone else { return }
         if handshaking { continueHandshake(now: now); return }
         guard !inputEnded else { return }
+        if greetAt != nil { _ = refusedEarlyTalker(now: now); return }
         switch readOnce(now: now) {
         case .broke: return
         case .none where tls == nil: return
@@ -229,6 +239,7 @@ public final class ReceiverConnection {
             close()
             return
         }
+        if greetAt != nil { greet(now: now); return }
         if machine.isAwaitingCommit {
             // The group commit runs in this same loop iteration; never cut off a
             // client whose message is about to be promised.
@@ -287,6 +298,77 @@ public final class ReceiverConnection {
             return
         }
         pump(now: now)
+    }
+
+    // MARK: before the greeting (issue 12 item 5, `GreetPolicy`)
+
+    /// While the greeting is held back (`greet_pause`): when it is due. It is
+    /// the connection's deadline meanwhile; the command deadline starts with the
+    /// greeting, so the pause is not counted against the client.
+    var greetAt: Int64? = nil
+    /// Input before the greeting refuses the client (RFC 5321 §3.1, §4.3.1).
+    var refusesEarlyInput = false
+
+    /// Greets now, or holds the greeting back, as the pool's `GreetPolicy` says.
+    func greetOrPause(_ plan: GreetPolicy.Plan, now: Int64) {
+        switch plan {
+        case .greetNow(let refuse):
+            refusesEarlyInput = refuse
+            greet(now: now)
+        case .pauseUntil(let t):
+            refusesEarlyInput = true
+            greetAt = t
+            deadline = t
+        }
+    }
+
+    /// Sends the 220 (or the machine's refusal), unless the client has talked.
+    func greet(now: Int64) {
+        greetAt = nil
+        if refusesEarlyInput && refusedEarlyTalker(now: now) { return }
+        restartDeadline(now)
+        startSession(tls: false, now: now)
+        sendOutput(now: now)
+    }
+
+    /// Starts the SMTP session: the machine's greeting (or refusal) goes into
+    /// the output.
+    func startSession(tls: Bool, now: Int64) {
+        let allowed = local != nil || context.allowClients.contains { $0.contains(peer) }
+        perform(machine.start(clientAllowed: allowed, clientText: local.map { "local user \($0.name)" } ?? peer.literal,
+                              tls: tls, tlsExempt: local != nil || peer.isLoopback),
+                now: now)
+    }
+
+    /// One non-blocking read into the slot's own input buffer (no other
+    /// memory): any byte before the greeting refuses the client with 554 5.5.0
+    /// and closes the connection. True when the connection is closed.
+    func refusedEarlyTalker(now: Int64) -> Bool {
+        input.clear()
+        switch context.kernel.read(fd, input.writable) {
+        case .success(.wouldBlock), .success(.done(0)):
+            return false
+        case .success(.done(let n)):
+            ReceiverPool.logEarlyTalkerSummary(context, now: now)
+            if context.earlyTalkerLog.refused(now: now) {
+                context.log.event(.rejected, .notice, "client sent input before the greeting; refused", clientFields + [
+                    ("reply", "554 5.5.0"), ("bytes", "\(n)"), ("conn", connectionID),
+                ])
+            }
+            input.clear()
+            let reply = GreetPolicy.earlyTalkerReply(hostname: context.settings.hostname).encoded()
+            _ = reply.withUnsafeBytes { context.kernel.send(fd, $0) }
+            close()
+            return true
+        case .success(.eof):
+            context.log.debug("client disconnected before the greeting", [("conn", connectionID)])
+            inputEnded = true
+            close()
+            return true
+        case .failure(let e):
+            connectionBroke(e.description, now: now)
+            return true
+        }
     }
 
     // MARK: input
@@ -636,6 +718,7 @@ public final class ReceiverConnection {
         tlsRequested = false
         context.kernel.close(fd)
         fd = -1
+        greetAt = nil
         transaction = nil
         // The pages stay until the pool has had no connection for a moment
         // (`ReceiverPool.pageReleaseDelay`): at a busy time the next client

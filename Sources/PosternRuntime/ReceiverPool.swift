@@ -3,7 +3,8 @@ import PosternCore
 
 /// The fixed pool of receiver connections (DESIGN.md principle 2): the slots are
 /// allocated at start, sized by `max_connections`, and reused. The pool admits
-/// new clients (`ConnectionSlots`: a share kept for loopback clients), feeds
+/// new clients (`ConnectionSlots`: a share kept for loopback clients, a cap per
+/// client address; `GreetPolicy`: the greeting held back), feeds
 /// poll events and deadlines to its connections, and hands them the outcome of
 /// each group commit. It reaches sockets only through the `Kernel`, so unit tests
 /// drive it below the socket.
@@ -11,6 +12,12 @@ public final class ReceiverPool {
     let context: ReceiverContext
     public private(set) var connections: [ReceiverConnection] = []
     public private(set) var slots: ConnectionSlots
+    /// When new connections are greeted; nil greets every client at once
+    /// without a check (until `apply` sets the configured policy).
+    public private(set) var greeting: GreetPolicy? = nil
+    /// The log of refused connections, one tally per reason (`RefusalTally`).
+    var overCapLog = RefusalTally()
+    var poolFullLog = RefusalTally()
     var connectionCounter: UInt64 = 0
     /// The host name in the 421 of a refused connection.
     public var hostname: String
@@ -18,7 +25,9 @@ public final class ReceiverPool {
     public init(context: ReceiverContext, maxConnections: Int, hostname: String) {
         self.context = context
         self.hostname = hostname
-        slots = ConnectionSlots(total: maxConnections)
+        // No per-client cap until `apply`: a pool made without a configuration
+        // (tests, fuzzing) admits as before issue 12.
+        slots = ConnectionSlots(total: maxConnections, perClient: maxConnections)
         for _ in 0..<maxConnections { connections.append(ReceiverConnection(context: context)) }
     }
 
@@ -28,7 +37,16 @@ public final class ReceiverPool {
     /// lowers how many may be active (open connections finish).
     public func resize(maxConnections: Int) {
         while connections.count < maxConnections { connections.append(ReceiverConnection(context: context)) }
-        slots = ConnectionSlots(total: maxConnections)
+        slots = ConnectionSlots(total: maxConnections, perClient: slots.perClient, exempt: slots.exempt)
+    }
+
+    /// At start and on reload: the slots, the cap per client and the greeting
+    /// policy of `[receiver]`. New connections follow them; open ones keep
+    /// their slots (a client over a lowered cap is not cut off).
+    public func apply(_ r: ReceiverConfig) {
+        resize(maxConnections: r.maxConnections)
+        slots = ConnectionSlots(total: r.maxConnections, perClient: r.maxConnectionsPerClient, exempt: r.connectionLimitExempt)
+        greeting = GreetPolicy(pauseSeconds: r.greetPause, exempt: r.greetPauseExempt)
     }
 
     // MARK: accepting
@@ -75,24 +93,76 @@ public final class ReceiverPool {
     func admit(_ accepted: AcceptedConnection, now: Int64, local: LocalSender? = nil, implicitTLS: Bool = false) {
         connectionCounter += 1
         let peer = accepted.peer.unmapped
-        let loopback = peer.isLoopback
-        guard slots.admits(loopback: loopback, active: activeCount),
-              let slot = connections.first(where: { !$0.isActive }) else {
-            // RFC 5321 §3.1: 421 at connect when we cannot serve the client now.
-            let reply = Reply(421, "4.7.0", "\(hostname) Too many connections, try again later").encoded()
-            _ = reply.withUnsafeBytes { context.kernel.send(accepted.fd, $0) }
-            context.kernel.close(accepted.fd)
-            context.log.event(.rejected, .warning, "connection refused: max_connections reached", [
-                ("client", peer.description), ("reply", "421 4.7.0"),
-                ("max_connections", "\(slots.total)"),
-                ("reserved_for_loopback", loopback ? "0" : "\(slots.reservedForLoopback)"),
-            ])
+        // Counted over the fixed slots: no table per client, no allocation.
+        var active = 0, fromSameClient = 0
+        for c in connections where c.isActive {
+            active += 1
+            if c.local == nil && ConnectionSlots.sameClient(c.peer, peer) { fromSameClient += 1 }
+        }
+        let verdict = slots.admission(peer: peer, local: local != nil, active: active, fromSameClient: fromSameClient)
+        guard verdict == .admit, let slot = connections.first(where: { !$0.isActive }) else {
+            refuse(accepted.fd, peer: peer, overCap: verdict == .clientOverCap, now: now)
             return
         }
         pagesIdleSince = nil
+        let plan = implicitTLS ? .greetNow(refuseEarlyInput: false)
+            : greeting?.plan(peer: peer, local: local != nil, now: now) ?? .greetNow(refuseEarlyInput: false)
         slot.attach(fd: accepted.fd, peer: peer, id: ASCII.hexTrimmed(connectionCounter), now: now, local: local,
-                    implicitTLS: implicitTLS)
+                    implicitTLS: implicitTLS, greeting: plan)
         if !slot.isActive { noteClosed(now: now) }
+    }
+
+    /// RFC 5321 §3.1: 421 at connect when we cannot serve the client now, and
+    /// close. The wording over the per-client cap is Postfix's. Logged through
+    /// a `RefusalTally`: in a storm, the first refusal and then one summary a
+    /// second, so a thousand refusals do not write a thousand lines.
+    func refuse(_ fd: Int32, peer: IPAddress, overCap: Bool, now: Int64) {
+        let reply = overCap
+            ? Reply(421, "4.7.0", "\(hostname) Error: too many connections from \(peer)")
+            : Reply(421, "4.7.0", "\(hostname) Too many connections, try again later")
+        _ = reply.encoded().withUnsafeBytes { context.kernel.send(fd, $0) }
+        context.kernel.close(fd)
+        logRefusalSummaries(now: now)
+        if overCap {
+            guard overCapLog.refused(now: now) else { return }
+            context.log.event(.rejected, .warning, "connection refused: too many connections from one client", [
+                ("client", peer.description), ("reply", "421 4.7.0"),
+                ("max_connections_per_client", "\(slots.perClient)"),
+            ])
+        } else {
+            guard poolFullLog.refused(now: now) else { return }
+            context.log.event(.rejected, .warning, "connection refused: max_connections reached", [
+                ("client", peer.description), ("reply", "421 4.7.0"),
+                ("max_connections", "\(slots.total)"),
+                ("reserved_for_loopback", peer.isLoopback ? "0" : "\(slots.reservedForLoopback)"),
+            ])
+        }
+    }
+
+    /// One line for the refusals each tally counted without logging, once its
+    /// second has passed.
+    func logRefusalSummaries(now: Int64) {
+        if let n = overCapLog.summary(now: now) {
+            context.log.event(.rejected, .warning, "more connections refused: too many connections from one client", [
+                ("refused", "\(n)"), ("reply", "421 4.7.0"), ("max_connections_per_client", "\(slots.perClient)"),
+            ])
+        }
+        if let n = poolFullLog.summary(now: now) {
+            context.log.event(.rejected, .warning, "more connections refused: max_connections reached", [
+                ("refused", "\(n)"), ("reply", "421 4.7.0"), ("max_connections", "\(slots.total)"),
+            ])
+        }
+        Self.logEarlyTalkerSummary(context, now: now)
+    }
+
+    /// The summary of the clients refused for talking before the greeting
+    /// (`ReceiverConnection.refusedEarlyTalker`), once its second has passed.
+    static func logEarlyTalkerSummary(_ context: ReceiverContext, now: Int64) {
+        if let n = context.earlyTalkerLog.summary(now: now) {
+            context.log.event(.rejected, .notice, "more clients sent input before the greeting; refused", [
+                ("refused", "\(n)"), ("reply", "554 5.5.0"),
+            ])
+        }
     }
 
     // MARK: the pages of closed connections
@@ -152,6 +222,9 @@ public final class ReceiverPool {
             let t = since + Self.pageReleaseDelay
             if next.map({ t < $0 }) ?? true { next = t }
         }
+        if let t = overCapLog.summaryDue, next.map({ t < $0 }) ?? true { next = t }
+        if let t = poolFullLog.summaryDue, next.map({ t < $0 }) ?? true { next = t }
+        if let t = context.earlyTalkerLog.summaryDue, next.map({ t < $0 }) ?? true { next = t }
         return next
     }
 
@@ -163,6 +236,7 @@ public final class ReceiverPool {
         }
         if closed { noteClosed(now: now) }
         releaseIdlePages(now: now)
+        logRefusalSummaries(now: now)
     }
 
     /// Tells each connection whose commit the group commit covered: 250 for the

@@ -294,6 +294,7 @@ func effectiveSettings(_ c: Config) -> [String] {
         case "receiver.max_message_size": return "   # at most max_size"
         case "retry.initial": return "   # at most max"
         case "retry.max": return "   # at least initial"
+        case "receiver.max_connections_per_client": return "   # half of max_connections"
         default: return ""
         }
     }
@@ -308,6 +309,10 @@ func effectiveSettings(_ c: Config) -> [String] {
         "max_recipients = \(r.maxRecipients)",
         "max_connections = \(r.maxConnections)"
             + "   # \(ConnectionSlots(total: r.maxConnections).reservedForLoopback) kept for loopback clients",
+        "max_connections_per_client = \(r.maxConnectionsPerClient)" + note("receiver.max_connections_per_client"),
+        "connection_limit_exempt = " + r.connectionLimitExempt.map { $0.description }.joined(separator: ", "),
+        "greet_pause = " + duration(r.greetPause),
+        "greet_pause_exempt = " + r.greetPauseExempt.map { $0.description }.joined(separator: ", "),
         "timeout = " + duration(r.timeout),
     ]
     if let cert = r.tlsCert, let key = r.tlsKey {
