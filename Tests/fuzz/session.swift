@@ -1,11 +1,12 @@
 @testable import PosternCore
 
 // Whole receiver sessions from bytes: the strict line framer, the receiver state
-// machine and the DATA decoder, driven the way ReceiverConnection drives them
-// (frame lines; after `.startData` decode text and report its size; at the end of
-// data answer `.commitMessage` with `committed` or `commitFailed`).
+// machine, the DATA decoder and BDAT chunks, driven the way ReceiverConnection
+// drives them (frame lines; after `.startData` decode text and report its size;
+// read a chunk's bytes raw; at the end of data answer `.commitMessage` with
+// `committed` or `commitFailed`; after `.startTLS` drop what was pipelined).
 //
-// Input: a flags byte, a byte whose bits decide the commits, the read size, three
+// Input: a flags byte, a byte whose bits decide the commits, the read size, four
 // bytes of settings, then what the client sends. The driver is kept small and in
 // this file alone: when the receiver's API changes, only `ReceiverDriver` does.
 
@@ -18,6 +19,9 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         hostname: "mx.fuzz", maxMessageSize: input.int(0...600), maxRecipients: input.int(1...4),
         recipients: flags & 2 != 0 ? .anyone : RecipientPolicy(patterns: [.domain(Array("example.com".utf8))]))
     settings.maxErrors = input.int(1...24)
+    let tlsByte = input.byte()
+    settings.tlsAvailable = tlsByte & 1 != 0
+    settings.requireTLS = tlsByte & 2 != 0
     if flags & 16 != 0 { settings.aliases = fuzzAliases(wildcard: flags & 32 != 0) }
     var driver = ReceiverDriver(settings: settings, clientAllowed: flags & 1 != 0,
                                 spoolFullEveryOtherLine: flags & 4 != 0, commits: commits,
@@ -62,11 +66,17 @@ struct ReceiverDriver {
         perform(machine.start(clientAllowed: clientAllowed, clientText: "[192.0.2.1]"))
     }
 
+    var chunkDecoder = ChunkDecoder()
+
     mutating func received(_ bytes: UnsafeRawBufferPointer) {
         pending += bytes
         while !closed && !pending.isEmpty {
             if machine.expectsText {
                 decodeText()
+                continue
+            }
+            if let remaining = machine.chunkRemaining {
+                readChunk(remaining)
                 continue
             }
             let (frame, consumed) = pending.withUnsafeBytes { framer.next(in: $0) }
@@ -99,6 +109,30 @@ struct ReceiverDriver {
         }
     }
 
+    /// As `ReceiverConnection.readChunk`: the chunk's bytes are text (or
+    /// thrown away after a refusal), never commands.
+    mutating func readChunk(_ remaining: Int) {
+        let take = min(remaining, pending.count)
+        if machine.isStoring {
+            var text = [UInt8](repeating: 0, count: textBufferSize)
+            var taken = 0
+            while taken < take {
+                let step = pending[taken..<take].withUnsafeBytes { p in text.withUnsafeMutableBytes { chunkDecoder.decode(p, into: $0) } }
+                require(step.consumed > 0 || step.produced == 2, "the chunk decoder made no progress")
+                require(step.produced <= 2 * step.consumed + 2, "the chunk decoder produced too much")
+                taken += step.consumed
+                if step.produced > 0 {
+                    storedText = storedText.map { $0 + step.produced }
+                    perform(machine.receiveText(count: step.produced))
+                }
+            }
+        }
+        pending.removeFirst(take)
+        let before = machine.chunkRemaining ?? 0
+        perform(machine.receiveChunk(count: take))
+        require(machine.chunkRemaining == nil || machine.chunkRemaining == before - take, "the chunk count went wrong")
+    }
+
     mutating func perform(_ actions: [SMTPReceiver.Action]) {
         for action in actions {
             require(!closed, "an action after close: \(action)")
@@ -107,7 +141,9 @@ struct ReceiverDriver {
                 checkReply(r)
                 require(!r.lines.joined().hasPrefix("Ok: queued"), "250 queued without a commit")
             case .startData(let envelope):
-                require(machine.expectsText, "startData in state \(machine.phase)")
+                // A BDAT of size 0 has ended its chunk by the time its actions run.
+                require(machine.expectsText || machine.chunkRemaining != nil || machine.phase == .gotChunks
+                        || machine.phase == .awaitingCommit, "startData in state \(machine.phase)")
                 require(!envelope.recipients.isEmpty, "DATA with no recipient")
                 require(envelope.recipients.count <= machine.settings.maxRecipients, "too many recipients")
                 for r in envelope.recipients {
@@ -118,6 +154,7 @@ struct ReceiverDriver {
                     require(!machine.settings.aliases.isLocal(r) || r.atIndex == nil, "a local recipient in the envelope")
                 }
                 decoder = DataDecoder()
+                chunkDecoder = ChunkDecoder()
                 storedText = 0
             case .abortMessage:
                 storedText = nil
@@ -139,6 +176,12 @@ struct ReceiverDriver {
                 require(reply.code >= 400, "a rejection with \(reply.code)")
             case .close:
                 closed = true
+            case .startTLS:
+                // RFC 3207 §4: what came in the clear after STARTTLS is dropped
+                // (the handshake itself is not driven here).
+                require(machine.tlsActive && machine.phase == .connected, "startTLS in state \(machine.phase)")
+                require(machine.settings.tlsAvailable, "STARTTLS accepted without TLS")
+                pending = []
             }
         }
     }
