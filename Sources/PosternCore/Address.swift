@@ -510,30 +510,51 @@ public enum DSNParameters {
         let address = v[(semi + 1)...]
         var out = Array(type) + Array("; ".utf8)
         if ASCII.equalsIgnoringCase(type, Array("utf-8".utf8)) {
-            let digits = Array("0123456789ABCDEF".utf8)
-            var i = address.startIndex
-            while i < address.endIndex {
-                let b = address[i]
-                guard b >= 0x80, let n = Mailbox.utf8NonASCIILength(address, at: i) else {
-                    out.append(b)
-                    i += 1
-                    continue
-                }
-                // The scalar value of the 2-4 octet sequence (validated above).
-                var scalar = UInt32(b) & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07)
-                for k in 1..<n { scalar = scalar << 6 | (UInt32(address[i + k]) & 0x3F) }
-                var hex: [UInt8] = []
-                var x = scalar
-                while x > 0 { hex.insert(digits[Int(x & 15)], at: 0); x >>= 4 }
-                while hex.count < 2 { hex.insert(48, at: 0) }
-                out += Array("\\x{".utf8) + hex + [125]
-                i += n
-            }
+            // Already QCHARs and "\x{…}": only the UTF-8 characters change.
+            out += utf8AddressXtext(address, escapeASCII: false)
         } else {
             guard let decoded = decodeXtext(address) else { return nil }
             out += decoded
         }
         return ASCII.string(out)
+    }
+
+    /// utf-8-addr-xtext (RFC 6533 §3) of `s`: each UTF8-non-ascii character as
+    /// "\x{HEX}" (upper-case, no leading zeros, at least two digits), and with
+    /// `escapeASCII` each ASCII octet that is not a QCHAR ("+", "=", "\", space,
+    /// controls) too. An octet that is not well-formed UTF-8 becomes "\x{FFFD}".
+    /// For a mailbox in a Final-Recipient field, so a message/delivery-status
+    /// part stays ASCII (RFC 6533 §4).
+    public static func utf8AddressXtext<C: Collection>(_ s: C, escapeASCII: Bool) -> [UInt8] where C.Element == UInt8 {
+        let a = Array(s)[...]
+        let digits = Array("0123456789ABCDEF".utf8)
+        func escape(_ scalar: UInt32, into out: inout [UInt8]) {
+            var hex: [UInt8] = []
+            var x = scalar
+            while x > 0 { hex.insert(digits[Int(x & 15)], at: 0); x >>= 4 }
+            while hex.count < 2 { hex.insert(48, at: 0) }
+            out += Array("\\x{".utf8) + hex + [125]
+        }
+        var out: [UInt8] = []
+        var i = a.startIndex
+        while i < a.endIndex {
+            let b = a[i]
+            if b < 0x80 {
+                let qchar = b >= 0x21 && b <= 0x7E && b != 43 && b != ASCII.equals && b != ASCII.backslash
+                if qchar || !escapeASCII { out.append(b) } else { escape(UInt32(b), into: &out) }
+                i += 1
+            } else if let n = Mailbox.utf8NonASCIILength(a, at: i) {
+                // The scalar value of the 2–4 octet sequence.
+                var scalar = UInt32(b) & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07)
+                for k in 1..<n { scalar = scalar << 6 | (UInt32(a[i + k]) & 0x3F) }
+                escape(scalar, into: &out)
+                i += n
+            } else {
+                escape(0xFFFD, into: &out)
+                i += 1
+            }
+        }
+        return out
     }
 
     static func upperHex(_ b: UInt8) -> UInt8? {

@@ -276,8 +276,11 @@ public struct DeliveryReport: Sendable {
             line(&out, "")
             // §2.3.1: the ORCPT the client gave for this recipient.
             if let o = r.originalRecipient, !o.isEmpty { field(&out, "Original-Recipient: ", o) }
-            // §2.3.2: the address exactly as in the envelope, address-type rfc822.
-            field(&out, "Final-Recipient: ", "rfc822; " + r.address.text)
+            // §2.3.2: the address exactly as in the envelope, address-type rfc822;
+            // a UTF-8 address as RFC 6533 §3's utf-8-addr-xtext, so this part
+            // stays ASCII (a message/delivery-status, not message/global-…).
+            field(&out, "Final-Recipient: ", r.address.isASCII ? "rfc822; " + r.address.text
+                  : "utf-8; " + ASCII.string(DSNParameters.utf8AddressXtext(r.address.bytes, escapeASCII: true)))
             // §2.3.3: Postern has abandoned this recipient.
             line(&out, "Action: failed")
             line(&out, "Status: " + status(r))

@@ -107,10 +107,11 @@ final class FailureNotices {
         // Header fields of a notice are ours, but an 8-bit original header makes it 8-bit.
         let eightBit = text.contains { $0 >= 0x80 }
         var env = Envelope(heloName: hostname, esmtp: true, from: Mailbox.null, recipients: [to], eightBit: eightBit)
-        // A notice to a UTF-8 address, or returning a failed SMTPUTF8 message's
-        // header, needs SMTPUTF8 itself (RFC 6531 §3.2; RFC 6533 §6 would make
-        // it message/global-delivery-status, which this notice does not do).
-        env.smtputf8 = !to.isASCII || (utf8 && eightBit)
+        // A notice to a UTF-8 address needs SMTPUTF8 itself (RFC 6531 §3.4).
+        // Its own header section is otherwise ASCII; a UTF-8 original header
+        // goes back inside the text/rfc822-headers part as 8-bit body text
+        // (RFC 6533 §6 would use message/global-headers; not done here).
+        env.smtputf8 = !to.isASCII
         let clock = Clock.reading()
         var t: SpoolTransaction
         switch spool.begin(env, arrival: clock.wall, arrivalSynchronised: clock.synchronised, notice: true, now: now) {
