@@ -162,7 +162,9 @@ public struct Mailbox: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     /// The length of the UTF8-non-ascii character at `i` (RFC 6532 §3.1, with
     /// UTF8-2/3/4 of RFC 3629 §4: no overlong forms, no surrogates, nothing
-    /// beyond U+10FFFF), or nil when the octets there are not one.
+    /// beyond U+10FFFF), or nil when the octets there are not one. The C1
+    /// controls U+0080–U+009F are refused too (RFC 5198 §2 keeps controls out
+    /// of interchanged text), as RFC 6533's "\x{…}" check below refuses them.
     static func utf8NonASCIILength(_ s: ArraySlice<UInt8>, at i: Int) -> Int? {
         guard i >= s.startIndex, i < s.endIndex else { return nil }
         let b0 = s[i]
@@ -172,7 +174,10 @@ public struct Mailbox: Equatable, Hashable, Sendable, CustomStringConvertible {
             return range.contains(s[i + k])
         }
         switch b0 {
-        case 0xC2...0xDF: return tail(1) ? 2 : nil
+        // U+0080–U+009F (0xC2 0x80–0x9F) are the C1 controls: refused like
+        // the C0 ones, so no address carries a control into a log or a header.
+        case 0xC2: return tail(1, 0xA0...0xBF) ? 2 : nil
+        case 0xC3...0xDF: return tail(1) ? 2 : nil
         case 0xE0: return tail(1, 0xA0...0xBF) && tail(2) ? 3 : nil
         case 0xE1...0xEC, 0xEE...0xEF: return tail(1) && tail(2) ? 3 : nil
         case 0xED: return tail(1, 0x80...0x9F) && tail(2) ? 3 : nil

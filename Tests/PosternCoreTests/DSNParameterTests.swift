@@ -365,4 +365,17 @@ struct DSNReportFieldTests {
         let plain = String(decoding: report.compose(), as: UTF8.self)
         #expect(!plain.contains("Original-"))
     }
+
+    @Test("A UTF-8 recipient's Final-Recipient is utf-8-addr-xtext, so the status part stays ASCII (RFC 6533 §3)")
+    func utf8FinalRecipient() {
+        let address = Mailbox.parse(Array("\"jü rg+en\"@例.com".utf8)[...], allowNull: false, utf8: true)!
+        let r = DeliveryReport.Recipient(address: address, status: "5.6.7", reply: nil, upstream: nil, lastAttempt: nil)
+        let report = DeliveryReport(reportingHost: "pi.test", noticeRecipient: mb("a@example.org"),
+                                    originalSender: mb("a@example.org"), queueID: "0001", arrival: nil, reportTime: 0,
+                                    utcOffset: 0, recipients: [r], reason: .refused, boundary: "b0und", messageID: "<m@pi.test>",
+                                    originalHeader: dsnBytes("Subject: x\r\n"))
+        let text = String(decoding: report.compose(), as: UTF8.self)
+        #expect(text.contains("\r\nFinal-Recipient: utf-8; \"j\\x{FC}\\x{20}rg\\x{2B}en\"@\\x{4F8B}.com\r\n"), "\(text)")
+        #expect(DSNParameters.isUTF8AddressText(DSNParameters.utf8AddressXtext(address.bytes, escapeASCII: true)[...], unitext: false))
+    }
 }

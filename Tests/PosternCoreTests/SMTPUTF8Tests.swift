@@ -23,10 +23,12 @@ struct SMTPUTF8MailboxTests {
         #expect(Mailbox.parse(Array(address.utf8)[...], allowNull: false) == nil)
     }
 
-    @Test("Ill-formed UTF-8 is refused (RFC 3629 §4: overlong, surrogate, beyond U+10FFFF, cut, stray continuation)",
+    @Test("Ill-formed UTF-8 and C1 controls are refused (RFC 3629 §4: overlong, surrogate, beyond U+10FFFF, cut, stray continuation; RFC 5198 §2)",
           arguments: [
               [0xC0, 0xAF], [0xC1, 0x81], [0xE0, 0x80, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80],
               [0xF5, 0x80, 0x80, 0x80], [0xC3], [0xE2, 0x82], [0x80], [0xBF], [0xFF], [0xFE],
+              [0xC2, 0x80], [0xC2, 0x9D], // C1 controls
+
           ] as [[UInt8]])
     func illFormed(bytes: [UInt8]) {
         #expect(Mailbox.parse((Array("a".utf8) + bytes + Array("@example.com".utf8))[...], allowNull: false, utf8: true) == nil)
