@@ -45,6 +45,10 @@ public struct DeliveryReport: Sendable {
         /// (RFC 3464 §2.3.7: it "MUST NOT be included if the actual date and
         /// time of the last delivery attempt are not available").
         public var lastAttempt: Int64?
+        /// The Original-Recipient field's value (RFC 3464 §2.3.1), from the
+        /// recipient's ORCPT (`DSNParameters.originalRecipientField`); RFC 3461
+        /// §6.3 (d): present exactly when ORCPT was given.
+        public var originalRecipient: String? = nil
 
         public init(address: Mailbox, status: String, reply: String?, upstream: String?, lastAttempt: Int64?) {
             self.address = address
@@ -93,6 +97,9 @@ public struct DeliveryReport: Sendable {
     /// by `headerSectionLength`); bare CR and LF become CRLF, NUL becomes "?"
     /// (RFC 2045 §2.7–2.8), lines over 998 octets are broken.
     public var originalHeader: [UInt8]
+    /// The Original-Envelope-Id field's value (RFC 3464 §2.2.1): the message's
+    /// ENVID, decoded (RFC 3461 §6.3 (a): present exactly when ENVID was given).
+    public var originalEnvelopeID: String? = nil
 
     /// At most this much of the original header section is returned: a 32 KiB
     /// read covers the header of every alert; a bigger header is cut.
@@ -256,6 +263,8 @@ public struct DeliveryReport: Sendable {
     /// per-message-fields 1*( CRLF per-recipient-fields )).
     private func statusFields(_ out: inout [UInt8], host: String) {
         // §2.2.2: Reporting-MTA: mta-name-type ";" mta-name.
+        // §2.2.1: first of the per-message fields when the client gave ENVID.
+        if let envid = originalEnvelopeID, !envid.isEmpty { field(&out, "Original-Envelope-Id: ", envid) }
         line(&out, "Reporting-MTA: dns; " + host)
         // §2.4: "X-" extension fields, named after the MTA (like Postfix's
         // X-Postfix-Queue-ID), so a notice leads to the journal entries.
@@ -265,8 +274,13 @@ public struct DeliveryReport: Sendable {
         if let a = arrival { line(&out, "Arrival-Date: " + date(a)) }
         for r in recipients {
             line(&out, "")
-            // §2.3.2: the address exactly as in the envelope, address-type rfc822.
-            field(&out, "Final-Recipient: ", "rfc822; " + r.address.text)
+            // §2.3.1: the ORCPT the client gave for this recipient.
+            if let o = r.originalRecipient, !o.isEmpty { field(&out, "Original-Recipient: ", o) }
+            // §2.3.2: the address exactly as in the envelope, address-type rfc822;
+            // a UTF-8 address as RFC 6533 §3's utf-8-addr-xtext, so this part
+            // stays ASCII (a message/delivery-status, not message/global-…).
+            field(&out, "Final-Recipient: ", r.address.isASCII ? "rfc822; " + r.address.text
+                  : "utf-8; " + ASCII.string(DSNParameters.utf8AddressXtext(r.address.bytes, escapeASCII: true)))
             // §2.3.3: Postern has abandoned this recipient.
             line(&out, "Action: failed")
             line(&out, "Status: " + status(r))

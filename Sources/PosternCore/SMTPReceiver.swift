@@ -10,6 +10,17 @@ public struct Envelope: Equatable, Sendable {
     /// The message came over TLS (STARTTLS or implicit TLS): "ESMTPS" in the
     /// trace header (RFC 3848 §2).
     public var tls = false
+    /// MAIL said `SMTPUTF8` (RFC 6531 §3.4): the message may hold UTF-8
+    /// addresses and header fields, and goes upstream only to a receiver that
+    /// offers SMTPUTF8 (§3.2).
+    public var smtputf8 = false
+    /// MAIL's `RET=` (RFC 3461 §4.3); nil when not given.
+    public var ret: DSNReturn? = nil
+    /// MAIL's `ENVID=` as received, xtext (RFC 3461 §4.4); nil when not given.
+    public var envelopeID: [UInt8]? = nil
+    /// RCPT's `NOTIFY=` and `ORCPT=` (RFC 3461 §4.1, §4.2), one per recipient in
+    /// `recipients`' order; empty when no recipient had any.
+    public var recipientParameters: [RecipientParameters] = []
 
     public init(heloName: String, esmtp: Bool, from: Mailbox, recipients: [Mailbox], eightBit: Bool) {
         self.heloName = heloName
@@ -71,7 +82,13 @@ public struct SMTPReceiver: Sendable {
         public var from: Mailbox
         /// The client declared `BODY=8BITMIME` (RFC 6152).
         public var eightBit: Bool
+        /// MAIL's SMTPUTF8, RET and ENVID (RFC 6531 §3.4, RFC 3461 §4.3–4.4).
+        public var smtputf8 = false
+        public var ret: DSNReturn? = nil
+        public var envelopeID: [UInt8]? = nil
         public var recipients: [Mailbox] = []
+        /// NOTIFY and ORCPT of each of `recipients` (RFC 3461 §4.1–4.2).
+        public var recipientParameters: [RecipientParameters] = []
         /// Canonical forms of `recipients`, so a repeated RCPT is accepted once.
         var recipientKeys: Set<[UInt8]> = []
         /// RCPTs refused for a reason of their own (not the limit): with no
@@ -258,6 +275,10 @@ public struct SMTPReceiver: Sendable {
         }
         let verbEnd = line.firstIndex(of: ASCII.space) ?? line.endIndex
         let verb = ASCII.lowercased(line[..<verbEnd])
+        // RFC 5321 §4.5.3.1.4: 512 octets with the CRLF. Only MAIL and RCPT grow
+        // with their extensions' parameters (RFC 1870 §3, RFC 3461 §5, RFC 6531
+        // §3.4), up to the framer's `extendedLineLength`.
+        if line.count > 510 && verb != Self.mailVerb && verb != Self.rcptVerb { return receiveLineTooLong() }
         var arg = line[verbEnd...]
         if arg.first == ASCII.space { arg = arg.dropFirst() }
         switch String(decoding: verb, as: UTF8.self) {
@@ -285,7 +306,15 @@ public struct SMTPReceiver: Sendable {
         }
     }
 
-    /// A command line longer than 512 octets (RFC 5321 §4.5.3.1.4).
+    /// The longest command line the connection frames, CRLF included: a MAIL
+    /// or RCPT with every parameter at its longest (a 256-octet path, SIZE,
+    /// BODY, RET, a 100-character ENVID and a 500-octet ORCPT, both xtext), as
+    /// Postfix's smtpd frames lines of up to 2,048 octets.
+    public static let extendedLineLength = 2048
+    static let mailVerb = Array("mail".utf8), rcptVerb = Array("rcpt".utf8)
+
+    /// A command line longer than 512 octets (RFC 5321 §4.5.3.1.4), or a MAIL
+    /// or RCPT longer than `extendedLineLength`.
     public mutating func receiveLineTooLong() -> [Action] {
         refuse("(too long)", Reply(500, "5.5.2", "Error: line too long"))
     }
@@ -442,6 +471,7 @@ public struct SMTPReceiver: Sendable {
             "ENHANCEDSTATUSCODES",
             // RFC 3030 §2 (BDAT); not BINARYMIME: text is kept and relayed as lines.
             "CHUNKING",
+            "SMTPUTF8", "DSN", // RFC 6531 §3.1, RFC 3461 §4
         ]
         // RFC 3207 §4.2: not offered again once TLS is active.
         if settings.tlsAvailable && !tlsActive { keywords.append("STARTTLS") }
@@ -464,13 +494,17 @@ public struct SMTPReceiver: Sendable {
         default: break
         }
         let path: PathArgument
-        switch PathArgument.parse(arg, prefix: "FROM:", allowNull: true) {
+        // Parsed with the UTF-8 syntax (RFC 6531 §3.3) before it is known whether
+        // the parameters hold SMTPUTF8: a UTF-8 address without it is refused
+        // below with the code RFC 6531 §3.5 names, not as bad syntax.
+        switch PathArgument.parse(arg, prefix: "FROM:", allowNull: true, utf8: true) {
         case .failure(.missingPrefix): return .failure(Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
         case .failure(.badPath): return .failure(Reply(501, "5.1.7", "Bad sender address syntax"))
         case .failure(.badParameter): return .failure(Reply(501, "5.5.4", "Syntax error in parameters"))
         case .success(let p): path = p
         }
         var sawSize = false, sawBody = false, eightBit = false
+        var smtputf8 = false, ret: DSNReturn? = nil, envelopeID: [UInt8]? = nil
         for p in path.parameters {
             switch p.keyword {
             case "SIZE" where !sawSize:
@@ -491,9 +525,34 @@ public struct SMTPReceiver: Sendable {
                 case "8BITMIME": eightBit = true
                 default: return .failure(Reply(501, "5.5.4", "Bad BODY parameter"))
                 }
+            case "SMTPUTF8":
+                // RFC 6531 §3.4: a keyword without a value, given once.
+                guard !smtputf8, p.value == nil else { return .failure(Reply(501, "5.5.4", "Bad SMTPUTF8 parameter")) }
+                smtputf8 = true
+            case "RET":
+                // RFC 3461 §4.3; each DSN parameter at most once (§4).
+                guard ret == nil, let v = p.value, let r = DSNParameters.ret(v.utf8) else {
+                    return .failure(Reply(501, "5.5.4", "Bad RET parameter"))
+                }
+                ret = r
+            case "ENVID":
+                // RFC 3461 §4.4: xtext, at most 100 characters.
+                guard envelopeID == nil, let v = p.value, let e = DSNParameters.envelopeID(v.utf8) else {
+                    return .failure(Reply(501, "5.5.4", "Bad ENVID parameter"))
+                }
+                envelopeID = e
             default:
                 return .failure(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)"))
             }
+        }
+        if !smtputf8 && !path.mailbox.isASCII {
+            // RFC 6531 §3.5: a UTF-8 address outside an SMTPUTF8 transaction is
+            // refused with 553 and X.6.7, "Non-ASCII addresses not permitted
+            // for that sender/recipient" (RFC 5248).
+            return .failure(Reply(553, "5.6.7", "Non-ASCII sender address not permitted without SMTPUTF8"))
+        }
+        if !smtputf8 && path.parameters.contains(where: { $0.value.map { !$0.utf8.allSatisfy { $0 < 0x80 } } ?? false }) {
+            return .failure(Reply(501, "5.5.4", "Syntax error in parameters (UTF-8 needs SMTPUTF8)"))
         }
         if settings.requireTLS && !tlsActive && !tlsExempt {
             // RFC 3207 §4: "530 Must issue a STARTTLS command first".
@@ -505,7 +564,8 @@ public struct SMTPReceiver: Sendable {
         if !spoolAcceptsMail {
             return .failure(Reply(452, "4.3.1", "Error: insufficient system storage, try again later"))
         }
-        return .success(Transaction(from: path.mailbox, eightBit: eightBit))
+        return .success(Transaction(from: path.mailbox, eightBit: eightBit, smtputf8: smtputf8, ret: ret,
+                                    envelopeID: envelopeID))
     }
 
     mutating func proceedMail(_ transaction: Transaction) -> [Action] {
@@ -524,7 +584,7 @@ public struct SMTPReceiver: Sendable {
     /// RCPT TO (RFC 5321 §4.1.1.3).
     mutating func rcpt(_ arg: ArraySlice<UInt8>) -> [Action] {
         switch checkRcpt(arg) {
-        case .success(let mailboxes): return proceedRcpt(mailboxes)
+        case .success(let (mailboxes, parameters)): return proceedRcpt(mailboxes, parameters)
         case .failure(.refused(let reply)):
             updateTransaction { $0.refusedRecipients += 1 }
             return refuse("RCPT", reply)
@@ -541,24 +601,48 @@ public struct SMTPReceiver: Sendable {
     }
 
     /// Parses and validates RCPT; returns the mailboxes to add: the one given,
-    /// or for a local recipient the addresses its alias stands for.
-    func checkRcpt(_ arg: ArraySlice<UInt8>) -> Result<[Mailbox], RcptRefusal> {
+    /// or for a local recipient the addresses its alias stands for, and the
+    /// DSN parameters they all get.
+    func checkRcpt(_ arg: ArraySlice<UInt8>) -> Result<([Mailbox], RecipientParameters), RcptRefusal> {
         let transaction: Transaction
         switch state {
         case .gotMail(let t), .gotRecipients(let t): transaction = t
         default: return .failure(.refused(Reply(503, "5.5.1", "Error: need MAIL command")))
         }
         let path: PathArgument
-        switch PathArgument.parse(arg, prefix: "TO:", allowNull: false, allowUnqualified: true) {
+        // UTF-8 syntax always, so a UTF-8 address outside SMTPUTF8 gets 553 5.6.7.
+        switch PathArgument.parse(arg, prefix: "TO:", allowNull: false, allowUnqualified: true, utf8: true) {
         case .failure(.missingPrefix): return .failure(.refused(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")))
         case .failure(.badPath): return .failure(.refused(Reply(501, "5.1.3", "Bad recipient address syntax")))
         case .failure(.badParameter): return .failure(.refused(Reply(501, "5.5.4", "Syntax error in parameters")))
         case .success(let p): path = p
         }
-        if let p = path.parameters.first {
-            return .failure(.refused(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)")))
+        var parameters = RecipientParameters()
+        for p in path.parameters {
+            switch p.keyword {
+            case "NOTIFY":
+                // RFC 3461 §4.1; at most once (§4).
+                guard parameters.notify == nil, let v = p.value, let n = DSNParameters.notify(v.utf8) else {
+                    return .failure(.refused(Reply(501, "5.5.4", "Bad NOTIFY parameter")))
+                }
+                parameters.notify = n
+            case "ORCPT":
+                // RFC 3461 §4.2; a "utf-8" address in unitext only with
+                // SMTPUTF8 (RFC 6533 §3, RFC 6531 §3.3).
+                guard parameters.orcpt == nil, let v = p.value,
+                      let o = DSNParameters.originalRecipient(v.utf8, utf8: transaction.smtputf8) else {
+                    return .failure(.refused(Reply(501, "5.5.4", "Bad ORCPT parameter")))
+                }
+                parameters.orcpt = o
+            default:
+                return .failure(.refused(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)")))
+            }
         }
         let mailbox = path.mailbox
+        if !transaction.smtputf8 && !mailbox.isASCII {
+            // RFC 6531 §3.5: 553 with X.6.7 (RFC 5248).
+            return .failure(.refused(Reply(553, "5.6.7", "Non-ASCII recipient address not permitted without SMTPUTF8")))
+        }
         var add = [mailbox]
         if settings.aliases.isLocal(mailbox) {
             if let targets = settings.aliases.expand(localPart: mailbox.localPart) {
@@ -579,14 +663,19 @@ public struct SMTPReceiver: Sendable {
         if !new.isEmpty && transaction.recipients.count + new.count > settings.maxRecipients {
             return .failure(.tooMany)
         }
-        return .success(add)
+        return .success((add, parameters))
     }
 
     static let postmaster = Array("postmaster".utf8)
 
-    mutating func proceedRcpt(_ mailboxes: [Mailbox]) -> [Action] {
+    /// Adds the new mailboxes; an alias's addresses all get the RCPT's DSN
+    /// parameters. A repeated recipient keeps those it came with first.
+    mutating func proceedRcpt(_ mailboxes: [Mailbox], _ parameters: RecipientParameters = .none) -> [Action] {
         updateTransaction { t in
-            for mailbox in mailboxes where t.recipientKeys.insert(mailbox.canonical).inserted { t.recipients.append(mailbox) }
+            for mailbox in mailboxes where t.recipientKeys.insert(mailbox.canonical).inserted {
+                t.recipients.append(mailbox)
+                t.recipientParameters.append(parameters)
+            }
         }
         return [.reply(Reply(250, "2.1.5", "Ok"))]
     }
@@ -633,6 +722,12 @@ public struct SMTPReceiver: Sendable {
         var envelope = Envelope(heloName: heloName, esmtp: esmtp, from: transaction.from,
                                 recipients: transaction.recipients, eightBit: transaction.eightBit)
         envelope.tls = tlsActive
+        envelope.smtputf8 = transaction.smtputf8
+        envelope.ret = transaction.ret
+        envelope.envelopeID = transaction.envelopeID
+        if transaction.recipientParameters.contains(where: { !$0.isEmpty }) {
+            envelope.recipientParameters = transaction.recipientParameters
+        }
         return .success(envelope)
     }
 

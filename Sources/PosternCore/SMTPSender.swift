@@ -6,6 +6,14 @@ public struct OutboundMessage: Equatable, Sendable {
     /// Bytes of spooled text, for the SIZE parameter (RFC 1870 §3).
     public var size: Int
     public var eightBit: Bool
+    /// The message needs SMTPUTF8 (RFC 6531 §3.4: its client said so): it goes
+    /// only to an upstream that offers it, never downgraded (§3.2).
+    public var smtputf8 = false
+    /// RET and ENVID (RFC 3461 §4.3–4.4), passed on when the upstream offers DSN.
+    public var ret: DSNReturn? = nil
+    public var envelopeID: [UInt8]? = nil
+    /// NOTIFY and ORCPT of each of `recipients`, same order; empty for none.
+    public var recipientParameters: [RecipientParameters] = []
 
     public init(from: Mailbox, recipients: [Mailbox], size: Int, eightBit: Bool) {
         self.from = from
@@ -72,6 +80,10 @@ public struct Capabilities: Equatable, Sendable {
     public var startTLS = false
     /// RFC 4954 §3: the SASL mechanisms offered, upper-cased.
     public var authMechanisms: [String] = []
+    /// RFC 6531 §3.1.
+    public var smtpUTF8 = false
+    /// RFC 3461 §4.
+    public var dsn = false
 
     public init() {}
 
@@ -87,6 +99,8 @@ public struct Capabilities: Equatable, Sendable {
             case "8BITMIME": eightBitMIME = true
             case "SIZE": maxSize = words.count > 1 ? (ASCII.parseDecimal(words[1]) ?? 0) : 0
             case "STARTTLS": startTLS = true
+            case "SMTPUTF8": smtpUTF8 = true
+            case "DSN": dsn = true
             case "AUTH":
                 addMechanisms(words.dropFirst())
             default:
@@ -485,6 +499,7 @@ public struct SMTPSender: Sendable {
     public mutating func startBehindDot(message: OutboundMessage) -> [Action] {
         guard case .sentDot(let done) = state, capabilities.pipelining, !message.recipients.isEmpty else { return [] }
         if let limit = capabilities.maxSize, limit > 0, message.size > limit { return [] }
+        if message.smtputf8 && !capabilities.smtpUTF8 { return [] }
         var steps: [Step] = [.mail]
         for i in message.recipients.indices { steps.append(.rcpt(i)) }
         steps.append(.data)
@@ -501,6 +516,16 @@ public struct SMTPSender: Sendable {
         if let limit = capabilities.maxSize, limit > 0, message.size > limit {
             // RFC 1870 §5: do not send what the upstream announced it will refuse.
             let reply = Reply(552, "5.3.4", "message size \(message.size) exceeds the upstream's limit of \(limit) bytes")
+            var actions: [Action] = message.recipients.indices.map { .recipient(index: $0, outcome: .failed, reply: reply) }
+            actions.append(.messageDone)
+            actions.append(.ready)
+            return actions
+        }
+        if message.smtputf8 && !capabilities.smtpUTF8 {
+            // RFC 6531 §3.2: a message that needs SMTPUTF8 is not sent to a
+            // receiver without it (no downgrade); it is returned as
+            // undeliverable, with X.6.7 (RFC 5248, as Postfix does).
+            let reply = Reply(553, "5.6.7", "SMTPUTF8 is required, but was not offered by the upstream")
             var actions: [Action] = message.recipients.indices.map { .recipient(index: $0, outcome: .failed, reply: reply) }
             actions.append(.messageDone)
             actions.append(.ready)
@@ -663,8 +688,25 @@ public struct SMTPSender: Sendable {
             var s = "MAIL FROM:\(m.from)"
             if capabilities.maxSize != nil { s += " SIZE=\(m.size)" }
             if m.eightBit && capabilities.eightBitMIME { s += " BODY=8BITMIME" }
+            // RFC 6531 §3.4 (`start` saw that it is offered).
+            if m.smtputf8 && capabilities.smtpUTF8 { s += " SMTPUTF8" }
+            // RFC 3461 §5 (relaying): RET and ENVID only as the client gave them,
+            // and only to a receiver that offers DSN; otherwise they are dropped
+            // (no "relayed" notice for NOTIFY=SUCCESS is sent: see Delivery).
+            if capabilities.dsn {
+                if let r = m.ret { s += " RET=" + r.text }
+                if let e = m.envelopeID { s += " ENVID=" + ASCII.string(e) }
+            }
             return command(s)
-        case .rcpt(let i): return command("RCPT TO:\(m.recipients[i])")
+        case .rcpt(let i):
+            var s = "RCPT TO:\(m.recipients[i])"
+            if capabilities.dsn && i < m.recipientParameters.count {
+                // RFC 3461 §5 (relaying): NOTIFY and ORCPT passed on as received.
+                let p = m.recipientParameters[i]
+                if let n = p.notify { s += " NOTIFY=" + n.text }
+                if let o = p.orcpt { s += " ORCPT=" + ASCII.string(o) }
+            }
+            return command(s)
         case .data: return command("DATA")
         }
     }

@@ -1,4 +1,4 @@
-// # The spool format, version 1
+// # The spool format, version 2
 //
 // This comment is the one place the on-disk format is written down. Change it
 // here, bump `SpoolCodec.version`, and teach the recovery scan the old version.
@@ -12,7 +12,7 @@
 //
 // ## Segment header (16 bytes, little-endian)
 //     0  4  magic "PSTN"
-//     4  2  format version (1)
+//     4  2  format version (2; 1 is read too, see Versions)
 //     6  2  header length (16)
 //     8  8  segment sequence number
 //
@@ -34,9 +34,22 @@
 //               bit 1: a relocated copy, see Compaction; bit 2: the wall clock
 //               was synchronised at arrival, so the arrival time can be trusted
 //               for the message's age; bit 3: a failure notice Postern wrote,
-//               never itself the subject of one), u16 len + reverse-path bytes, u16 count,
+//               never itself the subject of one; bit 4: the ESMTP parameters
+//               below follow; bits 5–7 zero), u16 len + reverse-path bytes, u16 count,
 //               then count × (u16 len + recipient bytes). Written when DATA is
 //               accepted.
+//               With flags bit 4 (version 2), the client's SMTPUTF8 (RFC 6531)
+//               and DSN (RFC 3461) parameters, as received, follow:
+//                 u8  bit 0: SMTPUTF8; bits 1–2: RET (0 none, 1 FULL, 2 HDRS);
+//                     bits 3–7 zero
+//                 u16 len + ENVID xtext (0: none; at most 300 bytes)
+//                 count × (u8 NOTIFY: 0 none, else bit 0 NEVER, bit 1 SUCCESS,
+//                     bit 2 FAILURE, bit 3 DELAY, NEVER alone;
+//                     u16 len + ORCPT value (0: none; at most 500 bytes))
+//               The reader checks every value as the receiver did (they go
+//               upstream as command text), the addresses with the UTF-8 syntax
+//               only when SMTPUTF8 is set. An envelope without parameters
+//               leaves bit 4 clear and is written exactly as in version 1.
 //  2 text       a chunk of message text: unstuffed, CRLF line endings, the
 //               `Received:` header first. Chunks of a message follow its envelope
 //               in order, possibly in later segments. A chunk is at most
@@ -50,6 +63,12 @@
 //  4 abort      empty. The transaction was abandoned (client gone, over-size).
 //  5 recipient  u16 recipient index, u8 outcome (1 delivered, 2 failed). Written
 //               when the upstream answers for that recipient for good.
+//
+// ## Versions
+// Version 2 added flags bit 4 and the parameters it announces; nothing else
+// changed. A version-1 segment (no writer set bit 4 then) is read by the same
+// rules, so a spool written before the change is read as it is, its messages
+// without parameters. A version-1 daemon refuses version-2 segments.
 //
 // ## Limits a reader enforces
 // Segment files are at most `maxSegmentLength` (2^31 - 1) bytes, so every offset
@@ -99,7 +118,9 @@
 
 /// Encodes and decodes spool records. Pure; the runtime does the file I/O.
 public enum SpoolCodec {
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
+    /// The oldest format version still read (see "Versions" above).
+    public static let oldestReadableVersion: UInt16 = 1
     public static let magic: [UInt8] = [0x50, 0x53, 0x54, 0x4E] // "PSTN"
     public static let segmentHeaderLength = 16
     public static let recordHeaderLength = 16
@@ -149,6 +170,19 @@ public enum SpoolCodec {
         public var notice: Bool
         public var from: [UInt8]
         public var recipients: [[UInt8]]
+        /// The client's MAIL said SMTPUTF8 (RFC 6531 §3.4).
+        public var smtputf8 = false
+        /// RET and ENVID of MAIL (RFC 3461 §4.3, §4.4), as received.
+        public var ret: DSNReturn? = nil
+        public var envelopeID: [UInt8]? = nil
+        /// NOTIFY and ORCPT per recipient (RFC 3461 §4.1, §4.2), parallel to
+        /// `recipients`; empty when no recipient had any.
+        public var recipientParameters: [RecipientParameters] = []
+
+        /// Whether the parameters section (flags bit 4) is written.
+        public var hasParameters: Bool {
+            smtputf8 || ret != nil || envelopeID != nil || recipientParameters.contains { !$0.isEmpty }
+        }
 
         public init(arrival: Int64, eightBit: Bool, relocated: Bool = false, arrivalSynchronised: Bool = false,
                     notice: Bool = false, from: [UInt8], recipients: [[UInt8]]) {
@@ -210,6 +244,16 @@ public enum SpoolCodec {
             total += 2 + r.count
             if total > maxPayload { return false }
         }
+        if e.hasParameters {
+            guard e.recipientParameters.isEmpty || e.recipientParameters.count == e.recipients.count,
+                  (e.envelopeID?.count ?? 0) <= DSNParameters.maxEnvelopeIDRaw else { return false }
+            total += 1 + 2 + (e.envelopeID?.count ?? 0) + 3 * e.recipients.count
+            for p in e.recipientParameters {
+                guard (p.orcpt?.count ?? 0) <= DSNParameters.maxOriginalRecipient,
+                      p.notify.map({ $0.isValid }) ?? true else { return false }
+                total += p.orcpt?.count ?? 0
+            }
+        }
         return total <= maxPayload
     }
 
@@ -219,13 +263,26 @@ public enum SpoolCodec {
         precondition(canEncode(e), "envelope does not fit the record format")
         var out: [UInt8] = []
         putLE(&out, UInt64(bitPattern: e.arrival), 8)
-        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0) | (e.arrivalSynchronised ? 4 : 0) | (e.notice ? 8 : 0))
+        out.append((e.eightBit ? 1 : 0) | (e.relocated ? 2 : 0) | (e.arrivalSynchronised ? 4 : 0) | (e.notice ? 8 : 0)
+                   | (e.hasParameters ? 16 : 0))
         putLE(&out, UInt64(e.from.count), 2)
         out += e.from
         putLE(&out, UInt64(e.recipients.count), 2)
         for r in e.recipients {
             putLE(&out, UInt64(r.count), 2)
             out += r
+        }
+        guard e.hasParameters else { return out }
+        out.append((e.smtputf8 ? 1 : 0) | ((e.ret?.rawValue ?? 0) << 1))
+        let envid = e.envelopeID ?? []
+        putLE(&out, UInt64(envid.count), 2)
+        out += envid
+        for i in e.recipients.indices {
+            let p = i < e.recipientParameters.count ? e.recipientParameters[i] : .none
+            out.append(p.notify?.rawValue ?? 0)
+            let orcpt = p.orcpt ?? []
+            putLE(&out, UInt64(orcpt.count), 2)
+            out += orcpt
         }
         return out
     }
@@ -262,7 +319,7 @@ public enum SpoolCodec {
     public static func parseSegmentHeader(_ b: UnsafeRawBufferPointer) -> UInt64? {
         guard b.count >= segmentHeaderLength,
               b[0] == magic[0], b[1] == magic[1], b[2] == magic[2], b[3] == magic[3],
-              getLE(b, 4, 2) == UInt64(version) else { return nil }
+              let v = getLE(b, 4, 2), v >= UInt64(oldestReadableVersion), v <= UInt64(version) else { return nil }
         return getLE(b, 8, 8)
     }
 
@@ -345,9 +402,51 @@ public enum SpoolCodec {
             guard let len = u16(), let rp = take(len) else { return nil }
             rcpts.append(Array(p[rp..<(rp + len)]))
         }
+        var e = EnvelopeRecord(arrival: arrival, eightBit: flags & 1 != 0, relocated: flags & 2 != 0,
+                               arrivalSynchronised: flags & 4 != 0, notice: flags & 8 != 0, from: from, recipients: rcpts)
+        guard flags & 0xE0 == 0 else { return nil }
+        if flags & 16 != 0 {
+            // The parameters section: each value checked as the receiver checks
+            // it, since it goes upstream as command text.
+            guard let x = take(1) else { return nil }
+            let extra = p[x]
+            guard extra & 0xF8 == 0 else { return nil }
+            e.smtputf8 = extra & 1 != 0
+            switch (extra >> 1) & 3 {
+            case 0: e.ret = nil
+            case 1: e.ret = .full
+            case 2: e.ret = .headers
+            default: return nil
+            }
+            guard let envidLength = u16(), envidLength <= DSNParameters.maxEnvelopeIDRaw,
+                  let ep = take(envidLength) else { return nil }
+            if envidLength > 0 {
+                guard let envid = DSNParameters.envelopeID(p[ep..<(ep + envidLength)]) else { return nil }
+                e.envelopeID = envid
+            }
+            var params: [RecipientParameters] = []
+            params.reserveCapacity(min(count, (p.count - at) / 3))
+            for _ in 0..<count {
+                guard let n = take(1), let orcptLength = u16(), orcptLength <= DSNParameters.maxOriginalRecipient,
+                      let op = take(orcptLength) else { return nil }
+                var r = RecipientParameters()
+                if p[n] != 0 {
+                    let notify = DSNNotify(rawValue: p[n])
+                    guard notify.isValid else { return nil }
+                    r.notify = notify
+                }
+                if orcptLength > 0 {
+                    guard let o = DSNParameters.originalRecipient(p[op..<(op + orcptLength)], utf8: e.smtputf8) else { return nil }
+                    r.orcpt = o
+                }
+                params.append(r)
+            }
+            if params.contains(where: { !$0.isEmpty }) { e.recipientParameters = params }
+            // A section that says nothing is not what a writer makes.
+            guard e.hasParameters else { return nil }
+        }
         guard at == p.count else { return nil }
-        return EnvelopeRecord(arrival: arrival, eightBit: flags & 1 != 0, relocated: flags & 2 != 0,
-                              arrivalSynchronised: flags & 4 != 0, notice: flags & 8 != 0, from: from, recipients: rcpts)
+        return e
     }
 
     /// The committed text size; nil when the payload is not 8 bytes or the size

@@ -455,16 +455,20 @@ public final class Delivery {
             unreadable(m.id, f, now: now)
             return
         }
-        guard let from = Mailbox.parse(envelope.from[...], allowNull: true) else {
+        // A message received with SMTPUTF8 may hold UTF-8 addresses (RFC 6531 §3.3).
+        let utf8 = envelope.smtputf8
+        guard let from = Mailbox.parse(envelope.from[...], allowNull: true, utf8: utf8) else {
             unreadable(m.id, .corrupt("bad reverse-path"), now: now)
             return
         }
         var indices: [Int] = []
         var rcpts: [Mailbox] = []
+        var parameters: [RecipientParameters] = []
         for i in m.pendingRecipients where i < envelope.recipients.count {
-            guard let r = Mailbox.parse(envelope.recipients[i][...], allowNull: false) else { continue }
+            guard let r = Mailbox.parse(envelope.recipients[i][...], allowNull: false, utf8: utf8) else { continue }
             indices.append(i)
             rcpts.append(r)
+            if i < envelope.recipientParameters.count { parameters.append(envelope.recipientParameters[i]) }
         }
         let sentFrom = upstream.envelopeFrom ?? from
         let started = Current(id: m.id, recipientIndex: indices, recipients: rcpts, from: from)
@@ -472,8 +476,19 @@ public final class Delivery {
         // the encoder and rewriters are free for this one.
         text.begin(rewriteFrom: upstream.rewriteFrom ? upstream.envelopeFrom : nil, qualifyDomain: heloName,
                    rewriteTo: upstream.rewriteTo ? aliases : nil)
-        let outbound = OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size + text.sizeAllowance,
+        var outbound = OutboundMessage(from: sentFrom, recipients: rcpts, size: m.size + text.sizeAllowance,
                                        eightBit: envelope.eightBit)
+        // SMTPUTF8 and DSN parameters as received (RFC 6531 §3.4, RFC 3461 §5);
+        // the machine drops what the upstream does not offer, and refuses to
+        // send an SMTPUTF8 message where SMTPUTF8 is not offered. A NOTIFY that
+        // asks for SUCCESS, relayed to an upstream without DSN, gets no
+        // "relayed" notice from Postern: only failure notices exist here.
+        outbound.smtputf8 = envelope.smtputf8
+        outbound.ret = envelope.ret
+        outbound.envelopeID = envelope.envelopeID
+        if parameters.count == rcpts.count && parameters.contains(where: { !$0.isEmpty }) {
+            outbound.recipientParameters = parameters
+        }
         if behindDot {
             let actions = machine.startBehindDot(message: outbound)
             if actions.isEmpty { return }

@@ -51,13 +51,32 @@ final class FailureNotices {
             return
         }
         let header = headerSection()
-        guard let sender = Mailbox.parse(envelope.from[...], allowNull: true) else { return }
+        let utf8 = envelope.smtputf8
+        guard let sender = Mailbox.parse(envelope.from[...], allowNull: true, utf8: utf8) else { return }
         let wall = Clock.wall()
         var recipients: [DeliveryReport.Recipient] = []
+        var unwanted: [String] = []
         for f in failed where f.index >= 0 && f.index < envelope.recipients.count {
-            guard let address = Mailbox.parse(envelope.recipients[f.index][...], allowNull: false) else { continue }
-            recipients.append(DeliveryReport.Recipient(address: address, status: f.status, reply: f.reply,
-                                                       upstream: f.upstream, lastAttempt: f.upstream == nil ? nil : wall))
+            guard let address = Mailbox.parse(envelope.recipients[f.index][...], allowNull: false, utf8: utf8) else { continue }
+            // RFC 3461 §4.1: a failure notice only where NOTIFY asked for one
+            // (NEVER, or SUCCESS/DELAY without FAILURE, ask for none); no
+            // NOTIFY means the default, a notice on failure.
+            if f.index < envelope.recipientParameters.count,
+               let notify = envelope.recipientParameters[f.index].notify, !notify.wantsFailureNotice {
+                unwanted.append(address.description)
+                continue
+            }
+            var r = DeliveryReport.Recipient(address: address, status: f.status, reply: f.reply,
+                                             upstream: f.upstream, lastAttempt: f.upstream == nil ? nil : wall)
+            // RFC 3461 §6.3 (d): Original-Recipient from the recipient's ORCPT.
+            if f.index < envelope.recipientParameters.count, let o = envelope.recipientParameters[f.index].orcpt {
+                r.originalRecipient = DSNParameters.originalRecipientField(o)
+            }
+            recipients.append(r)
+        }
+        if !unwanted.isEmpty {
+            log.info("no failure notice for recipients whose NOTIFY did not ask for one",
+                     [("queue_id", queueID), ("rcpt", unwanted.joined(separator: ","))])
         }
         guard !recipients.isEmpty else { return }
         let destination = policy.destination(sender: sender, failedMessageIsNotice: envelope.notice)
@@ -73,17 +92,26 @@ final class FailureNotices {
                              ("rcpt", recipients.map { $0.address.description }.joined(separator: ","))])
             return
         }
-        let report = DeliveryReport(
+        var report = DeliveryReport(
             reportingHost: hostname, noticeRecipient: to, originalSender: sender, queueID: queueID,
             arrival: envelope.arrivalSynchronised ? envelope.arrival : nil, reportTime: wall,
             utcOffset: Int(cl_utc_offset(wall)), recipients: recipients, reason: reason,
             boundary: "=_postern_" + ASCII.hex(Clock.random(), width: 16),
             messageID: "<\(queueID).\(ASCII.hex(Clock.random() & 0xffff_ffff, width: 8)).notice@\(hostname)>",
             originalHeader: header)
+        // RFC 3461 §6.3 (a): Original-Envelope-Id from ENVID. The notice returns
+        // the header section only, whatever RET says: what RET=HDRS asks for,
+        // and less than RET=FULL would like (see DeliveryReport).
+        report.originalEnvelopeID = envelope.envelopeID.flatMap { DSNParameters.envelopeIDField($0) }
         var text = report.compose()
         // Header fields of a notice are ours, but an 8-bit original header makes it 8-bit.
         let eightBit = text.contains { $0 >= 0x80 }
-        let env = Envelope(heloName: hostname, esmtp: true, from: Mailbox.null, recipients: [to], eightBit: eightBit)
+        var env = Envelope(heloName: hostname, esmtp: true, from: Mailbox.null, recipients: [to], eightBit: eightBit)
+        // A notice to a UTF-8 address needs SMTPUTF8 itself (RFC 6531 §3.4).
+        // Its own header section is otherwise ASCII; a UTF-8 original header
+        // goes back inside the text/rfc822-headers part as 8-bit body text
+        // (RFC 6533 §6 would use message/global-headers; not done here).
+        env.smtputf8 = !to.isASCII
         let clock = Clock.reading()
         var t: SpoolTransaction
         switch spool.begin(env, arrival: clock.wall, arrivalSynchronised: clock.synchronised, notice: true, now: now) {

@@ -77,7 +77,7 @@ public final class ReceiverConnection {
 
     public private(set) var fd: Int32 = -1
     public private(set) var machine: SMTPReceiver
-    var framer = LineFramer()
+    var framer = LineFramer(maxLineLength: SMTPReceiver.extendedLineLength)
     var decoder = DataDecoder()
     /// For text that comes in BDAT chunks (RFC 3030).
     var chunkDecoder = ChunkDecoder()
@@ -154,7 +154,7 @@ public final class ReceiverConnection {
         connectionID = id
         input.clear(); text.clear(); output.clear()
         machine = SMTPReceiver(settings: context.settings)
-        framer = LineFramer()
+        framer = LineFramer(maxLineLength: SMTPReceiver.extendedLineLength)
         decoder = DataDecoder()
         transaction = nil
         inputEnded = false
@@ -606,9 +606,12 @@ public final class ReceiverConnection {
 
     // MARK: output and closing
 
-    /// RFC 3848 §2: "ESMTPS" for ESMTP over TLS (HELO stays "SMTP").
+    /// The `with` of the trace header: RFC 3848 §2 ("ESMTPS" for ESMTP over
+    /// TLS) and RFC 6531 §3.7.3 ("UTF8SMTP", "UTF8SMTPS" for SMTPUTF8 mail);
+    /// HELO stays "SMTP".
     static func protocolName(_ env: Envelope) -> String {
-        env.esmtp ? (env.tls ? "ESMTPS" : "ESMTP") : "SMTP"
+        guard env.esmtp else { return "SMTP" }
+        return (env.smtputf8 ? "UTF8SMTP" : "ESMTP") + (env.tls ? "S" : "")
     }
 
     /// Sends what the output holds, as far as the socket takes it; closes once

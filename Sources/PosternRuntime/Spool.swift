@@ -304,10 +304,15 @@ public final class Spool {
     /// Opens a transaction: writes the envelope record.
     public func begin(_ envelope: Envelope, arrival: Int64, arrivalSynchronised: Bool = false, notice: Bool = false,
                       now: Int64) -> Result<SpoolTransaction, Errno> {
-        let record = SpoolCodec.EnvelopeRecord(
+        var record = SpoolCodec.EnvelopeRecord(
             arrival: arrival, eightBit: envelope.eightBit, arrivalSynchronised: arrivalSynchronised, notice: notice,
             from: envelope.from.bytes,
             recipients: envelope.recipients.map { $0.bytes })
+        // SMTPUTF8 and the DSN parameters (RFC 6531, RFC 3461), kept for the relay.
+        record.smtputf8 = envelope.smtputf8
+        record.ret = envelope.ret
+        record.envelopeID = envelope.envelopeID
+        record.recipientParameters = envelope.recipientParameters
         guard SpoolCodec.canEncode(record) else { return .failure(Errno(EMSGSIZE, "envelope too large for the spool")) }
         guard let id = allocateID(arrival: arrival) else {
             let e = Errno(EOVERFLOW, "allocate a message id (a spool record holds an id near the limit)")

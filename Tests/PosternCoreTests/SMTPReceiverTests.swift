@@ -114,14 +114,15 @@ struct ReceiverGreetingTests {
         #expect(s.state == .connected)
     }
 
-    @Test("EHLO announces PIPELINING, SIZE n, 8BITMIME, ENHANCEDSTATUSCODES, CHUNKING (RFC 2920, 1870, 6152, 2034, 3030)")
+    @Test("EHLO announces PIPELINING, SIZE n, 8BITMIME, ENHANCEDSTATUSCODES, CHUNKING, SMTPUTF8, DSN (RFC 2920, 1870, 6152, 2034, 3030, 6531, 3461)")
     func ehlo() {
         var s = ReceiverSession(ReceiverSession.settings(maxSize: 12345))
         s.send("EHLO client.test")
         s.expect(250)
-        #expect(s.reply == Reply(250, nil, ["mx.test", "PIPELINING", "SIZE 12345", "8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING"]))
+        #expect(s.reply == Reply(250, nil, ["mx.test", "PIPELINING", "SIZE 12345", "8BITMIME", "ENHANCEDSTATUSCODES",
+                                            "CHUNKING", "SMTPUTF8", "DSN"]))
         #expect(String(decoding: s.reply!.encoded(), as: UTF8.self)
-            == "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 12345\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n")
+            == "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 12345\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n")
         #expect(s.state == .greeted)
     }
 
@@ -489,7 +490,7 @@ struct ReceiverRefusalTests {
         ("RCPT FROM:<b@example.com>", 501, "5.5.4"),
         ("RCPT TO:<>", 501, "5.1.3"),
         ("RCPT TO:<b@@example.com>", 501, "5.1.3"),
-        ("RCPT TO:<b@example.com> NOTIFY=NEVER", 555, "5.5.4"),
+        ("RCPT TO:<b@example.com> XFORWARD=1", 555, "5.5.4"),
     ])
     func rcptSyntax(line: String, code: Int, enhanced: String) {
         var s = ReceiverSession()

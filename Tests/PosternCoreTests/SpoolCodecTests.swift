@@ -36,12 +36,12 @@ struct CRC32CTests {
     }
 }
 
-@Suite("Spool segment files (SpoolCodec format, version 1)")
+@Suite("Spool segment files (SpoolCodec format, version 2; version 1 read)")
 struct SpoolSegmentTests {
     @Test("The 16-byte segment header: magic, version, header length, sequence (little-endian)")
     func header() {
         let h = SpoolCodec.segmentHeader(sequence: 0x0102_0304_0506_0708)
-        #expect(h == [0x50, 0x53, 0x54, 0x4E, 1, 0, 16, 0, 8, 7, 6, 5, 4, 3, 2, 1])
+        #expect(h == [0x50, 0x53, 0x54, 0x4E, 2, 0, 16, 0, 8, 7, 6, 5, 4, 3, 2, 1])
         #expect(h.count == SpoolCodec.segmentHeaderLength)
     }
 
@@ -55,11 +55,19 @@ struct SpoolSegmentTests {
     func badHeaders() {
         let good = SpoolCodec.segmentHeader(sequence: 7)
         var badMagic = good; badMagic[0] = 0x51
-        var badVersion = good; badVersion[4] = 2
+        var badVersion = good; badVersion[4] = 3
+        var versionZero = good; versionZero[4] = 0
         let short = Array(good.prefix(15))
-        for h in [badMagic, badVersion, short, []] {
+        for h in [badMagic, badVersion, versionZero, short, []] {
             #expect(h.withUnsafeBytes { SpoolCodec.parseSegmentHeader($0) } == nil)
         }
+    }
+
+    @Test("A version-1 segment header (written before the ESMTP parameters) is still read")
+    func versionOneHeader() {
+        var h = SpoolCodec.segmentHeader(sequence: 7)
+        h[4] = 1
+        #expect(h.withUnsafeBytes { SpoolCodec.parseSegmentHeader($0) } == 7)
     }
 
     @Test("Segment names are 16 lower-case hex digits and .seg", arguments: [
@@ -85,7 +93,7 @@ struct SpoolSegmentTests {
     }
 }
 
-@Suite("Spool records (SpoolCodec format, version 1)")
+@Suite("Spool records (SpoolCodec format, version 2)")
 struct SpoolRecordTests {
     static let envelope = SpoolCodec.EnvelopeRecord(
         arrival: 1_796_016_629, eightBit: true, from: Array("sender@example.org".utf8),
@@ -137,7 +145,8 @@ struct SpoolRecordTests {
         #expect(SpoolCodec.Kind.recipient.rawValue == 5)
         #expect(SpoolCodec.Outcome.delivered.rawValue == 1)
         #expect(SpoolCodec.Outcome.failed.rawValue == 2)
-        #expect(SpoolCodec.version == 1)
+        #expect(SpoolCodec.version == 2)
+        #expect(SpoolCodec.oldestReadableVersion == 1)
     }
 
     @Test("Records written one after another parse one after another")

@@ -342,3 +342,42 @@ struct SpoolExpiryTests {
         spool.close()
     }
 }
+
+@Suite("Spool: SMTPUTF8 and DSN parameters survive a restart (SpoolCodec version 2)")
+struct SpoolParameterRecoveryTests {
+    @Test("the envelope's SMTPUTF8, RET, ENVID, NOTIFY and ORCPT are read back after a restart as they were received")
+    func parametersRecovered() {
+        let dir = TempDir()
+        var env = Envelope(heloName: "client.example", esmtp: true,
+                           from: Mailbox.parse(Array("pelé@example.com".utf8)[...], allowNull: true, utf8: true)!,
+                           recipients: [Mailbox.parse(Array("用户@例子.广告".utf8)[...], allowNull: false, utf8: true)!,
+                                        mailbox("b@example.com")],
+                           eightBit: true)
+        env.smtputf8 = true
+        env.ret = .headers
+        env.envelopeID = Array("QQ+2B314159".utf8)
+        env.recipientParameters = [RecipientParameters(notify: .never, orcpt: Array("utf-8;用户@例子.广告".utf8)), .none]
+        let text = sampleText(3000)
+        do {
+            let (spool, _) = openSpool(dir)
+            var t = try! spool.begin(env, arrival: 1_700_000_000, now: 0).get()
+            _ = text.withUnsafeBytes { spool.appendText(&t, $0, now: 0) }
+            #expect((try? spool.commit(t, now: 0).get()) != nil)
+            #expect(spool.flush().error == nil)
+            spool.close()
+        }
+        let (spool, report) = openSpool(dir)
+        #expect(report.queued == 1)
+        guard let m = spool.queue.messages.first, let (e, back) = readBack(spool, m) else {
+            Issue.record("not queued")
+            return
+        }
+        #expect(back == text)
+        #expect(e.smtputf8 && e.eightBit)
+        #expect(e.from == Array("pelé@example.com".utf8))
+        #expect(e.ret == .headers)
+        #expect(e.envelopeID == Array("QQ+2B314159".utf8))
+        #expect(e.recipientParameters == env.recipientParameters)
+        spool.close()
+    }
+}

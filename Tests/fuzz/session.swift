@@ -44,7 +44,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
 
 struct ReceiverDriver {
     var machine: SMTPReceiver
-    var framer = LineFramer()
+    var framer = LineFramer(maxLineLength: SMTPReceiver.extendedLineLength)
     var decoder = DataDecoder()
     /// Bytes read but not yet framed or decoded, as in the connection's input buffer.
     var pending: [UInt8] = []
