@@ -269,6 +269,121 @@ int cl_crypt_helper_start(int *sock) {
     return (int)pid;
 }
 
+/* --- postern passwd -------------------------------------------------------- */
+
+#include <termios.h>
+
+/* The terminal's settings while echo is off, restored by the signal handler. */
+static int tty_fd = -1;
+static struct termios tty_saved;
+static const int tty_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+#define TTY_SIGNALS (sizeof tty_signals / sizeof tty_signals[0])
+static struct sigaction tty_old_actions[TTY_SIGNALS];
+
+static void tty_restore_and_reraise(int sig) {
+    if (tty_fd >= 0) tcsetattr(tty_fd, TCSAFLUSH, &tty_saved);
+    for (size_t i = 0; i < TTY_SIGNALS; i++) {
+        if (tty_signals[i] == sig) sigaction(sig, &tty_old_actions[i], NULL);
+    }
+    raise(sig);
+}
+
+int cl_read_password_tty(int fd, const char *prompt, char *buf, size_t cap, size_t *len) {
+    if (!buf || !len || !prompt) { errno = EINVAL; return -1; }
+    struct termios t;
+    if (tcgetattr(fd, &t) != 0) return -1;
+    tty_saved = t;
+    tty_fd = fd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = tty_restore_and_reraise;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < TTY_SIGNALS; i++) sigaction(tty_signals[i], &sa, &tty_old_actions[i]);
+    t.c_lflag &= ~(tcflag_t)ECHO;
+    t.c_lflag |= ECHONL;
+    int rc = 0;
+    if (tcsetattr(fd, TCSAFLUSH, &t) != 0) { rc = -1; goto restore; }
+    ssize_t w = write(2, prompt, strlen(prompt));
+    (void)w;
+    size_t n = 0;
+    int too_long = 0;
+    for (;;) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { rc = -1; break; }
+        if (r == 0) { errno = EPIPE; rc = -1; break; }
+        if (c == '\n') break;
+        if (n < cap) buf[n++] = c;
+        else too_long = 1;
+        c = 0;
+    }
+    if (rc == 0 && too_long) { explicit_bzero(buf, cap); n = 0; rc = 1; }
+    if (rc != 0 && rc != 1) { explicit_bzero(buf, cap); n = 0; }
+    *len = n;
+restore:;
+    int saved = errno;
+    tcsetattr(fd, TCSAFLUSH, &tty_saved);
+    tty_fd = -1;
+    for (size_t i = 0; i < TTY_SIGNALS; i++) sigaction(tty_signals[i], &tty_old_actions[i], NULL);
+    errno = saved;
+    return rc;
+}
+
+int cl_replace_file(const char *path, const void *data, size_t len, const char **step) {
+    static const char *unused;
+    if (!step) step = &unused;
+    *step = "";
+    if (!path || (len > 0 && !data)) { errno = EINVAL; *step = "arguments"; return -1; }
+    size_t plen = strlen(path);
+    if (plen == 0 || plen > 4000) { errno = ENAMETOOLONG; *step = "path"; return -1; }
+    /* The directory (for the new file and its fsync) and the base name. */
+    char dir[4096], tmp[4200];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (*base == 0) { errno = EISDIR; *step = "path"; return -1; }
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    snprintf(tmp, sizeof tmp, "%s/.%s.postern-%ld", dir, base, (long)getpid());
+
+    struct stat old;
+    int had_old = stat(path, &old) == 0;
+    if (!had_old && errno != ENOENT) { *step = "stat"; return -1; }
+    if (had_old && !S_ISREG(old.st_mode)) { errno = EINVAL; *step = "stat (not a regular file)"; return -1; }
+
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) { *step = "open"; return -1; }
+    if (had_old) {
+        struct stat now;
+        if (fstat(fd, &now) != 0) { *step = "fstat"; goto fail; }
+        if ((now.st_uid != old.st_uid || now.st_gid != old.st_gid)
+            && fchown(fd, old.st_uid, old.st_gid) != 0) { *step = "fchown"; goto fail; }
+        if (fchmod(fd, old.st_mode & 07777) != 0) { *step = "fchmod"; goto fail; }
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) { *step = "write"; goto fail; }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) { *step = "fsync"; goto fail; }
+    if (close(fd) != 0) { fd = -1; *step = "close"; goto fail; }
+    fd = -1;
+    if (rename(tmp, path) != 0) { *step = "rename"; goto fail; }
+    if (cl_sync_directory(dir) != 0) { *step = "fsync (directory)"; return -1; }
+    return 0;
+fail:;
+    int saved = errno;
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    errno = saved;
+    return -1;
+}
+
 long cl_process_peak_rss_kib(int pid) {
     char path[64];
     if (pid > 0) snprintf(path, sizeof path, "/proc/%d/status", pid);

@@ -63,6 +63,26 @@ int cl_crypt_send(int sock, uint32_t id, const char *hash, size_t hash_len,
 /// failed. With `wait` 1 it blocks until an answer or the checker's end.
 int cl_crypt_receive(int sock, int wait, uint32_t *id, int *result);
 
+// --- postern passwd ---------------------------------------------------------
+
+/// Reads one line from the terminal on `fd` without echo (termios: ECHO off,
+/// ECHONL on, so the Enter still shows), after writing `prompt` to standard
+/// error. Echo is restored before returning, and also when SIGINT, SIGTERM,
+/// SIGHUP or SIGQUIT arrives meanwhile (the signal then does what it would
+/// have done). Stores at most `cap` octets (without the LF) in buf and their
+/// count in *len. Returns 0; 1 when the line was longer than `cap` (the rest
+/// is read and dropped, buf wiped); -1 with errno (ENOTTY: fd is not a
+/// terminal; EPIPE: end of file before a LF).
+int cl_read_password_tty(int fd, const char *prompt, char *buf, size_t cap, size_t *len);
+
+/// Replaces the file at `path` with `data[0..<len]` atomically: a new file in
+/// the same directory (O_EXCL, mode 0600), then, when `path` exists, the old
+/// file's permission bits and owner (fchown only when they differ from the
+/// new file's), write, fsync, rename over `path`, fsync of the directory. A
+/// new file gets mode 0600. The new file is removed on any failure. Returns
+/// 0, or -1 with errno and *step naming the call that failed.
+int cl_replace_file(const char *path, const void *data, size_t len, const char **step);
+
 /// The peak resident set size (VmHWM) of process `pid` (0: this process), in
 /// KiB, from /proc; -1 when it cannot be read. For measurements and tests.
 long cl_process_peak_rss_kib(int pid);
