@@ -75,7 +75,7 @@ struct AuthUsersEditTests {
     func sizeBound() {
         // One comment line 20 octets short of the bound: parses, but not with a user added.
         let filler = "#" + String(repeating: "x", count: AuthUsers.maxFileSize - 22) + "\n"
-        #expect(AuthUsers.parse(Array(filler.utf8)).isSuccess)
+        #expect((try? AuthUsers.parse(Array(filler.utf8)).get()) != nil)
         guard case .failure(let e) = set("a", y1, in: filler) else { Issue.record("accepted"); return }
         #expect(e.message.contains("1 MiB"))
     }
