@@ -111,7 +111,7 @@ public struct AuthThrottle: Sendable {
 
     /// Until when `address` is locked out, or nil when it is not.
     public func lockedUntil(_ address: IPAddress, now: Int64) -> Int64? {
-        guard let i = index(of: Key(address)), entries[i].lockedUntil > now else { return nil }
+        guard let i = index(of: Key(address)), locked(entries[i], now: now) else { return nil }
         return entries[i].lockedUntil
     }
 
@@ -152,7 +152,7 @@ public struct AuthThrottle: Sendable {
         let key = Key(address)
         let i = index(of: key) ?? claim(key, now: now)
         var e = entries[i]
-        if e.lockedUntil > now {
+        if locked(e, now: now) {
             // Refused AUTH while locked does not reach here; if it does, the
             // lockout simply runs on.
             e.lastFailure = now
@@ -179,7 +179,7 @@ public struct AuthThrottle: Sendable {
 
     /// A successful AUTH from `address`: its failures are forgotten.
     public mutating func recordSuccess(_ address: IPAddress, now: Int64) {
-        guard let i = index(of: Key(address)), entries[i].lockedUntil <= now else { return }
+        guard let i = index(of: Key(address)), !locked(entries[i], now: now) else { return }
         entries[i] = .empty
     }
 
@@ -187,6 +187,12 @@ public struct AuthThrottle: Sendable {
 
     func index(of key: Key) -> Int? {
         entries.firstIndex { $0.inUse && $0.key == key }
+    }
+
+    /// A lockout that saturated at `Int64.max` lasts to the end of time,
+    /// even at `now == Int64.max`.
+    func locked(_ e: Entry, now: Int64) -> Bool {
+        e.lockedUntil > now || e.lockedUntil == Int64.max
     }
 
     func windowOver(_ e: Entry, now: Int64) -> Bool {
@@ -200,11 +206,11 @@ public struct AuthThrottle: Sendable {
         var choice = 0
         var rank = (tier: Int.max, time: Int64.max)
         for (i, e) in entries.enumerated() {
-            let locked = e.lockedUntil > now
+            let isLocked = locked(e, now: now)
             let r: (tier: Int, time: Int64)
             if !e.inUse { r = (0, 0) }
-            else if !locked && windowOver(e, now: now) { r = (1, e.lastFailure) }
-            else if !locked { r = (2, e.lastFailure) }
+            else if !isLocked && windowOver(e, now: now) { r = (1, e.lastFailure) }
+            else if !isLocked { r = (2, e.lastFailure) }
             else { r = (3, e.lockedUntil) }
             if r.tier < rank.tier || (r.tier == rank.tier && r.time < rank.time) {
                 rank = r

@@ -133,11 +133,16 @@ public struct AuthUsers: Equatable, Sendable {
     }
 
     /// Whether `user` may be a user name of the file (the rules above: 1–255
-    /// octets of visible ASCII other than ':'); nil when it may, else the
-    /// error (line 0), for `postern passwd`.
+    /// octets of visible ASCII other than ':', and not beginning with '#',
+    /// which would make its line a comment); nil when it may, else the error
+    /// (line 0), for `postern passwd`.
     public static func problem(userName user: [UInt8]) -> AuthUsersError? {
         if user.contains(ASCII.colon) {
             return AuthUsersError(line: 0, message: "user '\(visible(user[...]))': a user name cannot contain ':'")
+        }
+        if user.first == ASCII.hash {
+            return AuthUsersError(line: 0, message: "user '\(visible(user[...]))': a user name cannot begin with '#' "
+                + "(the line would be a comment)")
         }
         do throws(AuthUsersError) {
             try checkUser(user[...], line: 0)

@@ -147,7 +147,9 @@ struct AuthThrottleTests {
             t.recordFailure(a, now: now)
             _ = t.delay(for: a, now: now)
         }
-        _ = t.isLockedOut(a, now: now)
+        // Two failures at one instant lock, for the longest lockout there is (saturated).
+        #expect(t.isLockedOut(a, now: now))
+        #expect(t.lockedUntil(a, now: now) == (now > 0 ? Int64.max : now + Int64.max))
         #expect(t.delay(for: a, now: now) >= settings.firstDelay)
     }
 

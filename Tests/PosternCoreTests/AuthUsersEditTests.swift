@@ -53,13 +53,13 @@ struct AuthUsersEditTests {
         #expect(e.line == 2)
     }
 
-    @Test("Bad user names are refused by the file's own rules", arguments: ["", "a:b", "a b", "caf\u{e9}", "tab\t", String(repeating: "x", count: 256)])
+    @Test("Bad user names are refused by the file's own rules", arguments: ["", "a:b", "#a", "a b", "caf\u{e9}", "tab\t", String(repeating: "x", count: 256)])
     func refuseBadUser(user: String) {
         #expect(AuthUsers.problem(userName: Array(user.utf8)) != nil)
         guard case .failure = set(user, y1, in: "") else { Issue.record("accepted"); return }
     }
 
-    @Test("Good user names pass", arguments: ["a", "camera1", "alerts@example.com", String(repeating: "x", count: 255), "!~"])
+    @Test("Good user names pass", arguments: ["a", "camera1", "alerts@example.com", String(repeating: "x", count: 255), "!~", "a#"])
     func goodUser(user: String) {
         #expect(AuthUsers.problem(userName: Array(user.utf8)) == nil)
     }
