@@ -137,7 +137,7 @@ public struct AuthThrottle: Sendable {
         let n = max(1, failures(address, now: now))
         var d = settings.firstDelay
         var step = 1
-        while step < n && d < settings.maxDelay {
+        while step < n && d > 0 && d < settings.maxDelay {
             let (doubled, overflow) = d.multipliedReportingOverflow(by: 2)
             d = overflow ? settings.maxDelay : doubled
             step += 1

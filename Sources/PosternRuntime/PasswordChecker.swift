@@ -225,9 +225,9 @@ public final class PasswordChecker {
             sendNext(now: now)
         }
         if fd >= 0 {
-            if !ready && now - startedAt > timing.readyTimeout {
+            if !ready && now &- startedAt > timing.readyTimeout {
                 ended("it was not ready \(timing.readyTimeout / 1_000_000_000)s after its start", now: now)
-            } else if let sent = sentAt, now - sent > timing.answerTimeout {
+            } else if let sent = sentAt, now &- sent > timing.answerTimeout {
                 ended("it did not answer a check within \(timing.answerTimeout / 1_000_000_000)s", now: now)
             }
         }
@@ -316,7 +316,7 @@ public final class PasswordChecker {
     /// The checker is gone or unusable: stops it and decides when the next may start.
     func ended(_ why: String, now: Int64) {
         let broken = !ready
-        let ranFor = now - startedAt
+        let ranFor = now &- startedAt
         stop()
         if broken {
             retryAt = now &+ timing.brokenDelay
