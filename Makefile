@@ -30,7 +30,7 @@ CLIBC_H := $(sort $(wildcard $(CLIBC)/include/*.h))
 CLIBC_OBJS := $(CLIBC_C:$(CLIBC)/%.c=build/obj/c/%.o)
 
 # Debian packages each target needs (checked with dpkg, installed only if missing).
-BUILD_DEBS := gcc libc6-dev libssl-dev libsystemd-dev
+BUILD_DEBS := gcc libc6-dev libssl-dev libcrypt-dev libsystemd-dev
 # `make deb`: dpkg-shlibdeps (dpkg-dev) for the Depends: line.
 DEB_DEBS := dpkg-dev
 # The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd), and
@@ -87,7 +87,7 @@ build/obj/postern-single.o: $(SINGLE_DIR)/.stamp $(CLIBC_H) Sources/CSystemd/shi
 
 build/postern: $(CLIBC_OBJS) build/obj/postern-single.o
 	gcc -o $@ $^ -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now \
-		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
+		-Wl,--no-as-needed -lssl -lcrypto -lcrypt -lsystemd -Wl,--as-needed -lm $(EMBEDDED_LIBS)
 	strip $@
 	@echo "built $@: $$(stat -c %s $@) bytes"
 
@@ -167,7 +167,7 @@ board: deps-board $(BOARD_DIR)/postern
 
 # Both architectures' packages at once: one `apt-get update` for both.
 BOARD_DEBS := qemu-user-static gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
-	$(foreach a,arm64 armhf,libc6-dev:$(a) libssl-dev:$(a) libsystemd-dev:$(a))
+	$(foreach a,arm64 armhf,libc6-dev:$(a) libssl-dev:$(a) libcrypt-dev:$(a) libsystemd-dev:$(a))
 .PHONY: foreign-archs
 foreign-archs:
 	@for a in arm64 armhf; do \
@@ -194,7 +194,7 @@ $(BOARD_DIR)/postern.o: $(SINGLE_DIR)/.stamp $(CLIBC_H) Sources/CSystemd/shim.h
 
 $(BOARD_DIR)/postern: $(BOARD_CLIBC_OBJS) $(BOARD_DIR)/postern.o
 	$(BOARD_GNU)-gcc -o $@ $^ -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now $(BOARD_LD_EXTRA) \
-		-Wl,--no-as-needed -lssl -lcrypto -lsystemd -Wl,--as-needed -lm \
+		-Wl,--no-as-needed -lssl -lcrypto -lcrypt -lsystemd -Wl,--as-needed -lm \
 		$(RUNTIME_RESOURCES)/embedded/$(BOARD_TRIPLE)/libswiftUnicodeDataTables.a
 	$(BOARD_GNU)-strip $@
 	@echo "built $@: $$(stat -c %s $@) bytes"
@@ -318,7 +318,7 @@ FUZZ_SWIFTC := swiftc -sanitize=fuzzer,address -parse-as-library -enable-testing
 # The Embedded replay build: the release build's flags at -Onone (the same traps,
 # a third of the compile time) and with -enable-testing.
 FUZZ_EMBEDDED_SWIFTC := swiftc $(filter-out -Osize,$(SWIFT_FLAGS_EMBEDDED)) -Onone -enable-testing
-FUZZ_LIBS := -lssl -lcrypto -lsystemd
+FUZZ_LIBS := -lssl -lcrypto -lcrypt -lsystemd
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 4
 

@@ -8,7 +8,7 @@ let package = Package(
     targets: [
         // libc headers and the small C helpers Swift cannot express (errno, macros).
         .target(name: "CLibc", path: "Sources/CLibc",
-                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("crypt")]),
         // libsystemd: sd_notify, the watchdog, listen fds, sd_journal_sendv.
         .systemLibrary(name: "CSystemd", path: "Sources/CSystemd"),
         // Pure protocol cores: no syscalls, no clock, no logging.
@@ -19,7 +19,7 @@ let package = Package(
         .executableTarget(name: "postern", dependencies: ["PosternRuntime", "PosternCore", "CLibc"],
                           path: "Sources/postern",
                           linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto"),
-                                           .linkedLibrary("systemd")]),
+                                           .linkedLibrary("crypt"), .linkedLibrary("systemd")]),
         .testTarget(name: "PosternCoreTests", dependencies: ["PosternCore"],
                     path: "Tests/PosternCoreTests"),
         .testTarget(name: "PosternRuntimeTests", dependencies: ["PosternRuntime", "PosternCore", "CLibc"],

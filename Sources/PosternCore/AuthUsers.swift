@@ -132,6 +132,93 @@ public struct AuthUsers: Equatable, Sendable {
         return users
     }
 
+    /// Whether `user` may be a user name of the file (the rules above: 1–255
+    /// octets of visible ASCII other than ':', and not beginning with '#',
+    /// which would make its line a comment); nil when it may, else the error
+    /// (line 0), for `postern passwd`.
+    public static func problem(userName user: [UInt8]) -> AuthUsersError? {
+        if user.contains(ASCII.colon) {
+            return AuthUsersError(line: 0, message: "user '\(visible(user[...]))': a user name cannot contain ':'")
+        }
+        if user.first == ASCII.hash {
+            return AuthUsersError(line: 0, message: "user '\(visible(user[...]))': a user name cannot begin with '#' "
+                + "(the line would be a comment)")
+        }
+        do throws(AuthUsersError) {
+            try checkUser(user[...], line: 0)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// The result of `setting(user:hash:in:)`.
+    public struct Edit: Equatable, Sendable {
+        /// The whole new file.
+        public var bytes: [UInt8]
+        /// The line that was replaced, or nil when the user was added at the end.
+        public var replacedLine: Int?
+    }
+
+    /// The file `file` with `user`'s line set to `user:hash` (`postern
+    /// passwd`): the user's line is replaced in place (keeping a CR before
+    /// its LF), or, for a new user, `user:hash` and a LF are added at the end
+    /// (after a LF when the file does not end with one). Every other line,
+    /// comments and blank lines included, is kept byte for byte. Refused,
+    /// naming the line, when the file does not parse (nothing is written over
+    /// a file whose meaning is unclear); refused when the user name or the
+    /// hash breaks the rules above, or when the result would be larger than
+    /// `maxFileSize` or hold more than `maxUsers` users.
+    public static func setting(user: [UInt8], hash: [UInt8], in file: [UInt8]) -> Result<Edit, AuthUsersError> {
+        let users: AuthUsers
+        switch parse(file) {
+        case .success(let u): users = u
+        case .failure(let e): return .failure(e)
+        }
+        if let e = problem(userName: user) { return .failure(e) }
+        let name = "user '\(ASCII.string(user))'"
+        do throws(AuthUsersError) {
+            _ = try AuthHash.parse(hash[...], line: 0, user: name)
+        } catch {
+            return .failure(error)
+        }
+        var out: [UInt8] = []
+        let replaced = users.line(for: user)
+        if let target = replaced {
+            out.reserveCapacity(file.count + hash.count)
+            var lineNumber = 0
+            var start = 0
+            while start <= file.count {
+                let end = file[start...].firstIndex(of: ASCII.lf) ?? file.count
+                lineNumber += 1
+                if lineNumber == target {
+                    out += user
+                    out.append(ASCII.colon)
+                    out += hash
+                    if end > start && file[end - 1] == ASCII.cr { out.append(ASCII.cr) }
+                } else {
+                    out += file[start..<end]
+                }
+                if end < file.count { out.append(ASCII.lf) }
+                start = end + 1
+            }
+        } else {
+            if users.count >= maxUsers {
+                return .failure(AuthUsersError(line: 0, message: "the file already has \(maxUsers) users"))
+            }
+            out = file
+            if let last = out.last, last != ASCII.lf { out.append(ASCII.lf) }
+            out += user
+            out.append(ASCII.colon)
+            out += hash
+            out.append(ASCII.lf)
+        }
+        if out.count > maxFileSize {
+            return .failure(AuthUsersError(line: 0, message: "the file would be larger than 1 MiB (\(maxFileSize) octets)"))
+        }
+        return .success(Edit(bytes: out, replacedLine: replaced))
+    }
+
     /// A user name: 1–255 octets of visible ASCII other than ':' (the ':'
     /// cannot occur: the line was split at the first one).
     static func checkUser(_ user: ArraySlice<UInt8>, line: Int) throws(AuthUsersError) {

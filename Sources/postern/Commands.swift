@@ -29,6 +29,8 @@ let usage = """
       probe [--config FILE] [--send-to ADDRESS]      connect to each upstream as the daemon would and say
                                                      what happened at each step; send a test message
                                                      through each only with --send-to
+      passwd USER [--file PATH] [--config FILE]      add USER to the auth_users file, or set a new password
+                                                     (read twice without echo, or one line from standard input)
       version                                        print the version
 
     """
@@ -401,6 +403,7 @@ func posternMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointe
     case "flush": return controlCommand("flush", rest, allowed: ["--config"])
     case "status": return controlCommand("status", rest, allowed: ["--config"])
     case "probe": return probeCommand(rest)
+    case "passwd": return passwdCommand(rest)
     // Diagnostics, not in the usage: the C layouts and constants as this binary
     // was compiled with them (ABIReport.swift; Tests/blackbox/test_abi.py).
     case "abi":

@@ -128,6 +128,9 @@ int main(void) {
     CONST(CL_RESOLVE_MAX);
     CONST(CL_RESOLVE_TEXT_MAX);
     CONST(CL_SYNC_MAX_FDS);
+    CONST(CL_CRYPT_MAX_HASH);
+    CONST(CL_CRYPT_MAX_PASSWORD);
+    CONST(CL_CRYPT_OUTPUT_SIZE);
 
     // --- libc and libsystemd constants the Swift code uses
     CONST(EAGAIN);

@@ -143,4 +143,7 @@ int cl_sync_directory(const char *path);
 // The spool's syncs through io_uring (uring.c).
 #include "cl_uring.h"
 
+// Password hashes through libcrypt and the checker process (crypt.c).
+#include "cl_crypt.h"
+
 #endif
