@@ -81,6 +81,9 @@ public enum ABIReport {
              abiField("spki_sha256", p, &p.pointee.spki_sha256), abiField("protocol", p, &p.pointee.protocol),
              abiField("cipher", p, &p.pointee.cipher)]
         }
+        r.layout("cl_tls_cert_info", cl_tls_cert_info()) { p in
+            [abiField("subject", p, &p.pointee.subject), abiField("not_after", p, &p.pointee.not_after)]
+        }
 
         // --- the helpers' constants
         r.constant("CL_TLS_DONE", CL_TLS_DONE)

@@ -114,6 +114,9 @@ int main(void) {
     FIELD("cl_tls_peer", cl_tls_peer, spki_sha256);
     FIELD("cl_tls_peer", cl_tls_peer, protocol);
     FIELD("cl_tls_peer", cl_tls_peer, cipher);
+    STRUCT("cl_tls_cert_info", cl_tls_cert_info);
+    FIELD("cl_tls_cert_info", cl_tls_cert_info, subject);
+    FIELD("cl_tls_cert_info", cl_tls_cert_info, not_after);
 
     // --- the helpers' constants (the anonymous enum of cl_tls.h: its values;
     // every cl_tls_* call returns it as an int)
