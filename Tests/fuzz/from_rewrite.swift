@@ -211,6 +211,10 @@ func checkFields(value: [UInt8], truncated: Bool, hasReplyTo: Bool, sender: Mail
         let replyValue = Array(unfold(fields[1]).dropFirst(9))
         if let o = original {
             let expected = Array(value[o.address]) + (o.isUnqualified ? [ASCII.at] + qualify : [])
+            // An unqualified address that its qualifying domain makes longer
+            // than a line is hard-broken like any long run (RFC 5322 §2.1.1),
+            // and cannot parse back.
+            if expected.count > 900 { return }
             guard let back = HeaderMailbox.parse(replyValue, complete: true) else {
                 require(false, "the written Reply-To: does not parse: " + ASCII.printable(replyValue))
                 return
