@@ -82,6 +82,11 @@ public struct ReceiverConfig: Sendable {
     /// MAIL is refused (530 5.7.0, RFC 3207 §4) from clients outside loopback
     /// until they have started TLS.
     public var requireTLS = false
+    /// The `user:hash` file of clients that may use AUTH (`AuthUsers`, issue
+    /// 12 item 2), read at start and at each reload. With it, AUTH is offered
+    /// over TLS and on loopback, and a client outside `allow_clients` must
+    /// authenticate before MAIL.
+    public var authUsers: String? = nil
     /// Listeners where TLS starts with the first byte (RFC 8314 §3.3, port 465).
     public var listenTLS: [Endpoint] = []
     /// Connections one client address may hold at once (`ConnectionSlots`):

@@ -46,12 +46,6 @@ public struct ConfigParser {
     /// board, limited by `SpoolConfig.maxSizeCeiling` alone (issue 10 item 2).
     var sizeCeiling: Int64 { platformIntMax / 2 + 1 }
 
-    /// Keys that belong to features this version does not have yet: a clear error is
-    /// better than a setting that silently does nothing.
-    static let notYetSupported: [String: String] = [
-        "receiver.auth_users": "SMTP AUTH for clients",
-    ]
-
     public func parse(_ text: [UInt8]) -> Result<Config, ConfigError> {
         do throws(ConfigError) {
             return .success(try parseThrowing(text))
@@ -124,9 +118,6 @@ public struct ConfigParser {
             if seenKeys.contains(key) { throw error(lineNumber, "'\(key)' is set twice in [\(section)]") }
             seenKeys.append(key)
             written[section + "." + key] = (lineNumber, value)
-            if let feature = Self.notYetSupported[section + "." + key] {
-                throw error(lineNumber, "'\(key)' in [\(section)] is not supported by this version of Postern (\(feature) is not implemented yet)")
-            }
             // Lists that may be empty on purpose: no client exempt (issue 12 item 5).
             let mayBeEmpty = section == "receiver" && (key == "connection_limit_exempt" || key == "greet_pause_exempt")
             if value.isEmpty && !mayBeEmpty { throw error(lineNumber, "'\(key)' has no value") }
@@ -287,6 +278,7 @@ public struct ConfigParser {
             guard let v = TLSVersion(text: value) else { throw error(n, "tls_min_version: '\(value)' is not 1.0, 1.1, 1.2 or 1.3") }
             r.tlsMinVersion = v
         case "require_tls": r.requireTLS = try yesNo(value, n, key)
+        case "auth_users": r.authUsers = path(value)
         case "listen_tls":
             var endpoints: [Endpoint] = []
             for item in list(value) {

@@ -21,6 +21,9 @@ public struct Envelope: Equatable, Sendable {
     /// RCPT's `NOTIFY=` and `ORCPT=` (RFC 3461 §4.1, §4.2), one per recipient in
     /// `recipients`' order; empty when no recipient had any.
     public var recipientParameters: [RecipientParameters] = []
+    /// The user the client authenticated as (RFC 4954 §4), for the trace
+    /// header ("ESMTPA", RFC 3848 §2) and the journal; nil without AUTH.
+    public var authUser: String? = nil
 
     public init(heloName: String, esmtp: Bool, from: Mailbox, recipients: [Mailbox], eightBit: Bool) {
         self.heloName = heloName
@@ -54,6 +57,10 @@ public struct ReceiverSettings: Sendable {
     /// `[receiver] require_tls`: MAIL needs TLS first, except from clients
     /// `start` says are exempt (loopback and the local socket).
     public var requireTLS = false
+    /// `[receiver] auth_users` is loaded: AUTH is offered over TLS and on
+    /// loopback, and a client outside `allow_clients` must use it before
+    /// MAIL (issue 12 item 2).
+    public var authAvailable = false
 
     public init(hostname: String, maxMessageSize: Int, maxRecipients: Int, recipients: RecipientPolicy) {
         self.hostname = hostname
@@ -175,7 +182,27 @@ public struct SMTPReceiver: Sendable {
         case startTLS
         /// A command was refused; log it as a `rejected` event.
         case rejected(command: String, reply: Reply)
+        /// An AUTH exchange gave credentials: take them (`takeCredentials`),
+        /// check them, and report the verdict with `authChecked`. No command
+        /// is read meanwhile (`isAwaitingAuth`).
+        case checkCredentials
+        /// AUTH succeeded: log it (never the password).
+        case authSucceeded(user: String, mechanism: String)
+        /// AUTH failed for want of the right credentials (a wrong password, an
+        /// unknown user, an authzid refused): count the failure against the
+        /// client, log it (in place of `.rejected`), and hold the reply that
+        /// follows for the throttle's delay (`AuthThrottle`). `user` is the
+        /// name the client gave, if any.
+        case authFailed(user: String?, reply: Reply)
         case close
+    }
+
+    /// What the password check said (`PasswordChecker`).
+    public enum AuthVerdict: Equatable, Sendable {
+        case match
+        case mismatch
+        /// The check could not run (too many waiting, an unusable hash): 454.
+        case unavailable
     }
 
     public let settings: ReceiverSettings
@@ -195,6 +222,19 @@ public struct SMTPReceiver: Sendable {
     /// EHLO (true) or HELO (false).
     private var esmtp = false
     private var errors = 0
+    /// Set by the connection before each line: the client's address is locked
+    /// out of AUTH after repeated failures (`AuthThrottle`), and AUTH gets 454.
+    public var authLockedOut = false
+    /// The AUTH exchange in progress (RFC 4954 §4): lines go to it, not to
+    /// the command parser.
+    private var sasl: SASLServer? = nil
+    /// Credentials an exchange gave, until the connection takes them; and the
+    /// user and mechanism while the check runs.
+    private var credentials: (user: [UInt8], password: [UInt8])? = nil
+    private var checking: (user: String, mechanism: String)? = nil
+    /// The user a successful AUTH authenticated (RFC 4954 §4): it stays for
+    /// the session (RSET and EHLO keep it; STARTTLS forgets it, RFC 3207 §4.2).
+    public private(set) var authenticatedUser: String? = nil
 
     public init(settings: ReceiverSettings) {
         self.settings = settings
@@ -222,6 +262,14 @@ public struct SMTPReceiver: Sendable {
     /// else may be read or answered (replies stay in order, RFC 2920 §3.1).
     public var isAwaitingCommit: Bool { phase == .awaitingCommit }
     public var isClosed: Bool { phase == .closed }
+    /// Credentials are being checked: nothing more is read or answered until
+    /// `authChecked` (replies stay in order, RFC 2920 §3.1).
+    public var isAwaitingAuth: Bool { checking != nil }
+    /// AUTH may be used now: `auth_users` is loaded and the session is over
+    /// TLS or from loopback or the local socket, so a password never crosses
+    /// the LAN in the clear (RFC 4954 §4 leaves when to offer AUTH to the
+    /// server; Postfix's smtpd_tls_auth_only, here always on off loopback).
+    public var authOffered: Bool { settings.authAvailable && (tlsActive || tlsExempt) }
 
     /// The envelope of the message being received or committed.
     public var envelope: Envelope? {
@@ -270,6 +318,12 @@ public struct SMTPReceiver: Sendable {
             return []
         default: break
         }
+        if isAwaitingAuth { return [] }
+        if var exchange = sasl {
+            sasl = nil
+            let step = exchange.receive(line: line)
+            return authStep(exchange, step)
+        }
         if line.contains(0) {
             return refuse(ASCII.printable(line.prefix(16)), Reply(500, "5.5.2", "Error: NUL byte in command"))
         }
@@ -277,8 +331,11 @@ public struct SMTPReceiver: Sendable {
         let verb = ASCII.lowercased(line[..<verbEnd])
         // RFC 5321 §4.5.3.1.4: 512 octets with the CRLF. Only MAIL and RCPT grow
         // with their extensions' parameters (RFC 1870 §3, RFC 3461 §5, RFC 6531
-        // §3.4), up to the framer's `extendedLineLength`.
-        if line.count > 510 && verb != Self.mailVerb && verb != Self.rcptVerb { return receiveLineTooLong() }
+        // §3.4), up to the framer's `extendedLineLength`; and AUTH, whose initial
+        // response may be long (RFC 4954 §4).
+        if line.count > 510 && verb != Self.mailVerb && verb != Self.rcptVerb && verb != Self.authVerb {
+            return receiveLineTooLong()
+        }
         var arg = line[verbEnd...]
         if arg.first == ASCII.space { arg = arg.dropFirst() }
         switch String(decoding: verb, as: UTF8.self) {
@@ -292,13 +349,14 @@ public struct SMTPReceiver: Sendable {
         case "quit": return quit(arg)
         case "starttls": return startTLS(arg)
         case "bdat": return bdat(arg)
+        case "auth": return auth(arg)
         case "vrfy":
             // RFC 5321 §3.5.3: 252 when we will not verify but would accept.
             return [.reply(Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"))]
         case "help":
             return [.reply(Reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"
-                                     + (settings.tlsAvailable ? " STARTTLS" : "")))]
-        case "expn", "auth", "etrn", "turn":
+                                     + (settings.tlsAvailable ? " STARTTLS" : "") + (authOffered ? " AUTH" : "")))]
+        case "expn", "etrn", "turn":
             return refuse(String(decoding: verb, as: UTF8.self).uppercasedASCII,
                           Reply(502, "5.5.1", "Error: command not implemented"))
         default:
@@ -311,17 +369,24 @@ public struct SMTPReceiver: Sendable {
     /// BODY, RET, a 100-character ENVID and a 500-octet ORCPT, both xtext), as
     /// Postfix's smtpd frames lines of up to 2,048 octets.
     public static let extendedLineLength = 2048
-    static let mailVerb = Array("mail".utf8), rcptVerb = Array("rcpt".utf8)
+    static let mailVerb = Array("mail".utf8), rcptVerb = Array("rcpt".utf8), authVerb = Array("auth".utf8)
 
     /// A command line longer than 512 octets (RFC 5321 §4.5.3.1.4), or a MAIL
     /// or RCPT longer than `extendedLineLength`.
     public mutating func receiveLineTooLong() -> [Action] {
-        refuse("(too long)", Reply(500, "5.5.2", "Error: line too long"))
+        if var exchange = sasl {
+            // RFC 4954 §6: 500 5.5.6, and the exchange ends.
+            sasl = nil
+            return authStep(exchange, exchange.receiveTooLongLine())
+        }
+        return refuse("(too long)", Reply(500, "5.5.2", "Error: line too long"))
     }
 
-    /// A command line with a bare CR or LF (RFC 5321 §2.3.8).
+    /// A command line with a bare CR or LF (RFC 5321 §2.3.8). It ends an AUTH
+    /// exchange in progress: the line cannot be the response.
     public mutating func receiveBareLineEnding() -> [Action] {
-        refuse("(bare CR or LF)", Reply(500, "5.5.2", "Error: bare <CR> or <LF> in command; lines must end with <CR><LF>"))
+        sasl = nil
+        return refuse("(bare CR or LF)", Reply(500, "5.5.2", "Error: bare <CR> or <LF> in command; lines must end with <CR><LF>"))
     }
 
     /// `count` more bytes of decoded message text arrived (DATA or a BDAT chunk).
@@ -424,6 +489,7 @@ public struct SMTPReceiver: Sendable {
     /// received is thrown away; one awaiting its commit stays (it is complete,
     /// and at-least-once delivery allows queueing it unanswered).
     public mutating func disconnected() -> [Action] {
+        forgetAuthExchange()
         let actions: [Action] = isStoring ? [.abortMessage] : []
         if !isAwaitingCommit { state = .closed }
         return actions
@@ -475,6 +541,8 @@ public struct SMTPReceiver: Sendable {
         ]
         // RFC 3207 §4.2: not offered again once TLS is active.
         if settings.tlsAvailable && !tlsActive { keywords.append("STARTTLS") }
+        // RFC 4954 §3; over TLS or from loopback only (`authOffered`).
+        if authOffered { keywords.append("AUTH PLAIN LOGIN") }
         return abort + [.reply(Reply(250, nil, keywords))]
     }
 
@@ -504,7 +572,7 @@ public struct SMTPReceiver: Sendable {
         case .success(let p): path = p
         }
         var sawSize = false, sawBody = false, eightBit = false
-        var smtputf8 = false, ret: DSNReturn? = nil, envelopeID: [UInt8]? = nil
+        var smtputf8 = false, ret: DSNReturn? = nil, envelopeID: [UInt8]? = nil, sawAuth = false
         for p in path.parameters {
             switch p.keyword {
             case "SIZE" where !sawSize:
@@ -541,6 +609,13 @@ public struct SMTPReceiver: Sendable {
                     return .failure(Reply(501, "5.5.4", "Bad ENVID parameter"))
                 }
                 envelopeID = e
+            case "AUTH" where authOffered && !sawAuth:
+                // RFC 4954 §5: "<>" or an xtext mailbox. Checked and not
+                // trusted: Postern behaves as for AUTH=<> and passes none on.
+                sawAuth = true
+                guard let v = p.value, v == "<>" || DSNParameters.decodeXtext(v.utf8) != nil else {
+                    return .failure(Reply(501, "5.5.4", "Bad AUTH parameter"))
+                }
             default:
                 return .failure(Reply(555, "5.5.4", "Unsupported option: \(p.keyword)"))
             }
@@ -558,7 +633,10 @@ public struct SMTPReceiver: Sendable {
             // RFC 3207 §4: "530 Must issue a STARTTLS command first".
             return .failure(Reply(530, "5.7.0", "Must issue a STARTTLS command first"))
         }
-        if !clientAllowed {
+        if !clientAllowed && authenticatedUser == nil {
+            // With `auth_users`, a client outside `allow_clients` relays once it
+            // has authenticated (RFC 4954 §6: 530 5.7.0 Authentication required).
+            if settings.authAvailable { return .failure(Reply(530, "5.7.0", "Authentication required")) }
             return .failure(Reply(550, "5.7.1", "Client host \(clientText) is not allowed to send mail here"))
         }
         if !spoolAcceptsMail {
@@ -722,6 +800,7 @@ public struct SMTPReceiver: Sendable {
         var envelope = Envelope(heloName: heloName, esmtp: esmtp, from: transaction.from,
                                 recipients: transaction.recipients, eightBit: transaction.eightBit)
         envelope.tls = tlsActive
+        envelope.authUser = authenticatedUser
         envelope.smtputf8 = transaction.smtputf8
         envelope.ret = transaction.ret
         envelope.envelopeID = transaction.envelopeID
@@ -825,7 +904,90 @@ public struct SMTPReceiver: Sendable {
         state = .connected
         heloName = ""
         esmtp = false
+        authenticatedUser = nil
         return [.reply(Reply(220, "2.0.0", "Ready to start TLS")), .startTLS]
+    }
+
+    /// AUTH (RFC 4954 §4) with PLAIN or LOGIN (`SASLServer`).
+    mutating func auth(_ arg: ArraySlice<UInt8>) -> [Action] {
+        if !settings.authAvailable {
+            return refuse("AUTH", Reply(502, "5.5.1", "Error: command not implemented"))
+        }
+        if !authOffered {
+            // A LAN client in the clear: RFC 4954 §6, "538 5.7.11 Encryption
+            // required for requested authentication mechanism".
+            return refuse("AUTH", Reply(538, "5.7.11", "Encryption required for requested authentication mechanism"))
+        }
+        switch phase {
+        case .connected: return refuse("AUTH", Reply(503, "5.5.1", "Error: send EHLO first"))
+        // RFC 4954 §4: not during a mail transaction.
+        case .gotMail, .gotRecipients, .gotChunks:
+            return refuse("AUTH", Reply(503, "5.5.1", "Error: MAIL transaction in progress"))
+        default: break
+        }
+        // RFC 4954 §4: not again after a successful AUTH.
+        if authenticatedUser != nil { return refuse("AUTH", Reply(503, "5.5.1", "Error: already authenticated")) }
+        if authLockedOut {
+            // A temporary failure (RFC 4954 §6): a device with the right password
+            // retries later rather than bouncing its mail.
+            return refuse("AUTH", Reply(454, "4.7.0", "Error: too many failed authentications from \(clientText); try again later"))
+        }
+        let (exchange, step) = SASLServer.start(arguments: arg)
+        return authStep(exchange, step)
+    }
+
+    /// Where an exchange's step leads: a challenge (the exchange goes on),
+    /// credentials to check, or its failure.
+    mutating func authStep(_ exchange: SASLServer, _ step: SASLServer.Step) -> [Action] {
+        switch step {
+        case .reply(let r):
+            sasl = exchange
+            return [.reply(r)]
+        case .credentials(let user, let password):
+            credentials = (user, password)
+            checking = (ASCII.printable(user, limit: 255), exchange.mechanism?.description ?? "")
+            return [.checkCredentials]
+        case .failed(let r) where r.code == 535:
+            // An authzid other than the authcid: counted and delayed like a
+            // wrong password (`SASLServer.authzidRefused`).
+            return countError(.authFailed(user: nil, reply: r), r)
+        case .failed(let r):
+            return refuse("AUTH", r)
+        }
+    }
+
+    /// Ends an exchange the session ends in the middle of; credentials not
+    /// yet taken are wiped.
+    mutating func forgetAuthExchange() {
+        sasl = nil
+        checking = nil
+        if var c = credentials {
+            credentials = nil
+            SASL.wipe(&c.password)
+        }
+    }
+
+    /// Hands the credentials of `.checkCredentials` to the connection, once:
+    /// the machine keeps no copy of the password, and the caller wipes it.
+    public mutating func takeCredentials() -> (user: [UInt8], password: [UInt8])? {
+        defer { credentials = nil }
+        return credentials
+    }
+
+    /// The verdict on the credentials of `.checkCredentials` (RFC 4954 §6).
+    public mutating func authChecked(_ verdict: AuthVerdict) -> [Action] {
+        guard let (user, mechanism) = checking, !isClosed else { return [] }
+        // Credentials not taken (a caller's mistake) are wiped all the same.
+        forgetAuthExchange()
+        switch verdict {
+        case .match:
+            authenticatedUser = user
+            return [.authSucceeded(user: user, mechanism: mechanism), .reply(SASLServer.succeeded)]
+        case .mismatch:
+            return countError(.authFailed(user: user, reply: SASLServer.credentialsInvalid), SASLServer.credentialsInvalid)
+        case .unavailable:
+            return refuse("AUTH", SASLServer.temporaryFailure)
+        }
     }
 
     /// QUIT (RFC 5321 §4.1.1.10).
@@ -849,6 +1011,7 @@ public struct SMTPReceiver: Sendable {
     }
 
     private mutating func closeWith(_ reply: Reply) -> [Action] {
+        forgetAuthExchange()
         let actions: [Action] = isStoring ? [.abortMessage] : []
         state = .closed
         return actions + [.reply(reply), .close]

@@ -15,10 +15,15 @@ public enum TraceHeader {
         /// Set for a submission from the board itself (`postern sendmail`): the
         /// header then names the local user instead of a client host.
         public var local: LocalSender? = nil
+        /// The user the client authenticated as (RFC 4954): named in a comment,
+        /// as Postfix writes "(Authenticated sender: user)".
+        public var authUser: String? = nil
 
         public init(heloName: String, clientAddress: IPAddress, hostname: String, protocolName: String,
-                    queueID: String, recipient: Mailbox?, date: String, local: LocalSender? = nil) {
+                    queueID: String, recipient: Mailbox?, date: String, local: LocalSender? = nil,
+                    authUser: String? = nil) {
             self.heloName = heloName
+            self.authUser = authUser
             self.local = local
             self.clientAddress = clientAddress
             self.hostname = hostname
@@ -40,11 +45,24 @@ public enum TraceHeader {
             s += "\twith \(i.protocolName) id \(i.queueID)"
         } else {
             s = "Received: from \(i.heloName) (\(i.clientAddress.literal))\r\n"
+            if let u = i.authUser { s += "\t(Authenticated sender: \(commentText(u)))\r\n" }
             s += "\tby \(i.hostname) (Postern) with \(i.protocolName) id \(i.queueID)"
         }
         if let r = i.recipient { s += "\r\n\tfor \(r)" }
         s += "; \(i.date)\r\n"
         return Array(s.utf8)
+    }
+
+    /// Text for inside a comment (RFC 5322 §3.2.2): '(', ')' and '\\' as
+    /// quoted pairs, so a user name cannot end the comment early; control
+    /// characters (which `auth_users` never holds) as '?'.
+    static func commentText(_ text: String) -> String {
+        var out: [UInt8] = []
+        for b in text.utf8 {
+            if b == 40 || b == 41 || b == 92 { out.append(92) }
+            out.append(b < 32 || b == 127 ? 63 : b)
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     static let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]

@@ -29,6 +29,9 @@ public final class Daemon {
     /// Every socket call of the loop goes through it (`Kernel`).
     let kernel: any Kernel
     var context: ReceiverContext? = nil
+    /// Checks AUTH passwords in a child (`PasswordChecker`); started once
+    /// `auth_users` is configured.
+    var passwordChecker: PasswordChecker? = nil
     var pool: ReceiverPool? = nil
     /// `local`: the submission socket of `postern sendmail` (AF_UNIX); `tls`: a
     /// `listen_tls` socket, where TLS starts with the first byte.
@@ -44,7 +47,7 @@ public final class Daemon {
     var stopDeadline: Int64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
-    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop, spoolSync }
+    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop, spoolSync, passwordChecker }
     var owners: [Owner] = []
 
     /// How long a stopping daemon waits for the upstream's reply to a message it
@@ -78,6 +81,7 @@ public final class Daemon {
 
         // First, while the daemon is small (a helper is a fork of it).
         startSyncs()
+        if config.receiver.authUsers != nil { startPasswordChecker() }
         let started = Clock.monotonic()
         let clock = Clock.reading()
         if !clock.synchronised {
@@ -110,6 +114,7 @@ public final class Daemon {
         let context = ReceiverContext(
             settings: receiverSettings(config), allowClients: config.receiver.allowClients,
             timeoutSeconds: config.receiver.timeout, spool: spool, log: log, kernel: kernel)
+        context.passwordChecker = passwordChecker
         switch loadReceiverTLS(config.receiver) {
         case .success(let server): context.tlsServer = server
         case .failure(let p):
@@ -119,6 +124,15 @@ public final class Daemon {
             log.error("receiver TLS unavailable: STARTTLS is not offered and listen_tls connections are closed", [("reason", p.text)])
         }
         context.settings.tlsAvailable = context.tlsServer != nil
+        switch loadReceiverAuth(config.receiver) {
+        case .success(let users): context.authUsers = users
+        case .failure(let p):
+            // As for TLS: the board's own mail still flows; clients outside
+            // allow_clients are refused until a reload loads the file.
+            log.error("receiver AUTH unavailable: AUTH is not offered, and clients outside allow_clients cannot relay",
+                      [("reason", p.text)])
+        }
+        context.settings.authAvailable = context.authUsers != nil
         self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
         pool = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
@@ -146,6 +160,7 @@ public final class Daemon {
         s.aliases = c.aliases
         s.tlsAvailable = c.receiver.tlsEnabled && context?.tlsServer != nil
         s.requireTLS = c.receiver.requireTLS
+        s.authAvailable = c.receiver.authUsers != nil && context?.authUsers != nil
         return s
     }
 
@@ -220,6 +235,40 @@ public final class Daemon {
             }
             return .success(server)
         }
+    }
+
+    /// `[receiver] auth_users` as read now; nil without it. What it means is
+    /// logged here, and that AUTH cannot reach LAN clients without TLS.
+    func loadReceiverAuth(_ r: ReceiverConfig) -> Result<AuthUsers?, Problem> {
+        guard let path = r.authUsers else { return .success(nil) }
+        switch AuthUsersFile.load(path) {
+        case .failure(let p):
+            return .failure(p)
+        case .success(let users):
+            log.info("receiver AUTH ready", [("auth_users", path), ("users", "\(users.count)")])
+            if !r.tlsEnabled {
+                log.warning("auth_users without tls_cert: AUTH is offered on loopback only, so clients outside allow_clients cannot relay",
+                            [("auth_users", path)])
+            }
+            return .success(users)
+        }
+    }
+
+    /// Forks the password checker (while the daemon is small, at start; or at
+    /// the reload that first sets `auth_users`).
+    func startPasswordChecker() {
+        guard passwordChecker == nil else { return }
+        let checker = PasswordChecker(log: log)
+        checker.start()
+        passwordChecker = checker
+        context?.passwordChecker = checker
+    }
+
+    /// The checker's verdicts, to the connections that wait for them.
+    func collectPasswordChecks(now: Int64) {
+        guard let checker = passwordChecker else { return }
+        let results = checker.collect(now: now)
+        if !results.isEmpty { pool?.authChecked(results, now: now) }
     }
 
     /// The local submission socket (`[local] socket`), unless systemd passed one:
@@ -345,6 +394,10 @@ public final class Daemon {
             pollFDs.append(pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0))
             owners.append(.delivery)
         }
+        if let checker = passwordChecker, checker.pollFD >= 0 {
+            pollFDs.append(pollfd(fd: checker.pollFD, events: Int16(POLLIN), revents: 0))
+            owners.append(.passwordChecker)
+        }
         for entry in delivery.helperPollEntries() {
             pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
             owners.append(.deliveryHelper)
@@ -372,6 +425,7 @@ public final class Daemon {
         if let t = delivery.nextWakeup(now: now) { earliest(t) }
         if let t = control.nextDeadline() { earliest(t) }
         if let t = service.nextWakeup() { earliest(t) }
+        if let t = passwordChecker?.nextDeadline { earliest(t) }
         if !stopping, let t = mailDrop?.nextWakeup(now: now) { earliest(t) }
         if stopping { earliest(stopDeadline) }
         guard let t = next else { return -1 }
@@ -403,6 +457,8 @@ public final class Daemon {
                 control.ready(index: i, revents: p.revents, now: now)
             case .deliveryHelper:
                 delivery.helperReady(fd: p.fd, now: now)
+            case .passwordChecker:
+                collectPasswordChecks(now: now)
             case .delivery:
                 if delivery.fd >= 0 && writable { delivery.writable(now: now) }
                 if delivery.fd >= 0 && readable && p.revents & Int16(POLLIN | POLLHUP) != 0 { delivery.readable(now: now) }
@@ -438,6 +494,7 @@ public final class Daemon {
     }
 
     func timers(now: Int64) {
+        if let t = passwordChecker?.nextDeadline, now >= t { collectPasswordChecks(now: now) }
         pool?.timers(now: now)
         control.timers(now: now)
         if !stopping { mailDrop?.tick(now: now, canAccept: spool.acceptsMail(now: now)) }
@@ -502,6 +559,7 @@ public final class Daemon {
         if let path = ownedLocalSocket { _ = Sys.unlink(path) }
         spool.close()
         for h in syncHelpers { h.stop() }
+        passwordChecker?.stop()
         log.notice("postern stopped", [("queued", "\(spool.queue.count)")], id: MessageIDs.stopped)
     }
 }

@@ -54,6 +54,15 @@ extension Daemon {
             for o in opened { Sys.close(o.fd) }
             return "[receiver] TLS: \(p.text)"
         }
+        // So is auth_users: one that does not load refuses the reload, and the
+        // running users stay.
+        var authUsers: AuthUsers? = nil
+        switch loadReceiverAuth(new.receiver) {
+        case .success(let u): authUsers = u
+        case .failure(let p):
+            for o in opened { Sys.close(o.fd) }
+            return "[receiver] \(p.text)"
+        }
         var newControl: ControlServer? = nil
         if new.control.socket != config.control.socket {
             let c = ControlServer(path: new.control.socket, spool: spool, delivery: delivery, log: log, facts: control.facts,
@@ -85,8 +94,10 @@ extension Daemon {
             changed.append("control socket")
         }
         hostname = new.receiver.hostname ?? Sys.hostname()
+        if authUsers != nil { startPasswordChecker() }
         if let context {
             context.tlsServer = tlsServer
+            context.authUsers = authUsers
             context.settings = receiverSettings(new)
             context.allowClients = new.receiver.allowClients
             context.timeoutNanoseconds = Int64(new.receiver.timeout) * 1_000_000_000

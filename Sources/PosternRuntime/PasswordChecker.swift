@@ -159,8 +159,13 @@ public final class PasswordChecker {
     /// Queues a check of `password` against `hash` (nil: no such user),
     /// for the caller's `id`; or checks it at once when no checker can run;
     /// or answers `.busy` when `queueLimit` checks already wait.
-    public func submit(id: UInt64, hash: AuthHash?, password: [UInt8], now: Int64 = Clock.monotonic()) -> Submission {
-        var request = Request(id: id, wireID: 0, hash: Self.dummyHash, password: password, forceMismatch: true)
+    ///
+    /// The password is moved out of the caller's array (left empty), so that
+    /// the buffer wiped here is the only one: a copy would leave the caller's
+    /// reference keeping the original unwiped (copy-on-write).
+    public func submit(id: UInt64, hash: AuthHash?, password: inout [UInt8], now: Int64 = Clock.monotonic()) -> Submission {
+        var request = Request(id: id, wireID: 0, hash: Self.dummyHash, password: [], forceMismatch: true)
+        swap(&request.password, &password)
         if let h = hash, !h.isLocked {
             request.hash = h.text
             request.forceMismatch = false

@@ -15,6 +15,18 @@ public final class ReceiverContext {
     /// `[receiver] tls_cert`/`tls_key` as loaded; nil without TLS. Replaced on
     /// reload (a renewed certificate); connections keep the one they began with.
     public var tlsServer: TLSServerContext? = nil
+    /// `[receiver] auth_users` as loaded; nil without AUTH. Replaced on reload.
+    public var authUsers: AuthUsers? = nil
+    /// Checks AUTH passwords off the loop (the daemon starts it and feeds it
+    /// poll events); without one, a connection checks in the loop through
+    /// `fallbackChecker` (tests below the socket).
+    public var passwordChecker: PasswordChecker? = nil
+    lazy var fallbackChecker = PasswordChecker(log: log)
+    /// Failed AUTH per client address: delays and lockouts (`AuthThrottle`).
+    public var authThrottle = AuthThrottle()
+    /// Names each password check, so that a verdict that comes back after its
+    /// connection closed (and its slot was reused) is recognised and dropped.
+    var lastCheckID: UInt64 = 0
 
     /// The kernel's word on the wall clock (adjtimex(2)), kept for
     /// `synchronisedCacheNanoseconds`: it stamps every arrival, and asking for
@@ -76,7 +88,7 @@ public final class ReceiverConnection {
     public let output = ByteBuffer(capacity: BufferSizes.receiverOutput)
 
     public private(set) var fd: Int32 = -1
-    public private(set) var machine: SMTPReceiver
+    public internal(set) var machine: SMTPReceiver
     var framer = LineFramer(maxLineLength: SMTPReceiver.extendedLineLength)
     var decoder = DataDecoder()
     /// For text that comes in BDAT chunks (RFC 3030).
@@ -95,7 +107,7 @@ public final class ReceiverConnection {
     var inputEnded = false
     /// The connection broke (reset, failed send): nothing more can be sent.
     var peerGone = false
-    public private(set) var deadline: Int64 = 0
+    public internal(set) var deadline: Int64 = 0
     /// Bytes of message text since the deadline last moved.
     var textSinceDeadline = 0
 
@@ -110,6 +122,15 @@ public final class ReceiverConnection {
     /// a read may need the socket writable, a write may need it readable).
     var readWants = Int16(POLLIN)
     var writeWants = Int16(POLLOUT)
+
+    /// The password check this connection waits for (`ReceiverContext.lastCheckID`).
+    public internal(set) var pendingCheck: UInt64? = nil
+    /// A failed AUTH's reply is held until then (`AuthThrottle`): it and
+    /// what follows are not sent, nothing is read meanwhile, and it is the
+    /// connection's deadline. The replies before it (`heldFrom` octets of
+    /// the output) still go out.
+    var holdUntil: Int64? = nil
+    var heldFrom = 0
 
     public init(context: ReceiverContext) {
         self.context = context
@@ -128,6 +149,7 @@ public final class ReceiverConnection {
     /// pending (replies stay in order, RFC 2920 §3.1).
     var wantsInput: Bool {
         !inputEnded && !peerGone && !machine.isClosed && !machine.isAwaitingCommit && !tlsRequested
+            && !machine.isAwaitingAuth && holdUntil == nil
             && input.count < input.capacity && outputRoom >= Self.outputReserve
     }
 
@@ -137,7 +159,7 @@ public final class ReceiverConnection {
         if handshaking, let t = tls { return peerGone ? 0 : t.wants }
         var e: Int16 = 0
         if wantsInput { e |= tls == nil ? Int16(POLLIN) : readWants }
-        if !output.isEmpty && !peerGone { e |= tls == nil ? Int16(POLLOUT) : writeWants }
+        if sendable > 0 && !peerGone { e |= tls == nil ? Int16(POLLOUT) : writeWants }
         return e
     }
 
@@ -162,6 +184,8 @@ public final class ReceiverConnection {
         tls = nil
         handshaking = false
         tlsRequested = false
+        pendingCheck = nil
+        holdUntil = nil
         restartDeadline(now)
         let allowed = local != nil || context.allowClients.contains { $0.contains(self.peer) }
         context.log.debug("client connected", clientFields + [("conn", id), ("allowed", allowed ? "yes" : "no")]
@@ -240,6 +264,13 @@ public final class ReceiverConnection {
             return
         }
         if greetAt != nil { greet(now: now); return }
+        if holdUntil != nil {
+            // The throttle's delay is over: the failed AUTH's reply goes out.
+            holdUntil = nil
+            restartDeadline(now)
+            pump(now: now)
+            return
+        }
         if machine.isAwaitingCommit {
             // The group commit runs in this same loop iteration; never cut off a
             // client whose message is about to be promised.
@@ -259,6 +290,7 @@ public final class ReceiverConnection {
     /// is pending: the daemon answers those first.
     public func shutdown(now: Int64) {
         guard isActive, !machine.isAwaitingCommit else { return }
+        holdUntil = nil
         if !machine.isClosed {
             perform(machine.shutdown(), now: now)
             sendOutput(now: now)
@@ -273,7 +305,7 @@ public final class ReceiverConnection {
             ("queue_id", t.queueID), ("from", env.from.description),
             ("rcpt", env.recipients.map { $0.description }.joined(separator: ",")),
             ("size", "\(t.size)"), ("conn", connectionID),
-        ] + clientFields)
+        ] + clientFields + (env.authUser.map { [("auth_user", $0)] } ?? []))
         transaction = nil
         perform(machine.committed(queueID: t.queueID), now: now)
         afterCommit(now: now)
@@ -397,7 +429,8 @@ public final class ReceiverConnection {
     /// it expects text. Returns why it stopped.
     func process(now: Int64) -> Stop {
         var stop = Stop.waiting
-        while isActive && !peerGone && !machine.isClosed && !machine.isAwaitingCommit && !tlsRequested {
+        while isActive && !peerGone && !machine.isClosed && !machine.isAwaitingCommit && !tlsRequested
+                && !machine.isAwaitingAuth && holdUntil == nil {
             if outputRoom < Self.outputReserve { stop = .outputFull; break }
             let progressed = machine.expectsText ? decodeText(now: now)
                 : machine.chunkRemaining != nil ? readChunk(now: now) : nextCommand(now: now)
@@ -427,6 +460,7 @@ public final class ReceiverConnection {
             input.consume(consumed)
             restartDeadline(now)
             machine.spoolAcceptsMail = context.spool.acceptsMail(now: now)
+            if machine.authOffered { machine.authLockedOut = context.authThrottle.isLockedOut(peer, now: now) }
             let before = machine.phase
             perform(machine.receive(line: line[...]), now: now)
             if machine.phase != before {
@@ -542,6 +576,15 @@ public final class ReceiverConnection {
                 // The machine is closed now; the connection closes once the
                 // reply is sent (`sendOutput`).
                 break
+            case .checkCredentials:
+                checkCredentials(now: now)
+            case .authSucceeded(let user, let mechanism):
+                context.authThrottle.recordSuccess(peer, now: now)
+                context.log.info("client authenticated", clientFields + [
+                    ("auth_user", user), ("mechanism", mechanism), ("conn", connectionID),
+                ])
+            case .authFailed(let user, let reply):
+                authFailed(user: user, reply: reply, now: now)
             case .startTLS:
                 // RFC 3207 §4 and CVE-2011-0411: whatever the client pipelined
                 // after STARTTLS came in the clear; it is thrown away, never
@@ -568,7 +611,7 @@ public final class ReceiverConnection {
                 heloName: env.heloName, clientAddress: peer, hostname: context.settings.hostname,
                 protocolName: Self.protocolName(env), queueID: t.queueID,
                 recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: Clock.rfc5322Date(),
-                local: local))
+                local: local, authUser: env.authUser))
             text.append(header)
         case .failure(let e):
             storeFailed(e, now: now)
@@ -611,24 +654,30 @@ public final class ReceiverConnection {
     /// HELO stays "SMTP".
     static func protocolName(_ env: Envelope) -> String {
         guard env.esmtp else { return "SMTP" }
-        return (env.smtputf8 ? "UTF8SMTP" : "ESMTP") + (env.tls ? "S" : "")
+        return (env.smtputf8 ? "UTF8SMTP" : "ESMTP") + (env.tls ? "S" : "") + (env.authUser != nil ? "A" : "")
     }
 
+    /// Output octets that may be sent now: all, or those before a held reply.
+    var sendable: Int { holdUntil == nil ? output.count : min(heldFrom, output.count) }
+
     /// Sends what the output holds, as far as the socket takes it; closes once
-    /// the machine is closed and its last reply is out.
+    /// the machine is closed and its last reply is out. A held reply and what
+    /// follows it wait (`holdUntil`).
     func sendOutput(now: Int64) {
         guard isActive, !handshaking else { return }
-        while !output.isEmpty && !peerGone {
+        while sendable > 0 && !peerGone {
+            let bytes = UnsafeRawBufferPointer(rebasing: output.readable.prefix(sendable))
             let result: Result<Sys.IO, Problem>
             if let t = tls {
-                result = t.write(output.readable)
+                result = t.write(bytes)
                 writeWants = t.wants
             } else {
-                result = context.kernel.send(fd, output.readable).mapError { Problem($0.description) }
+                result = context.kernel.send(fd, bytes).mapError { Problem($0.description) }
             }
             switch result {
             case .success(.done(let n)) where n > 0:
                 output.consume(n)
+                heldFrom -= min(n, heldFrom)
             case .success:
                 return
             case .failure(let e):
@@ -636,6 +685,7 @@ public final class ReceiverConnection {
                 return
             }
         }
+        if holdUntil != nil { return }
         if machine.isClosed && output.isEmpty { close(); return }
         if tlsRequested && output.isEmpty && !peerGone {
             tlsRequested = false
@@ -719,6 +769,8 @@ public final class ReceiverConnection {
             drainInput()
         }
         tlsRequested = false
+        pendingCheck = nil
+        holdUntil = nil
         context.kernel.close(fd)
         fd = -1
         greetAt = nil

@@ -254,6 +254,15 @@ public final class ReceiverPool {
         noteClosed(now: now)
     }
 
+    /// The password checker's verdicts, to the connections waiting for them;
+    /// one whose connection has closed meanwhile is dropped.
+    public func authChecked(_ results: [(id: UInt64, verdict: PasswordChecker.Verdict)], now: Int64) {
+        for r in results {
+            connections.first { $0.isActive && $0.pendingCheck == r.id }?.authChecked(id: r.id, verdict: r.verdict, now: now)
+        }
+        noteClosed(now: now)
+    }
+
     /// 421 to every client without a commit pending (RFC 5321 §3.8).
     public func shutdown(now: Int64) {
         for c in connections where c.isActive { c.shutdown(now: now) }

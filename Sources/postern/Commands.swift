@@ -140,12 +140,19 @@ func checkConfigCommand(_ args: [String]) -> Int32 {
        case .failure(let p) = TLSServerContext.make(certFile: cert, keyFile: key, minVersion: c.receiver.tlsMinVersion) {
         problems.append("[receiver] TLS: \(p.text)")
     }
+    // Likewise AUTH: the daemon would run without it.
+    if let path = c.receiver.authUsers, case .failure(let p) = AuthUsersFile.load(path) {
+        problems.append("[receiver] \(p.text)")
+    }
     if !problems.isEmpty {
         for p in problems { Sys.writeStderr("postern check-config: \(options.configPath): \(p)\n") }
         return 1
     }
     var out = "# \(options.configPath): OK\n"
     for w in UpstreamChecks.warnings(c) { out += "# warning: " + w + "\n" }
+    if c.receiver.authUsers != nil && !c.receiver.tlsEnabled {
+        out += "# warning: auth_users without tls_cert: AUTH is offered on loopback only\n"
+    }
     for line in effectiveSettings(c) { out += line + "\n" }
     out += "\n"
     for line in MemoryBudget(c).lines(c) { out += "# " + line + "\n" }
@@ -325,6 +332,7 @@ func effectiveSettings(_ c: Config) -> [String] {
     } else {
         lines.append("#tls_cert =   (not set: no STARTTLS for clients)")
     }
+    lines.append(r.authUsers.map { "auth_users = " + $0 } ?? "#auth_users =   (not set: no AUTH for clients)")
     lines += [
         "",
         "[spool]",

@@ -213,12 +213,11 @@ func readTerminalLine(_ prompt: String, max: Int) -> Result<[UInt8], Exit> {
 /// file does not exist or sets none; a relative path is resolved against
 /// the file's directory, as the configuration's own paths are.
 ///
-/// A small reader of its own, not `ConfigFile.load`: this version's
-/// `ConfigParser` still refuses `auth_users` (the receiver's AUTH is being
-/// wired separately), and `passwd` must work on a configuration the daemon
-/// would refuse for an unrelated reason. It reads `[section]` headers,
-/// `key = value` lines and `#` comments as the parser does. Once `Config`
-/// carries the setting, the value should come from there.
+/// A small reader of its own, not `ConfigFile.load`: `passwd` must work on
+/// a configuration the daemon would refuse for an unrelated reason (a user
+/// is often added while the rest is still being written). It reads
+/// `[section]` headers, `key = value` lines and `#` comments as the parser
+/// does.
 func authUsersSetting(_ path: String) -> Result<String?, UsageError> {
     let text: [UInt8]
     switch Sys.readFile(path) {

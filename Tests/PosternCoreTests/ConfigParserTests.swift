@@ -496,16 +496,13 @@ struct ConfigParserErrorTests {
         #expect(configError(both + "listen_tls = 465\n" + upstream)?.line == 4)
     }
 
-    @Test("Keys of features not yet supported are refused, not ignored", arguments: [
-        ("receiver", "auth_users", "/etc/postern/users"),
-    ])
-    func unsupportedKey(section: String, key: String, value: String) {
-        let text = section == "upstream" ? "[upstream]\nhost = h.example\n\(key) = \(value)\n"
-                                         : "[\(section)]\n\(key) = \(value)\n" + upstream
-        let e = configError(text)
-        #expect(e?.line == (section == "upstream" ? 3 : 2))
-        #expect(e?.message.contains("not supported") == true)
-        #expect(e?.message.contains(key) == true)
+    @Test("auth_users is a path, resolved against the configuration's directory")
+    func authUsers() throws {
+        let c = try parseConfig("[receiver]\nauth_users = /etc/postern/users\n" + upstream).get()
+        #expect(c.receiver.authUsers == "/etc/postern/users")
+        #expect(try parseConfig(upstream).get().receiver.authUsers == nil)
+        #expect(try parseConfig("[receiver]\nauth_users = users\n" + upstream).get().receiver.authUsers == "/etc/postern/users")
+        #expect(configError("[receiver]\nauth_users =\n" + upstream)?.line == 2)
     }
 
     @Test("An unknown tls mode")

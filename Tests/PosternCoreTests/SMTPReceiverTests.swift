@@ -58,8 +58,9 @@ struct ReceiverSession {
     /// RFC 2034 §3: an enhanced code on every reply but greeting, EHLO/HELO and 354,
     /// and its class is the reply code's first digit (RFC 3463 §2).
     func check(_ r: Reply, sourceLocation: SourceLocation) {
-        if r.code == 354 {
-            #expect(r.enhanced == nil, "354 carries no enhanced code", sourceLocation: sourceLocation)
+        if r.code == 354 || r.code == 334 {
+            // RFC 3463 has no class 3; RFC 4954 §4's continue-req is "334" SP base64.
+            #expect(r.enhanced == nil, "\(r.code) carries no enhanced code", sourceLocation: sourceLocation)
             return
         }
         guard let e = r.enhanced else {

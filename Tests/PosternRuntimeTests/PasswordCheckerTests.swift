@@ -215,3 +215,11 @@ struct PasswordCheckerTests {
         #expect(after - before < 8 * 1024, "the daemon's peak grew by \(after - before) KiB")
     }
 }
+
+extension PasswordChecker {
+    /// The tests' passwords are literals: moved in from a copy.
+    func submit(id: UInt64, hash: AuthHash?, password: [UInt8]) -> Submission {
+        var moved = password
+        return submit(id: id, hash: hash, password: &moved)
+    }
+}

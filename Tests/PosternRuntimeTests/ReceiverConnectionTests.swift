@@ -434,3 +434,63 @@ struct ReceiverChunkingConnectionTests {
         }
     }
 }
+
+@Suite("Receiver connection: AUTH (RFC 4954)")
+struct ReceiverAuthConnectionTests {
+    /// "secret", SHA-512-crypt with 1,000 rounds (a quick check in the loop:
+    /// the harness has no checker process, so `fallbackChecker` runs it).
+    static let users = "alice:$6$rounds=1000$saltsaltsalt$eX3bxJXT3.ujpABOqZ7ph4r9D9Fn0.qoDqJgZU6cTq8xPfk2.Fmq2bf1GgjAlb6X1QXE7sMOtwZRTxjI1OZvT1\n"
+
+    static func harness() -> ReceiverHarness {
+        let h = ReceiverHarness()
+        guard case .success(let u) = AuthUsers.parse(bytes(users)) else { preconditionFailure("test users") }
+        h.context.authUsers = u
+        h.context.settings.authAvailable = true
+        h.context.allowClients = [CIDR("127.0.0.0/8")!]
+        return h
+    }
+
+    @Test("RFC 4954 §4: AUTH PLAIN then a message: 235, Received: names the user with ESMTPA (RFC 3848 §2)")
+    func authenticatedMessage() {
+        let h = Self.harness()
+        let s = h.connect(from: "127.0.0.2")
+        s.incoming = [.bytes(bytes("EHLO board\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nMAIL FROM:<a@b.example>\r\n"
+                                   + "RCPT TO:<c@d.example>\r\nDATA\r\nSubject: t\r\n\r\nhi\r\n.\r\nQUIT\r\n"))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 235, 250, 250, 354, 250, 221])
+        let text = String(decoding: h.queuedTexts().first?.text ?? [], as: UTF8.self)
+        #expect(text.contains("(Authenticated sender: alice)\r\n"))
+        #expect(text.contains("with ESMTPA id"))
+    }
+
+    @Test("A wrong password's 535 is held for the throttle's delay; nothing pipelined behind it is answered first")
+    func failureIsDelayed() {
+        let h = Self.harness()
+        let s = h.connect(from: "192.0.2.7")
+        // A LAN client in the clear may not AUTH (538); from loopback it may.
+        s.incoming = [.bytes(bytes("EHLO cam\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nNOOP\r\n"))]
+        h.run { s.replyCodes.count >= 4 }
+        #expect(s.replyCodes == [220, 250, 538, 250])
+        let l = h.connect(from: "127.0.0.1")
+        l.incoming = [.bytes(bytes("EHLO board\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nNOOP\r\n"))]
+        h.run { l.replyCodes.count >= 2 }
+        #expect(l.replyCodes == [220, 250])
+        h.advance(seconds: 0.5)
+        h.step()
+        #expect(l.replyCodes == [220, 250], "held for 1 s")
+        h.advance(seconds: 0.6)
+        h.run { l.replyCodes.count >= 4 }
+        #expect(l.replyCodes == [220, 250, 535, 250])
+        #expect(h.context.authThrottle.failures(IPAddress("127.0.0.1")!, now: h.now) == 1)
+    }
+
+    @Test("After 10 failures an address is locked out: AUTH gets 454 even with the right password")
+    func lockout() {
+        let h = Self.harness()
+        for _ in 0..<10 { h.context.authThrottle.recordFailure(IPAddress("127.0.0.1")!, now: h.now) }
+        let s = h.connect(from: "127.0.0.1")
+        s.incoming = [.bytes(bytes("EHLO board\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n"))]
+        h.run { s.closed }
+        #expect(s.replyCodes == [220, 250, 454, 221])
+    }
+}

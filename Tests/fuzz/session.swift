@@ -4,7 +4,8 @@
 // machine, the DATA decoder and BDAT chunks, driven the way ReceiverConnection
 // drives them (frame lines; after `.startData` decode text and report its size;
 // read a chunk's bytes raw; at the end of data answer `.commitMessage` with
-// `committed` or `commitFailed`; after `.startTLS` drop what was pipelined).
+// `committed` or `commitFailed`; after `.startTLS` drop what was pipelined;
+// answer `.checkCredentials` with a verdict the input chooses).
 //
 // Input: a flags byte, a byte whose bits decide the commits, the read size, four
 // bytes of settings, then what the client sends. The driver is kept small and in
@@ -22,10 +23,12 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     let tlsByte = input.byte()
     settings.tlsAvailable = tlsByte & 1 != 0
     settings.requireTLS = tlsByte & 2 != 0
+    settings.authAvailable = tlsByte & 4 != 0
     if flags & 16 != 0 { settings.aliases = fuzzAliases(wildcard: flags & 32 != 0) }
     var driver = ReceiverDriver(settings: settings, clientAllowed: flags & 1 != 0,
                                 spoolFullEveryOtherLine: flags & 4 != 0, commits: commits,
-                                textBufferSize: flags & 8 != 0 ? 16 : 300)
+                                textBufferSize: flags & 8 != 0 ? 16 : 300, loopback: tlsByte & 8 != 0,
+                                verdicts: tlsByte >> 4)
     let stream = input.rest()
     var at = 0
     while at < stream.count && !driver.closed {
@@ -57,13 +60,20 @@ struct ReceiverDriver {
     /// Decoded bytes of the message being received; nil when no spool transaction is open.
     var storedText: Int? = nil
 
+    /// Bits choosing each password check's verdict, two at a time.
+    let verdicts: UInt8
+    var checks = 0
+    let clientAllowed: Bool
+
     init(settings: ReceiverSettings, clientAllowed: Bool, spoolFullEveryOtherLine: Bool, commits: UInt8,
-         textBufferSize: Int) {
+         textBufferSize: Int, loopback: Bool, verdicts: UInt8) {
         machine = SMTPReceiver(settings: settings)
         self.spoolFullEveryOtherLine = spoolFullEveryOtherLine
         self.commits = commits
         self.textBufferSize = textBufferSize
-        perform(machine.start(clientAllowed: clientAllowed, clientText: "[192.0.2.1]"))
+        self.verdicts = verdicts
+        self.clientAllowed = clientAllowed
+        perform(machine.start(clientAllowed: clientAllowed, clientText: "[192.0.2.1]", tlsExempt: loopback))
     }
 
     var chunkDecoder = ChunkDecoder()
@@ -89,6 +99,8 @@ struct ReceiverDriver {
                 require(range.upperBound + 2 == consumed, "a line that does not end in CRLF")
                 lines += 1
                 machine.spoolAcceptsMail = !spoolFullEveryOtherLine || lines % 2 == 0
+                // The throttle's lockout, on some lines.
+                machine.authLockedOut = verdicts & 8 != 0 && lines % 3 == 0
                 perform(machine.receive(line: line[line.startIndex + range.lowerBound..<line.startIndex + range.upperBound]))
             case .tooLong: perform(machine.receiveLineTooLong())
             case .bareLineEnding: perform(machine.receiveBareLineEnding())
@@ -145,6 +157,9 @@ struct ReceiverDriver {
                 require(machine.expectsText || machine.chunkRemaining != nil || machine.phase == .gotChunks
                         || machine.phase == .awaitingCommit, "startData in state \(machine.phase)")
                 require(!envelope.recipients.isEmpty, "DATA with no recipient")
+                // An open relay: a client outside allow_clients is taken only after AUTH.
+                require(clientAllowed || (envelope.authUser != nil && machine.settings.authAvailable),
+                        "a message from a client outside allow_clients without AUTH")
                 require(envelope.recipients.count <= machine.settings.maxRecipients, "too many recipients")
                 for r in envelope.recipients {
                     require(r.atIndex == nil || machine.settings.recipients.allows(r) || aliasTargets.contains(r.text),
@@ -176,6 +191,24 @@ struct ReceiverDriver {
                 require(reply.code >= 400, "a rejection with \(reply.code)")
             case .close:
                 closed = true
+            case .checkCredentials:
+                require(machine.authOffered && machine.isAwaitingAuth, "a check where AUTH is not offered")
+                guard let c = machine.takeCredentials() else { fatalError("checkCredentials without credentials") }
+                require(!c.password.isEmpty && c.password.count <= SASLServer.maxFieldLength && !c.password.contains(0),
+                        "a password SASLServer should have refused")
+                require(machine.takeCredentials() == nil, "credentials handed out twice")
+                let verdict: SMTPReceiver.AuthVerdict
+                switch verdicts >> (2 * (checks % 2)) & 3 {
+                case 0: verdict = .match
+                case 1: verdict = .mismatch
+                default: verdict = .unavailable
+                }
+                checks += 1
+                perform(machine.authChecked(verdict))
+            case .authSucceeded:
+                require(machine.authenticatedUser != nil && machine.authOffered, "AUTH succeeded where it is not offered")
+            case .authFailed(_, let reply):
+                require(reply.code == 535, "an AUTH failure answered \(reply.code)")
             case .startTLS:
                 // RFC 3207 §4: what came in the clear after STARTTLS is dropped
                 // (the handshake itself is not driven here).
