@@ -170,14 +170,7 @@ static int send_crypt_reply(uint32_t id, int32_t result) {
 /* The checker's loop on standard input; returns its exit status. It is a fork
    of a single-threaded daemon, so malloc (crypt_rn's yescrypt allocates its
    MiBs with mmap) is safe here. */
-static int checker_main(pid_t parent) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    /* The daemon may have died before PR_SET_PDEATHSIG took effect. */
-    if (getppid() != parent) return 1;
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
+static int checker_main(void) {
     /* Not dumpable: a core or a ptrace attach of the checker would show the
        password it is checking. */
     prctl(PR_SET_DUMPABLE, 0);

@@ -6,10 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-int cl_fork_helper(int *sock, int (*helper_main)(pid_t parent)) {
+int cl_fork_helper(int *sock, int (*helper_main)(void)) {
     if (!sock) { errno = EINVAL; return -1; }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -1;
@@ -58,7 +59,17 @@ int cl_fork_helper(int *sock, int (*helper_main)(pid_t parent)) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        _exit(helper_main(parent));
+        /* The helper dies with the daemon, and only with it: the daemon's
+           stop and reload signals (sent to the whole unit, or typed at a
+           terminal to the process group) are not its. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* The daemon may have died before PR_SET_PDEATHSIG took effect. */
+        if (getppid() != parent) _exit(1);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        _exit(helper_main());
     }
     close(sv[1]);
     *sock = sv[0];

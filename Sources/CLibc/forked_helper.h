@@ -7,10 +7,12 @@
 
 /// Forks a helper on the other end of a SOCK_SEQPACKET socket pair. In the
 /// child, the pair's end is standard input, standard output and error are
-/// /dev/null, every other descriptor is closed, the signal mask is empty, and
-/// `helper_main(parent pid)` runs and its result is the exit status. In the
+/// /dev/null, every other descriptor is closed, the signal mask is empty, it
+/// is killed when the daemon dies (PR_SET_PDEATHSIG), SIGTERM, SIGINT, SIGHUP
+/// and SIGPIPE are ignored, and `helper_main()` runs and its result is the
+/// exit status. In the
 /// daemon, `*sock` is its non-blocking end (3 or above) and the child's pid is
 /// returned; -1 with errno on failure.
-int cl_fork_helper(int *sock, int (*helper_main)(pid_t parent));
+int cl_fork_helper(int *sock, int (*helper_main)(void));
 
 #endif

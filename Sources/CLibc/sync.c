@@ -3,7 +3,6 @@
 #include "clibc.h"
 #include "forked_helper.h"
 
-#include <sys/prctl.h>
 #include <sys/socket.h>
 
 /* The messages, private to this file (both ends are C). */
@@ -104,14 +103,7 @@ static int32_t sync_all(const int *fds, int files, int total) {
 
 /* The helper's loop on standard input; returns its exit status. Only
    async-signal-safe calls: it is a fork of the daemon. */
-static int helper_main(pid_t parent) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    /* The daemon may have died before PR_SET_PDEATHSIG took effect. */
-    if (getppid() != parent) return 1;
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
+static int helper_main(void) {
     if (send_reply(0) != 0) return 1;
     for (;;) {
         cl_sync_request req;
