@@ -36,7 +36,7 @@ DEB_DEBS := dpkg-dev
 # The tests of Deploy/ also need man (man-db) and systemd-analyze (systemd), and
 # install the package in a Debian 12 chroot made with debootstrap (which checks
 # the mirror's signatures with debian-archive-keyring).
-TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks strace \
+TEST_DEBS := $(BUILD_DEBS) python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl strace \
 	$(DEB_DEBS) man-db systemd debootstrap debian-archive-keyring liblockfile1 libbsd0
 # mail(1) of bsd-mailx, unpacked rather than installed: its package depends on an
 # MTA, and the MTA under test is Postern (Tests/tools/unpack-deb).

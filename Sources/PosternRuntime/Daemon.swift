@@ -259,6 +259,7 @@ public final class Daemon {
     func startPasswordChecker() {
         guard passwordChecker == nil else { return }
         let checker = PasswordChecker(log: log)
+        checker.queueLimit = max(checker.queueLimit, config.receiver.maxConnections)
         checker.start()
         passwordChecker = checker
         context?.passwordChecker = checker

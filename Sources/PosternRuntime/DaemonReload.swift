@@ -95,6 +95,7 @@ extension Daemon {
         }
         hostname = new.receiver.hostname ?? Sys.hostname()
         if authUsers != nil { startPasswordChecker() }
+        passwordChecker?.queueLimit = max(8, new.receiver.maxConnections)
         if let context {
             context.tlsServer = tlsServer
             context.authUsers = authUsers

@@ -18,10 +18,10 @@ import PosternCore
 /// the spool's `SyncHelper`. A request carries a wire id, the hash (≤ 512
 /// octets) and the password (≤ 255 octets); the answer carries the id and
 /// 1/0/-1. The checker wipes the password after each check. One request is
-/// outstanding at a time; up to `queueLimit` (8) more wait here, and beyond
+/// outstanding at a time; up to `queueLimit` more wait here, and beyond
 /// that `submit` answers `.busy` (the receiver answers 454 4.7.0, a
-/// temporary failure, RFC 4954 §6). Memory here: at most 9 requests of at
-/// most 767 octets each.
+/// temporary failure, RFC 4954 §6). Memory here: at most `queueLimit` + 1
+/// requests of at most 767 octets each (12 KiB for 16 connections).
 ///
 /// Passwords waiting here are overwritten with zeros once sent or checked
 /// (best effort: Swift may have made copies of an array before it got here).
@@ -92,8 +92,11 @@ public final class PasswordChecker {
         public init() {}
     }
 
-    /// Checks waiting beside the one the checker is running.
-    public static let queueLimit = 8
+    /// Checks waiting beside the one the checker is running: 8 unless set.
+    /// The daemon sets it to `max_connections`: a connection waits for at
+    /// most one check, so a burst of devices logging in at once after an
+    /// outage is never answered busy, and the bound stays that of the pool.
+    public var queueLimit = 8
 
     /// Compared against for an unknown user or a locked account (the
     /// password "postern-dummy-never-matches"; the answer is `.mismatch`
@@ -140,7 +143,7 @@ public final class PasswordChecker {
     public init(log: Log, timing: Timing = Timing()) {
         self.log = log
         self.timing = timing
-        queue.reserveCapacity(Self.queueLimit + 1)
+        queue.reserveCapacity(queueLimit + 1)
     }
 
     deinit {
@@ -180,7 +183,7 @@ public final class PasswordChecker {
             return .checked(.mismatch)
         }
         // `queueLimit` waiting beside the one out (or about to go out).
-        if queue.count > Self.queueLimit {
+        if queue.count > queueLimit {
             Self.wipe(&request.password)
             return .busy
         }

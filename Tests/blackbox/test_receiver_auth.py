@@ -24,8 +24,7 @@ import socket
 import ssl
 import subprocess
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -173,9 +172,10 @@ def assert_authenticated_trace(m, user, protocol):
     assert re.search(rf"\bwith {protocol} id\b", trace), trace
 
 
-def received_event(d, msgid_or_user, key="auth_user"):
-    return wait_until(lambda: [e for e in d.events("received") if e.get(key) == msgid_or_user],
-                      what=f"a 'message received' line with {key}={msgid_or_user}")
+def received_event(d, user):
+    """The 'message received' log lines with auth_user=USER (waits for one)."""
+    return wait_until(lambda: [e for e in d.events("received") if e.get("auth_user") == user],
+                      what=f"a 'message received' line with auth_user={user}")
 
 
 def auth_success_lines(d, user, mechanism):
@@ -380,6 +380,32 @@ def test_rfc4616_2_authzid_other_than_authcid_refused_535_5_7_8(make_daemon, ups
     assert "grafana" not in trace_field(m)
 
 
+def test_rfc4616_2_fields_of_255_octets_accepted_on_a_1037_octet_auth_line(make_daemon, upstream, workdir):
+    """RFC 4616 §2: a server MUST accept authzid, authcid and passwd of up to
+    255 octets each; RFC 4954 §4: and the base64 of such a response, which
+    makes an AUTH PLAIN line of 1,037 octets (over RFC 5321's 512), on the
+    command line and on a line after the empty challenge alike."""
+    users = workdir / "users"
+    name, password = "u" * 255, "p" * 255
+    add_user(users, name, password)
+    d = make_daemon(upstream.port, receiver__auth_users=str(users))
+    line = "AUTH PLAIN " + plain(name, password, authzid=name)
+    assert len(line) + 2 == 1037
+    with Session(d.port) as c:
+        c.ehlo()
+        code, texts = c.cmd(line)
+        assert code == 235, (code, texts)
+        msgid = new_id("long-name")
+        c.relay(msgid)
+    assert_authenticated_trace(arrived(upstream, msgid), name, "ESMTPA")
+    with Session(d.port) as c:
+        c.ehlo()
+        c.send(b"AUTH PLAIN\r\n")
+        assert c.raw_line() == b"334 "
+        code, texts = c.cmd(plain(name, password, authzid=name))
+        assert code == 235, (code, texts)
+
+
 # --------------------------------------------------------------------------------
 # the relay rule (RFC 4954 §6: 530 5.7.0)
 
@@ -387,7 +413,7 @@ def test_rfc4616_2_authzid_other_than_authcid_refused_535_5_7_8(make_daemon, ups
 def test_rfc4954_6_client_outside_allow_clients_530_until_authenticated(make_daemon, upstream, users_file):
     """allow_clients = ::1/128 with auth_users: 127.0.0.1 is outside it and gets
     530 5.7.0 Authentication required at MAIL until it authenticates, then
-    relays (ESMTPA). ::1, inside allow_clients, relays without AUTH as before,
+    relays (ESMTPA), also after an RSET. ::1, inside allow_clients, relays without AUTH as before,
     and its message carries plain ESMTP and no authenticated sender."""
     port = free_port()
     d = auth_daemon(make_daemon, upstream, users_file, port=port,
@@ -401,6 +427,9 @@ def test_rfc4954_6_client_outside_allow_clients_530_until_authenticated(make_dae
         assert code == 503, (code, texts)
         code, texts = c.cmd("AUTH PLAIN " + plain("alice", USERS["alice"]))
         assert code == 235, (code, texts)
+        # RSET ends a transaction, not the authentication.
+        assert c.cmd("MAIL FROM:<cam@lan.example>")[0] == 250
+        assert c.cmd("RSET")[0] == 250
         c.relay(outside)
     with Session(d.port, source=None, host="::1") as c:
         c.ehlo()
@@ -446,6 +475,48 @@ def test_rfc3848_2_smtplib_starttls_login_relays_marked_esmtpsa(tls_auth_daemon,
         assert s.sendmail("ha@lan.example", ["ops@example.com"], make_message("ha", msgid=msgid)) == {}
     assert_authenticated_trace(arrived(upstream, msgid), "alice", "ESMTPSA")
     received_event(d, "alice")
+
+
+def test_rfc3207_4_2_starttls_forgets_an_authentication_made_before_it(make_daemon, upstream, users_file, tmp_path):
+    """RFC 3207 §4.2: after STARTTLS the server discards what it knew from the
+    client before the handshake, an AUTH made in plain text included: a client
+    outside allow_clients gets 530 at MAIL again, may AUTH again (no 503), and
+    its message is then ESMTPSA."""
+    cert, key = make_cert(tmp_path)
+    d = auth_daemon(make_daemon, upstream, users_file, receiver__allow_clients="::1/128",
+                    receiver__tls_cert=str(cert), receiver__tls_key=str(key))
+    good = "AUTH PLAIN " + plain("alice", USERS["alice"])
+    with Session(d.port) as c:
+        c.ehlo()
+        assert c.cmd(good)[0] == 235
+        assert c.cmd("STARTTLS")[0] == 220
+        c.sock = client_context(cert).wrap_socket(c.sock, server_hostname="localhost")
+        code, texts = c.cmd("EHLO client.example")
+        assert code == 250 and "AUTH PLAIN LOGIN" in texts[1:], (code, texts)
+        code, texts = c.cmd("MAIL FROM:<cam@lan.example>")
+        assert code == 530 and enhanced(texts) == "5.7.0", (code, texts)
+        code, texts = c.cmd(good)
+        assert code == 235, (code, texts)
+        msgid = new_id("auth-tls-auth")
+        c.relay(msgid)
+    assert_authenticated_trace(arrived(upstream, msgid), "alice", "ESMTPSA")
+
+
+def test_rfc8314_implicit_tls_smtplib_smtp_ssl_login_marked_esmtpsa(make_daemon, upstream, users_file, tmp_path):
+    """On the implicit-TLS port (RFC 8314 §3.3) AUTH is offered from the first
+    EHLO; smtplib.SMTP_SSL + login() relays, marked ESMTPSA."""
+    cert, key = make_cert(tmp_path)
+    tls_port = free_port()
+    d = auth_daemon(make_daemon, upstream, users_file, receiver__tls_cert=str(cert), receiver__tls_key=str(key),
+                    receiver__listen_tls=f"127.0.0.1:{tls_port}")
+    msgid = new_id("smtps")
+    with smtplib.SMTP_SSL("127.0.0.1", tls_port, context=client_context(cert), timeout=15) as s:
+        s.ehlo("nas.lan")
+        assert s.esmtp_features.get("auth", "").split() == ["PLAIN", "LOGIN"], s.esmtp_features
+        assert s.login("grafana", USERS["grafana"])[0] == 235
+        assert s.sendmail("nas@lan.example", ["ops@example.com"], make_message("smtps", msgid=msgid)) == {}
+    assert_authenticated_trace(arrived(upstream, msgid), "grafana", "ESMTPSA")
+    assert d.running
 
 
 @pytest.mark.parametrize("client", ["swaks-plain", "swaks-login", "swaks-pipeline", "curl"])
@@ -560,14 +631,9 @@ def test_lockout_after_10_failures_454_4_7_0_even_with_the_right_password(make_d
             return c.timed("AUTH PLAIN " + plain("alice", WRONG))
 
     with ThreadPoolExecutor(max_workers=10) as pool:
-        # The password checker takes at most 9 checks at once (more are 454,
-        # not counted); once one reply has come, its check is done and the
-        # last two fit.
-        first = [pool.submit(fail_once, i) for i in range(8)]
-        done, _ = wait_futures(first, timeout=30, return_when=FIRST_COMPLETED)
-        assert done, "no reply to the first failures within 30 s"
-        rest = [pool.submit(fail_once, i) for i in range(2)]
-        results = [f.result(timeout=30) for f in first + rest]
+        # The checker queues a check for every connection (max_connections):
+        # all ten are checked and counted.
+        results = list(pool.map(fail_once, range(10), timeout=60))
     bad = [r for r in results if not (r[0] == 535 and enhanced(r[1]) == "5.7.8")]
     assert not bad, f"{len(bad)} of 10 failures not answered 535 5.7.8: {bad}"
     assert min(r[2] for r in results) >= 0.8, sorted(r[2] for r in results)
@@ -593,6 +659,22 @@ def test_lockout_after_10_failures_454_4_7_0_even_with_the_right_password(make_d
         msgid = new_id("locked-out-still-relays")
         c.relay(msgid)
     assert "Authenticated sender" not in trace_field(arrived(upstream, msgid))
+
+
+def test_a_burst_of_devices_logging_in_at_once_all_succeed(make_daemon, upstream, users_file):
+    """14 devices (14 addresses) log in at the same moment, as after a power
+    cut: every one gets 235, none a 454 for a busy checker (the checker
+    queues a check for every connection the pool can hold)."""
+    d = auth_daemon(make_daemon, upstream, users_file)
+
+    def login(i):
+        with Session(d.port, source=f"127.0.1.{i + 1}") as c:
+            c.ehlo()
+            return c.cmd("AUTH PLAIN " + plain("alice", USERS["alice"]))
+
+    with ThreadPoolExecutor(max_workers=14) as pool:
+        results = list(pool.map(login, range(14), timeout=60))
+    assert [r[0] for r in results] == [235] * 14, results
 
 
 # --------------------------------------------------------------------------------
