@@ -8,7 +8,8 @@ import CLibc
 // writes, EAGAIN, half-closes, resets and time passing, in any order, for two
 // clients at once.
 //
-// Input: a settings byte, then events until the bytes run out. Each event is a
+// Input: a settings byte (bits 0–1 the spool's space, bit 2 a small message
+// limit, bit 3 AUTH with one user, checked in the loop), then events until the bytes run out. Each event is a
 // byte (its low 3 bits the kind, bit 3 the client) and its arguments:
 //   0 the client sends the next n bytes (n from one byte, 1–256)
 //   1 the client reads: its window becomes n bytes (0: it stops reading)
@@ -170,6 +171,12 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     settings.recipientOvershootLimit = 5
     let context = ReceiverContext(settings: settings, allowClients: [CIDR("127.0.0.0/8")!], timeoutSeconds: 3,
                                   spool: spool, log: Log(quiet: true), kernel: kernel)
+    if settingsByte & 8 != 0, case .success(let users) = AuthUsers.parse(fuzzAuthUsers) {
+        // alice:secret, SHA-512-crypt at 1,000 rounds: cheap enough to check
+        // in the loop (no checker process here), so verdicts come at once.
+        context.authUsers = users
+        context.settings.authAvailable = true
+    }
     let pool = ReceiverPool(context: context, maxConnections: 2, hostname: "mx.fuzz")
     var now: Int64 = 1_000_000_000_000
     var clients: [FuzzSocket?] = [nil, nil]
@@ -229,9 +236,24 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     // Enough iterations to read what is pending at 16 KiB a read, and then some.
     let pending = clients.reduce(0) { $0 + ($1?.incoming.count ?? 0) }
     for _ in 0..<(20 + pending / 1024) { step() }
+    // A failed AUTH's reply is held for the throttle's delay (at most 8 s),
+    // and nothing is read meanwhile: time passes until no reply is held (the
+    // replies it releases may lead to more failures, and more holds).
+    func releaseHolds() {
+        var rounds = 0
+        while rounds < 40 && pool.connections.contains(where: { $0.isActive && $0.holdUntil != nil }) {
+            rounds += 1
+            now += 9_000_000_000
+            for _ in 0..<(20 + pending / 1024) { step() }
+        }
+    }
+    releaseHolds()
     for c in pool.connections where c.isActive { requireNotStalled(c) }
     for c in clients { c?.eof = true }
-    for _ in 0..<20 where pool.activeCount > 0 { step() }
+    for _ in 0..<20 where pool.activeCount > 0 {
+        step()
+        releaseHolds()
+    }
     require(pool.activeCount == 0, "a session stalled with its client reading and at end of input")
     for c in clients.compactMap({ $0 }) { check(c.sent, spool) }
 }
@@ -239,7 +261,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
 /// A connection whose client reads everything has nothing left it could
 /// process: no complete command line, no text, in its input.
 func requireNotStalled(_ c: ReceiverConnection) {
-    if c.machine.isClosed || c.machine.isAwaitingCommit || c.peerGone { return }
+    if c.machine.isClosed || c.machine.isAwaitingCommit || c.peerGone || c.holdUntil != nil { return }
     if c.machine.expectsText {
         require(c.input.isEmpty, "\(c.input.count) bytes of text left unprocessed")
         return
@@ -281,3 +303,5 @@ func find(_ needle: [UInt8], in hay: [UInt8]) -> Int? {
     for i in 0...(hay.count - needle.count) where Array(hay[i..<(i + needle.count)]) == needle { return i }
     return nil
 }
+
+let fuzzAuthUsers = Array("alice:$6$rounds=1000$saltsaltsalt$eX3bxJXT3.ujpABOqZ7ph4r9D9Fn0.qoDqJgZU6cTq8xPfk2.Fmq2bf1GgjAlb6X1QXE7sMOtwZRTxjI1OZvT1\n".utf8)
