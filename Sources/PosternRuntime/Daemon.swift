@@ -81,7 +81,7 @@ public final class Daemon {
 
         // First, while the daemon is small (a helper is a fork of it).
         startSyncs()
-        if config.receiver.authUsers != nil { startPasswordChecker() }
+        if config.receiver.authUsers != nil { startPasswordChecker(config.receiver) }
         let started = Clock.monotonic()
         let clock = Clock.reading()
         if !clock.synchronised {
@@ -255,14 +255,17 @@ public final class Daemon {
     }
 
     /// Forks the password checker (while the daemon is small, at start; or at
-    /// the reload that first sets `auth_users`).
-    func startPasswordChecker() {
-        guard passwordChecker == nil else { return }
-        let checker = PasswordChecker(log: log)
-        checker.queueLimit = max(checker.queueLimit, config.receiver.maxConnections)
-        checker.start()
-        passwordChecker = checker
-        context?.passwordChecker = checker
+    /// the reload that first sets `auth_users`), and sizes its queue for `r`'s
+    /// connections (at every reload too).
+    func startPasswordChecker(_ r: ReceiverConfig) {
+        if passwordChecker == nil {
+            let checker = PasswordChecker(log: log)
+            checker.start()
+            passwordChecker = checker
+            context?.passwordChecker = checker
+        }
+        // One check per connection at most: none is ever answered busy.
+        passwordChecker?.queueLimit = max(8, r.maxConnections)
     }
 
     /// The checker's verdicts, to the connections that wait for them.

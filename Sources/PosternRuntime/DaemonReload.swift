@@ -94,8 +94,7 @@ extension Daemon {
             changed.append("control socket")
         }
         hostname = new.receiver.hostname ?? Sys.hostname()
-        if authUsers != nil { startPasswordChecker() }
-        passwordChecker?.queueLimit = max(8, new.receiver.maxConnections)
+        if authUsers != nil { startPasswordChecker(new.receiver) }
         if let context {
             context.tlsServer = tlsServer
             context.authUsers = authUsers

@@ -25,7 +25,7 @@ extension ReceiverConnection {
             context.log.warning("too many password checks waiting; AUTH answered 454", clientFields + [("conn", connectionID)])
             perform(machine.authChecked(.unavailable), now: now)
         case .checked(let verdict):
-            deliver(verdict, user: credentials.user, now: now)
+            deliver(verdict, now: now)
         }
     }
 
@@ -34,11 +34,11 @@ extension ReceiverConnection {
         guard isActive, pendingCheck == id else { return }
         pendingCheck = nil
         restartDeadline(now)
-        deliver(verdict, user: nil, now: now)
+        deliver(verdict, now: now)
         pump(now: now)
     }
 
-    func deliver(_ verdict: PasswordChecker.Verdict, user: [UInt8]?, now: Int64) {
+    func deliver(_ verdict: PasswordChecker.Verdict, now: Int64) {
         switch verdict {
         case .match: perform(machine.authChecked(.match), now: now)
         case .mismatch: perform(machine.authChecked(.mismatch), now: now)

@@ -47,28 +47,34 @@ enum SecretFile {
         return .failure("password_file \(path) is larger than \(limit / 1024) KiB; it should hold one line")
     }
 
-    static func open(_ path: String) -> Result<Int32, Problem> {
+    /// Opens a file of secrets for reading: a regular file that others (and,
+    /// unless `groupMayRead`, the group) cannot read. `setting` names it in
+    /// the messages. Also for `auth_users` (`AuthUsersFile`), whose hashes
+    /// root:postern 0640 lets the daemon's group read.
+    static func open(_ path: String, setting: String = "password_file", groupMayRead: Bool = false) -> Result<Int32, Problem> {
         let fd: Int32
         // O_NONBLOCK: a FIFO put in its place must not stop the loop in open(2);
         // it is refused below as not a regular file.
         switch Sys.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) {
         case .success(let f): fd = f
-        case .failure(let e): return .failure("cannot open password_file \(path): \(e.text)")
+        case .failure(let e): return .failure("cannot open \(setting) \(path): \(e.text)")
         }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             let e = Errno.current("fstat")
             Sys.close(fd)
-            return .failure("cannot stat password_file \(path): \(e.text)")
+            return .failure("cannot stat \(setting) \(path): \(e.text)")
         }
         if st.st_mode & UInt32(S_IFMT) != UInt32(S_IFREG) {
             Sys.close(fd)
-            return .failure("password_file \(path) is not a regular file")
+            return .failure("\(setting) \(path) is not a regular file")
         }
-        if st.st_mode & 0o077 != 0 {
+        if st.st_mode & (groupMayRead ? 0o007 : 0o077) != 0 {
             Sys.close(fd)
             let mode = String(st.st_mode & 0o777, radix: 8)
-            return .failure("password_file \(path) is readable by group or others (mode 0\(mode)); run: chmod 600 \(path)")
+            return .failure(groupMayRead
+                ? "\(setting) \(path) can be read by others (mode 0\(mode)); it holds password hashes: run chmod o-rwx \(path)"
+                : "\(setting) \(path) is readable by group or others (mode 0\(mode)); run: chmod 600 \(path)")
         }
         return .success(fd)
     }

@@ -176,6 +176,11 @@ public enum Sys {
         case .failure(let e): return .failure(e)
         }
         defer { close(fd) }
+        return readAll(fd, limit: limit, name: path)
+    }
+
+    /// Reads an open (small) file to its end, or to `limit` bytes.
+    public static func readAll(_ fd: Int32, limit: Int, name path: String) -> Result<[UInt8], Errno> {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while out.count < limit {

@@ -221,6 +221,7 @@ def test_rfc4954_3_no_auth_without_auth_users(daemon):
 # the exchange (RFC 4954 §4, RFC 4616 §2) and the trace (RFC 3848 §2)
 
 
+@pytest.mark.board  # 32-bit widths: the armv7 binary under qemu too
 def test_rfc4954_4_smtplib_login_plain_relays_marked_esmtpa_and_logged(make_daemon, upstream, users_file):
     """smtplib's login() (AUTH PLAIN with an initial response, RFC 4954 §4) gets
     235 2.7.0 (§6); the message it sends reaches the upstream with
@@ -242,6 +243,7 @@ def test_rfc4954_4_smtplib_login_plain_relays_marked_esmtpa_and_logged(make_daem
                what="the successful AUTH logged with auth_user=alice and PLAIN")
 
 
+@pytest.mark.board  # 32-bit widths: the armv7 binary under qemu too
 def test_rfc4954_4_plain_and_login_challenges_and_initial_responses(make_daemon, upstream, users_file):
     """RFC 4954 §4: AUTH PLAIN without an initial response gets "334 " (an
     empty challenge) and takes the response on the next line; AUTH LOGIN asks
@@ -282,6 +284,7 @@ def test_rfc4954_4_plain_and_login_challenges_and_initial_responses(make_daemon,
         assert code == 235, (code, text)
 
 
+@pytest.mark.board  # 32-bit widths: the armv7 binary under qemu too
 def test_rfc4954_6_wrong_password_and_unknown_user_535_after_a_growing_delay(make_daemon, upstream, users_file):
     """RFC 4954 §6: a wrong password and an unknown user get the same
     535 5.7.8 (nothing tells which users exist), the first failure from an
