@@ -163,7 +163,11 @@ public struct DataDecoder: Sendable {
         let lfVector = SIMD16<UInt8>(repeating: ASCII.lf)
         while count - j >= 16 {
             let v = base.loadUnaligned(fromByteOffset: j, as: SIMD16<UInt8>.self)
-            if any((v .== crVector) .| (v .== lfVector)) { break }
+            // The mask's 16 lanes read as two words: nonzero where a lane
+            // matched. (`any(_:)` would reduce the lanes through a generic
+            // `min()` the size-optimised build does not inline.)
+            let lanes = unsafeBitCast((v .== crVector) .| (v .== lfVector), to: (UInt64, UInt64).self)
+            if lanes.0 | lanes.1 != 0 { break }
             j += 16
         }
         #endif
