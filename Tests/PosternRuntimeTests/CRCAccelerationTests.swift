@@ -55,6 +55,36 @@ struct CRCAccelerationTests {
         #expect(failures == 0)
     }
 
+    /// The hardware version runs three chains at once over blocks of 3 × 4096
+    /// and then 3 × 512 bytes and joins them (crc32c.c): every length around
+    /// the block boundaries, from starts that are and are not word-aligned, and
+    /// a few long ones, continued from a register that is not the initial one.
+    @Test("Lengths around the interleaved blocks (3 × 512, 3 × 4096): hardware == table version")
+    func interleavedBlocks() throws {
+        let f = try #require(hardware)
+        var x: UInt64 = 11
+        let data: [UInt8] = (0..<70_000).map { _ in
+            x = x &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return UInt8(truncatingIfNeeded: x >> 33)
+        }
+        var lengths: [Int] = []
+        for boundary in [1536, 3072, 4608, 12_288, 13_824, 16_384, 24_576, 26_112] {
+            lengths += (boundary - 9)...(boundary + 9)
+        }
+        lengths += [16_400, 16_408, 40_000, 65_536, 69_000]
+        var failures = 0
+        data.withUnsafeBytes { all in
+            for start in [0, 1, 3, 8, 13] {
+                for length in lengths {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    let register = 0xFFFF_FFFF ^ UInt32(truncatingIfNeeded: length &* 2_654_435_761)
+                    if f(register, slice.baseAddress, slice.count) != CRC32C.software(register, slice) { failures += 1 }
+                }
+            }
+        }
+        #expect(failures == 0)
+    }
+
     @Test("The entry point installs the hardware version where the CPU has it")
     func installs() {
         // Installing twice installs the same function; every test computing a
