@@ -55,9 +55,10 @@
 //               in order, possibly in later segments. A chunk is at most
 //               `maxTextPayload` (65,516) bytes, so a text record fits a 64 KiB
 //               read buffer whole and a message of any size streams through it.
-//               (Every version-1 writer kept to this: the receiver writes 16 KiB
-//               chunks and compaction copies records it read whole into 64 KiB;
-//               stating it changed no file, so the version stays 1.)
+//               (Every version-1 writer kept to this: the receiver wrote 16 KiB
+//               chunks, and since issue 11 writes chunks of up to this size;
+//               compaction copies records it read whole into 64 KiB. Stating
+//               it changed no file, so the version stays 1.)
 //  3 commit     u64 total text bytes. The message is acknowledged once this record
 //               is covered by a completed fdatasync; only then is 250 sent.
 //  4 abort      empty. The transaction was abandoned (client gone, over-size).

@@ -15,8 +15,8 @@ import PosternCore
 extension Spool {
     /// Below this much free space (after a write failed with ENOSPC) MAIL is
     /// refused at once rather than at the end of DATA: a board's alerts are a
-    /// few KiB, and a text chunk is at most 16 KiB plus a segment's first page.
-    public static let minimumFreeSpace: Int64 = 64 * 1024
+    /// few KiB, and a text record is at most 64 KiB plus a segment's first page.
+    public static let minimumFreeSpace: Int64 = 128 * 1024
 
     /// How often `acceptsMail` may retry a reclaim that found nothing to do or
     /// failed; the immediate triggers are a finished message and a failed write.

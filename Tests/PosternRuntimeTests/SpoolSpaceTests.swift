@@ -111,7 +111,7 @@ struct SpoolFullDiskTests {
     @Test("with nothing to reclaim and not even room for a header, every write fails with ENOSPC and the spool keeps going")
     func nothingToReclaim() {
         let disk = SimulatedDisk()
-        disk.capacity = 128 * 1024
+        disk.capacity = 2 * Int(Spool.minimumFreeSpace)
         let spool = simulatedSpool(disk, segmentSize: 4 << 20)
         hog(disk, disk.capacity! - disk.used())
         for _ in 0..<3 {

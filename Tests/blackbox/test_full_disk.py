@@ -137,7 +137,7 @@ def test_issue7_4_disk_filled_by_another_program_recovers_when_it_frees_space(tm
     daemon = make_daemon(upstream.port, spool__max_size="64M", spool__segment_size="4M")
     sent = {}
     with session(daemon.port) as c:
-        # Less than `minimumFreeSpace` (64 KiB) of records: reclaiming them does
+        # Less than `minimumFreeSpace` (128 KiB) of records: reclaiming them does
         # not make room for new mail, freeing the other program's space does.
         for i in range(2):
             msg = make_message(f"before {i}", body=filler(MESSAGE, f"before {i}"))
