@@ -61,7 +61,7 @@ public final class Daemon {
         self.log = log
         service = ServiceManager(log: log, now: Clock.monotonic())
         hostname = config.receiver.hostname ?? Sys.hostname()
-        syncHelpers = [SyncHelper(log: log), SyncHelper(log: log)]
+        syncHelpers = [SyncHelper(log: log), SyncHelper(log: log), SyncHelper(log: log), SyncHelper(log: log)]
         spool = Spool(dir: config.spool.dir, segmentSize: config.spool.segmentSize, maxSize: config.spool.maxBytes, log: log,
                       storage: storage, expiry: ExpiryPolicy(maxAge: config.spool.maxAge))
         delivery = Delivery(upstreams: config.upstreams, heloName: hostname, policy: RetryPolicy(config.retry),

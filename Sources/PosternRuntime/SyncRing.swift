@@ -71,7 +71,7 @@ public final class SyncRing {
         let queued = files.withUnsafeBufferPointer { cl_uring_sync(ring, $0.baseAddress, Int32(files.count), dirFD, tag) }
         guard queued == 0 else {
             let e = Errno.current("io_uring_enter")
-            // No room is not a fault: two batches at most are outstanding,
+            // No room is not a fault: four batches at most are outstanding,
             // and the ring holds more than that.
             if e.code != EAGAIN { giveUp(e.text) }
             return false

@@ -186,7 +186,8 @@ final class SimulatedDisk: SpoolStorage {
     /// operations it covers (those before `startSync`), and the names as they
     /// were then.
     var started: [(files: [(Inode, Int)], names: [String: Inode]?, stamp: Int)] = []
-    /// Syncs that may run at once (the daemon has two helpers).
+    /// Syncs that may run at once (the daemon's storage runs four; the rules
+    /// that limit them are the spool's, and two show them).
     var syncCapacity = 2
     /// Syncs started so far.
     var startedSyncs = 0

@@ -90,6 +90,23 @@ struct SpoolGroupCommitTests {
         #expect(disk.startedSyncs == 2)
     }
 
+    @Test("behind a big sync, a batch of 6 waiting commits is worth a sync of its own and starts beside it; 5 wait")
+    func bigBatchOverlapsABigSync() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk)
+        let big = (0..<Spool.overlapBelow).map { _ in commit(spool) }
+        #expect(spool.startGroupCommit() == nil)
+        let waiting = (0..<(Spool.ownSyncFrom - 1)).map { _ in commit(spool) }
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        let last = commit(spool)
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 2)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == big)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == waiting + [last])
+        #expect(!spool.groupCommitDue)
+    }
+
     @Test("a sync that ran at once (no helper free) is answered only after the one started before it")
     func syncAtOnceWaitsItsTurn() {
         let disk = SimulatedDisk()

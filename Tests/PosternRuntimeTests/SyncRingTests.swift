@@ -87,7 +87,7 @@ struct SyncRingTests {
         let storage = PosixStorage()
         let ring = try openRing()
         storage.useSyncRing(ring)
-        #expect(storage.syncCapacity == 2)
+        #expect(storage.syncCapacity == 4)
         guard case .started = storage.startSync(files: [s.fd], directory: s.dir.path) else {
             Issue.record("the sync ran in the loop")
             return

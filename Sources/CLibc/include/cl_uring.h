@@ -14,7 +14,8 @@
 
 #include <stdint.h>
 
-/// Submission queue entries: two batches of CL_SYNC_MAX_FDS descriptors fit.
+/// Submission queue entries: four batches (`syncCapacity`) of CL_SYNC_MAX_FDS
+/// descriptors fit.
 #define CL_URING_ENTRIES 128
 
 typedef struct cl_uring cl_uring;
