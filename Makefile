@@ -18,10 +18,11 @@ SWIFT_FLAGS_EMBEDDED := -target x86_64-unknown-linux-gnu -enable-experimental-fe
 # - The SIL performance inliner's threshold at 0: Swift then inlines what is
 #   marked always-inline or transparent (the standard library's small
 #   accessors are) and little else. 1,105,624 bytes before, 885,016 after
-#   (issue 11). The 5 MB and 100 KB relays cost the same CPU per message
-#   within the noise; a 2 KB message about a fifth more (0.37 to 0.46 ms, a
-#   tenth of Postfix's). The one hot loop the profile found not inlined was the
-#   DATA codecs' vector scan, now written without a generic call.
+#   (issue 11). A 5 MB message costs the same CPU within the noise, a 100 KB
+#   one about a tenth more and a 2 KB one about a fifth more (0.32 to 0.38 ms
+#   in alternating runs of both builds; Postfix's is 2.3). The one hot loop the
+#   profile found not inlined was the DATA codecs' vector scan, now written
+#   without a generic call.
 RELEASE_SWIFT_FLAGS := -Xllvm -enable-machine-outliner=always -Xfrontend -sil-inline-threshold -Xfrontend 0
 # Relative relocations packed (DT_RELR, glibc 2.36): 20 KB of .rela.dyn become
 # 312 bytes, and the loader has less to write at start. x86_64 only: Debian 12's
