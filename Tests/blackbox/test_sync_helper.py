@@ -56,11 +56,15 @@ def log_entries(gate):
     return out
 
 
+# The daemon starts four (SpoolStorage.syncCapacity: four syncs at once).
+SYNC_HELPERS = 4
+
+
 def helper_pids(daemon):
-    """The two sync helpers: the daemon's children while no command or lookup
+    """The sync helpers: the daemon's children while no command or lookup
     runs."""
     kids = children(daemon.pid)
-    return kids if len(kids) == 2 else None
+    return kids if len(kids) == SYNC_HELPERS else None
 
 
 def exists(pid):
@@ -85,7 +89,7 @@ def send_in_thread(port, subject, results):
 
 def test_the_sync_runs_in_the_helper_and_the_loop_serves_others_meanwhile(make_daemon, upstream, gate):
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the four sync helper processes")
     (gate[0] / "hold").touch()
     results = []
     sender = send_in_thread(daemon.port, "held by a slow sync", results)
@@ -118,7 +122,7 @@ def test_commits_during_a_sync_share_the_next_one(make_daemon, upstream, gate):
     """Group commit groups: 16 clients at once while every sync takes 200 ms;
     far fewer syncs than messages, every message acknowledged and delivered."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
+    wait_until(lambda: helper_pids(daemon), what="the four sync helper processes")
     before = len([e for e in log_entries(gate) if e[0] == "enter"])
     (gate[0] / "delay").write_text("200")
     results = []
@@ -136,7 +140,7 @@ def test_a_killed_daemon_with_a_sync_in_flight_promised_nothing_and_its_helper_g
     helper dies with the daemon (it holds no lock), and the restarted daemon
     opens the spool and works."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the four sync helper processes")
     (gate[0] / "hold").touch()
     results = []
     sender = send_in_thread(daemon.port, "in flight at the crash", results)
@@ -154,10 +158,10 @@ def test_a_killed_daemon_with_a_sync_in_flight_promised_nothing_and_its_helper_g
 
 
 def test_killed_helpers_cost_nothing_but_speed(make_daemon, upstream, gate):
-    """Both helpers killed: the next sync runs in the loop, mail is still
+    """Every helper killed: the next sync runs in the loop, mail is still
     acknowledged only once durable, and it is said in the log."""
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the four sync helper processes")
     send_one(daemon.port, "synced by a helper")
     send_one(daemon.port, "synced by a helper again")
     for h in helpers:
@@ -172,7 +176,7 @@ def test_killed_helpers_cost_nothing_but_speed(make_daemon, upstream, gate):
 
 def test_the_helper_ends_with_the_daemon(make_daemon, upstream, gate):
     daemon = gated_daemon(make_daemon, upstream.port, gate)
-    helpers = wait_until(lambda: helper_pids(daemon), what="the two sync helper processes")
+    helpers = wait_until(lambda: helper_pids(daemon), what="the four sync helper processes")
     send_one(daemon.port, "one")
     assert daemon.stop() == 0
     wait_until(lambda: not any(exists(h) for h in helpers), what="the helpers to end")

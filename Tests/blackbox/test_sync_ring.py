@@ -94,7 +94,7 @@ def test_without_io_uring_auto_uses_the_helpers(make_daemon, upstream, no_uring)
     daemon.start()
     daemon.wait_for_log("io_uring cannot run here; the spool syncs in helper processes")
     assert ring_fds(daemon.pid) == []
-    wait_until(lambda: len(children(daemon.pid)) == 2, what="the two sync helpers")
+    wait_until(lambda: len(children(daemon.pid)) == 4, what="the four sync helpers")
     send_one(daemon.port, "synced by a helper")
     upstream.wait_for_match(lambda m: b"synced by a helper" in m.content)
 
