@@ -56,9 +56,17 @@ struct SyncRingTests {
         #expect(throws: Never.self) { try outcome?.get() }
         #expect(outcome != nil)
         #expect(ring.batches.isEmpty)
-        // Nothing outstanding: the eventfd was emptied and stays quiet.
-        var p = pollfd(fd: ring.fd, events: Int16(POLLIN), revents: 0)
-        #expect(poll(&p, 1, 0) == 0)
+        // Nothing outstanding. The eventfd may still hold the last request's
+        // signal: the kernel posts a completion before it signals it, so a
+        // receive can take the completion and clear the eventfd just before the
+        // signal lands (a fresh-clone CI run saw that). Such a late signal is a
+        // spurious wake-up only: the daemon polls the eventfd only while a batch
+        // is outstanding, and a receive reports nothing for it.
+        guard case .running = ring.receive(wait: false) else {
+            Issue.record("a receive with nothing outstanding reported an outcome")
+            return
+        }
+        #expect(ring.batches.isEmpty)
     }
 
     @Test("Outcomes come oldest batch first, each once")
