@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (RawClient, hold_for, make_message, send_one, strip_first_header_field, strip_received,
+from conftest import (ARCH, RawClient, hold_for, make_message, send_one, strip_first_header_field, strip_received,
                       wait_until)
 
 
@@ -200,7 +200,16 @@ def _vm_hwm_kb(daemon):
 
 @pytest.mark.board
 def test_20mb_message_relayed_intact_in_fixed_memory(make_daemon, upstream):
-    """DESIGN principle 2: memory does not grow with message size."""
+    """DESIGN principle 2: memory does not grow with message size.
+
+    Under qemu-user (the board runs) VmHWM is qemu's process, which also holds
+    the translations of every guest code path run so far (its code cache and
+    their records on its heap): a large message runs paths a 2 KB one does not
+    (several text records, a new segment), and on armv7 their translations
+    alone were 2.2 MB. There the baseline is taken after a 5 MB message too, so
+    the 20 MB one is measured against the same code; natively it is the 2 KB
+    message's, as before (`make bench-board` measures the boards' own kernels:
+    a 20 MB message adds under 160 kB there)."""
     daemon = make_daemon(upstream.port, receiver__max_message_size="25M")
 
     small = make_message("small one", body=("x" * 70 + "\r\n") * 28)  # ~2 KB
@@ -208,6 +217,14 @@ def test_20mb_message_relayed_intact_in_fixed_memory(make_daemon, upstream):
         s.sendmail("sender@client.example", ["ops@example.com"], small)
     upstream.wait_for(1)
     wait_until(lambda: daemon.events("delivered"), what="the small message's delivered event")
+    first = 1
+    if ARCH != "x86_64":
+        warm = make_message("warm-up") + base64.encodebytes(os.urandom(3_800_000)).replace(b"\n", b"\r\n")
+        with smtplib.SMTP("127.0.0.1", daemon.port, timeout=120) as s:
+            assert s.sendmail("sender@client.example", ["ops@example.com"], warm) == {}
+        upstream.wait_for(2, timeout=90)
+        wait_until(lambda: len(daemon.events("delivered")) >= 2, what="the warm-up message's delivered event")
+        first = 2
     hwm_small = _vm_hwm_kb(daemon)
 
     # ~20 MiB of base64 lines (no line starts with '.', CRLF endings).
@@ -220,8 +237,8 @@ def test_20mb_message_relayed_intact_in_fixed_memory(make_daemon, upstream):
         assert s.sendmail("sender@client.example", ["ops@example.com"], big) == {}
     del raw, body
 
-    msgs = upstream.wait_for(2, timeout=90)
-    wait_until(lambda: len(daemon.events("delivered")) >= 2, what="the big message's delivered event")
+    msgs = upstream.wait_for(first + 1, timeout=90)
+    wait_until(lambda: len(daemon.events("delivered")) >= first + 1, what="the big message's delivered event")
     hwm_big = _vm_hwm_kb(daemon)
     got = [m for m in msgs if m.header("Subject") == "big one"]
     assert len(got) == 1
@@ -229,7 +246,7 @@ def test_20mb_message_relayed_intact_in_fixed_memory(make_daemon, upstream):
     assert len(relayed) == len(big)
     assert hashlib.sha256(relayed).hexdigest() == digest, "20 MB message altered in transit"
 
-    print(f"\nVmHWM after 2 KB message: {hwm_small} kB; after 20 MB message: {hwm_big} kB "
+    print(f"\nVmHWM before the 20 MB message: {hwm_small} kB; after it: {hwm_big} kB "
           f"(growth {hwm_big - hwm_small} kB)")
     assert hwm_big - hwm_small <= 1024, (
         f"peak RSS grew by {hwm_big - hwm_small} kB relaying a 20 MB message "
