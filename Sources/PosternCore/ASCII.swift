@@ -127,12 +127,12 @@ public enum ASCII {
 
     /// Lower-case hexadecimal of `value`, zero-padded to `width` digits.
     public static func hex(_ value: UInt64, width: Int) -> String {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        var out = [UInt8](repeating: 48, count: width)
+        var out = [UInt8](repeating: 48, count: max(0, width))
         var v = value
-        var i = width - 1
+        var i = out.count - 1
         while i >= 0 {
-            out[i] = digits[Int(v & 15)]
+            let d = UInt8(truncatingIfNeeded: v & 15)
+            out[i] = d < 10 ? 48 + d : 87 + d  // 0-9, a-f
             v >>= 4
             i -= 1
         }

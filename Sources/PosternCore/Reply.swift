@@ -69,6 +69,8 @@ public struct ReplyParser: Sendable {
     public var maxLines = 40
     private var code: Int? = nil
     private var lines: [String] = []
+    /// The enhanced code of the reply being read (from its first line).
+    private var enhanced: String? = nil
 
     public init() {}
 
@@ -91,22 +93,25 @@ public struct ReplyParser: Sendable {
             text = text.dropFirst()
         }
         code = c
-        if lines.count < maxLines { lines.append(ASCII.printable(text, limit: 512)) }
-        if more { return .success(nil) }
-        let enhanced = Self.enhancedCode(in: lines.first ?? "")
-        if let e = enhanced {
-            // Keep the text without the code so `description` does not repeat it.
-            lines = lines.map { line in
-                let b = Array(line.utf8)
-                let p = Array(e.utf8)
-                guard b.starts(with: p) else { return line }
-                return String(decoding: b.dropFirst(p.count).drop { $0 == ASCII.space }, as: UTF8.self)
-            }
+        if lines.count < maxLines {
+            let printable = ASCII.printable(text, limit: 512)
+            // The first line says whether the reply has an enhanced code.
+            if lines.isEmpty { enhanced = Self.enhancedCode(in: printable) }
+            lines.append(Self.withoutCode(printable, enhanced))
         }
+        if more { return .success(nil) }
         let reply = Reply(c, enhanced, lines)
         code = nil
+        enhanced = nil
         lines = []
         return .success(reply)
+    }
+
+    /// A line's text without the enhanced code it starts with, so that
+    /// `description` does not repeat it.
+    static func withoutCode(_ line: String, _ enhanced: String?) -> String {
+        guard let e = enhanced, line.utf8.starts(with: e.utf8) else { return line }
+        return String(decoding: line.utf8.dropFirst(e.utf8.count).drop { $0 == ASCII.space }, as: UTF8.self)
     }
 
     /// The enhanced status code at the start of a line's text, if any (RFC 3463 §2:

@@ -127,6 +127,20 @@ public struct SMTPReceiver: Sendable {
         /// End of data seen; waiting for the spool to make the message durable.
         case awaitingCommit(Envelope)
         case closed
+
+        var phase: Phase {
+            switch self {
+            case .connected: return .connected
+            case .greeted: return .greeted
+            case .gotMail: return .gotMail
+            case .gotRecipients: return .gotRecipients
+            case .receivingData: return .receivingData
+            case .receivingChunk: return .receivingChunk
+            case .gotChunks: return .gotChunks
+            case .awaitingCommit: return .awaitingCommit
+            case .closed: return .closed
+            }
+        }
     }
 
     /// The BDAT chunk being read.
@@ -206,7 +220,9 @@ public struct SMTPReceiver: Sendable {
     }
 
     public let settings: ReceiverSettings
-    public private(set) var state: State = .connected
+    public private(set) var state: State = .connected {
+        didSet { phase = state.phase }
+    }
     /// Set by the connection before each line: false while the spool is over
     /// `max_size` or failing, so MAIL gets 452 4.3.1 instead of a promise we cannot keep.
     public var spoolAcceptsMail = true
@@ -242,19 +258,10 @@ public struct SMTPReceiver: Sendable {
 
     // MARK: what the connection asks
 
-    public var phase: Phase {
-        switch state {
-        case .connected: return .connected
-        case .greeted: return .greeted
-        case .gotMail: return .gotMail
-        case .gotRecipients: return .gotRecipients
-        case .receivingData: return .receivingData
-        case .receivingChunk: return .receivingChunk
-        case .gotChunks: return .gotChunks
-        case .awaitingCommit: return .awaitingCommit
-        case .closed: return .closed
-        }
-    }
+    /// `state` without its payload, kept as it changes: the connection asks
+    /// for it dozens of times per message, and reading it from `state` copied
+    /// the payload (retains and releases) each time.
+    public private(set) var phase: Phase = .connected
 
     /// Input is message text for the DATA decoder, not command lines.
     public var expectsText: Bool { phase == .receivingData }

@@ -302,7 +302,11 @@ public enum SpoolCodec {
     }
 
     static func putLE(_ out: inout [UInt8], _ v: UInt64, _ bytes: Int) {
-        for i in 0..<bytes { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+        // One append of the value's first `bytes` bytes, not one per byte: the
+        // size build calls `append` out of line, and every record has four of
+        // these.
+        var le = v.littleEndian
+        withUnsafeBytes(of: &le) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[0 ..< max(0, min(bytes, 8))])) }
     }
 
     // MARK: decoding

@@ -11,9 +11,11 @@ public enum Clock {
     public static func wall() -> Int64 { cl_wall_seconds() }
 
     /// The current wall-clock time as an RFC 5322 date in the local time zone.
-    public static func rfc5322Date() -> String {
-        let now = wall()
-        return TraceHeader.date(seconds: now, utcOffset: Int(cl_utc_offset(now)))
+    public static func rfc5322Date() -> String { rfc5322Date(wall: wall()) }
+
+    /// The wall-clock second `seconds` as an RFC 5322 date in the local time zone.
+    public static func rfc5322Date(wall seconds: Int64) -> String {
+        TraceHeader.date(seconds: seconds, utcOffset: Int(cl_utc_offset(seconds)))
     }
 
     public static func random() -> UInt64 { cl_random64() }

@@ -390,9 +390,9 @@ public final class Daemon {
                 owners.append(.listener(i))
             }
         }
-        for entry in pool?.pollEntries() ?? [] {
-            pollFDs.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
-            owners.append(.receiver(entry.index))
+        pool?.pollEntries { index, fd, events in
+            pollFDs.append(pollfd(fd: fd, events: events, revents: 0))
+            owners.append(.receiver(index))
         }
         if delivery.fd >= 0 {
             pollFDs.append(pollfd(fd: delivery.fd, events: delivery.pollEvents, revents: 0))

@@ -15,6 +15,10 @@ public final class Log {
     /// Drops every entry (tests that provoke thousands of failures on purpose).
     let quiet: Bool
     var journalFailures = 0
+    /// The entry being written, as bytes, and its journal fields' slices: kept
+    /// between entries so that logging allocates nothing once they have grown.
+    var bytes: [UInt8] = []
+    var spans: [(start: Int, count: Int)] = []
 
     public init(showDebug: Bool = false, quiet: Bool = false, sink: Sink = .stderr) {
         self.showDebug = showDebug
@@ -24,18 +28,27 @@ public final class Log {
 
     public func emit(_ record: LogRecord) {
         if quiet || (record.priority == .debug && !showDebug) { return }
+        bytes.removeAll(keepingCapacity: true)
         if sink == .journal {
             // sd_journal_sendv succeeds silently when journald is not running at
             // all (ENOENT), so look for its socket first.
-            let rc = Systemd.journalAvailable() ? Systemd.journalSend(record.journalFields(identifier: "postern")) : -2
+            var rc: Int32 = -2
+            if Systemd.journalAvailable() {
+                spans.removeAll(keepingCapacity: true)
+                record.appendJournalFields(identifier: "postern", to: &bytes, spans: &spans)
+                rc = Systemd.journalSend(&bytes, spans)
+            }
             if rc >= 0 { return }
             journalFailures += 1
             if journalFailures == 1 {
                 Sys.writeStderr(LogRecord(.warning, "the journal refused an entry; writing to stderr instead",
                                           [("error", Errno(-rc, "sd_journal_sendv").text)]).keyValueLine() + "\n")
             }
+            bytes.removeAll(keepingCapacity: true)
         }
-        Sys.writeStderr(record.keyValueLine() + "\n")
+        record.appendKeyValueLine(to: &bytes)
+        bytes.append(ASCII.lf)
+        Sys.writeAll(2, bytes)
     }
 
     public func info(_ message: String, _ fields: [(String, String)] = [], id: String? = nil) {

@@ -21,6 +21,9 @@ public final class ReceiverContext {
     /// poll events); without one, a connection checks in the loop through
     /// `fallbackChecker` (tests below the socket).
     public var passwordChecker: PasswordChecker? = nil
+    /// The Received header's date of the current second, made once for every
+    /// message that arrives in it (`receivedDate`).
+    var dateOfSecond: (second: Int64, text: String) = (-1, "")
     lazy var fallbackChecker = PasswordChecker(log: log)
     /// Failed AUTH per client address: delays and lockouts (`AuthThrottle`).
     public var authThrottle = AuthThrottle()
@@ -53,6 +56,14 @@ public final class ReceiverContext {
         self.spool = spool
         self.log = log
         self.kernel = kernel
+    }
+
+    /// Now as the Received header's date (RFC 5322 §3.3), formatted once a
+    /// second rather than once a message.
+    func receivedDate() -> String {
+        let now = Clock.wall()
+        if now != dateOfSecond.second { dateOfSecond = (now, Clock.rfc5322Date(wall: now)) }
+        return dateOfSecond.text
     }
 }
 
@@ -610,7 +621,7 @@ public final class ReceiverConnection {
             let header = TraceHeader.received(TraceHeader.Info(
                 heloName: env.heloName, clientAddress: peer, hostname: context.settings.hostname,
                 protocolName: Self.protocolName(env), queueID: t.queueID,
-                recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: Clock.rfc5322Date(),
+                recipient: env.recipients.count == 1 ? env.recipients.first : nil, date: context.receivedDate(),
                 local: local, authUser: env.authUser))
             text.append(header)
         case .failure(let e):

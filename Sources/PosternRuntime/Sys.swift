@@ -148,16 +148,23 @@ public enum Sys {
     /// there is nowhere left to report it.
     static func writeAll(_ fd: Int32, _ text: String) {
         var t = text
-        t.withUTF8 { buf in
-            var done = 0
-            while done < buf.count {
-                let n = CLibc.write(fd, buf.baseAddress! + done, buf.count - done)
-                if n <= 0 {
-                    if n < 0 && cl_errno() == EINTR { continue }
-                    break
-                }
-                done += n
+        t.withUTF8 { writeAll(fd, UnsafeRawBufferPointer($0)) }
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { writeAll(fd, $0) }
+    }
+
+    static func writeAll(_ fd: Int32, _ buf: UnsafeRawBufferPointer) {
+        guard let base = buf.baseAddress else { return }
+        var done = 0
+        while done < buf.count {
+            let n = CLibc.write(fd, base + done, buf.count - done)
+            if n <= 0 {
+                if n < 0 && cl_errno() == EINTR { continue }
+                break
             }
+            done += n
         }
     }
 

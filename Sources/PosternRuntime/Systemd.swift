@@ -66,17 +66,13 @@ public enum Systemd {
 
     /// sd_journal_sendv(3): one entry of "FIELD=value" strings. Returns 0 or a
     /// negative errno.
-    public static func journalSend(_ fields: [String]) -> Int32 {
-        // One contiguous buffer, so every iovec points into memory that lives for
-        // the whole call.
-        var bytes: [UInt8] = []
-        var spans: [(Int, Int)] = []
-        for f in fields {
-            spans.append((bytes.count, f.utf8.count))
-            bytes.append(contentsOf: f.utf8)
-        }
-        return bytes.withUnsafeMutableBytes { raw -> Int32 in
-            let iov = spans.map { iovec(iov_base: raw.baseAddress! + $0.0, iov_len: $0.1) }
+    /// Sends one entry whose fields are `spans`' slices of `bytes`
+    /// (`LogRecord.appendJournalFields`): one contiguous buffer, so every iovec
+    /// points into memory that lives for the whole call.
+    public static func journalSend(_ bytes: inout [UInt8], _ spans: [(start: Int, count: Int)]) -> Int32 {
+        bytes.withUnsafeMutableBytes { raw -> Int32 in
+            guard let base = raw.baseAddress else { return -Int32(EINVAL) }
+            let iov = spans.map { iovec(iov_base: base + $0.start, iov_len: $0.count) }
             return iov.withUnsafeBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
         }
     }
