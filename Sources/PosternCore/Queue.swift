@@ -248,6 +248,12 @@ public struct Queue: Sendable {
         messages.first { !$0.inFlight && $0.nextAttempt <= now }
     }
 
+    /// Whether a message is due (`nextDue` without copying it out: the loop
+    /// asks twice per iteration).
+    public func hasDue(now: Int64) -> Bool {
+        messages.contains { !$0.inFlight && $0.nextAttempt <= now }
+    }
+
     /// When the next not-in-flight message becomes due (nil when none waits).
     /// Cached: the loop asks every iteration, the queue changes far less often.
     public mutating func earliestAttempt() -> Int64? {

@@ -27,15 +27,21 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     /// The reply as it goes on the wire.
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
+        out.reserveCapacity(64)
+        func add(_ s: String) {
+            var s = s
+            s.withUTF8 { out.append(contentsOf: $0) }
+        }
         for (i, line) in lines.enumerated() {
             appendCode(&out)
             out.append(i == lines.count - 1 ? ASCII.space : 45 /* - */)
             if let e = enhanced {
-                out.append(contentsOf: e.utf8)
+                add(e)
                 if !line.isEmpty { out.append(ASCII.space) }
             }
-            out.append(contentsOf: line.utf8)
-            out.append(contentsOf: ASCII.crlf)
+            add(line)
+            out.append(ASCII.cr)
+            out.append(ASCII.lf)
         }
         return out
     }

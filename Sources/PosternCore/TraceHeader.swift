@@ -36,21 +36,32 @@ public enum TraceHeader {
 
     /// The header, folded onto continuation lines (RFC 5322 §2.2.3), ending in CRLF.
     public static func received(_ i: Info) -> [UInt8] {
-        var s: String
+        // Appended as bytes: one header per message, and String interpolation
+        // made it the receiver's costliest step after the log lines.
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        func add(_ s: String) {
+            var s = s
+            s.withUTF8 { out.append(contentsOf: $0) }
+        }
         if let l = i.local {
             // A local submission has no client host: as Postfix writes
             // "Received: by host (Postfix, from userid 1000)" for its sendmail,
             // the From clause is left out and the user goes in the comment.
-            s = "Received: by \(i.hostname) (Postern, from \(l))\r\n"
-            s += "\twith \(i.protocolName) id \(i.queueID)"
+            add("Received: by "); add(i.hostname); add(" (Postern, from "); add(l.description); add(")\r\n")
+            add("\twith "); add(i.protocolName); add(" id "); add(i.queueID)
         } else {
-            s = "Received: from \(i.heloName) (\(i.clientAddress.literal))\r\n"
-            if let u = i.authUser { s += "\t(Authenticated sender: \(commentText(u)))\r\n" }
-            s += "\tby \(i.hostname) (Postern) with \(i.protocolName) id \(i.queueID)"
+            add("Received: from "); add(i.heloName); add(" ("); add(i.clientAddress.literal); add(")\r\n")
+            if let u = i.authUser { add("\t(Authenticated sender: "); add(commentText(u)); add(")\r\n") }
+            add("\tby "); add(i.hostname); add(" (Postern) with "); add(i.protocolName); add(" id "); add(i.queueID)
         }
-        if let r = i.recipient { s += "\r\n\tfor \(r)" }
-        s += "; \(i.date)\r\n"
-        return Array(s.utf8)
+        if let r = i.recipient {
+            add("\r\n\tfor <")
+            out.append(contentsOf: r.bytes)
+            out.append(62)  // ">"
+        }
+        add("; "); add(i.date); add("\r\n")
+        return out
     }
 
     /// Text for inside a comment (RFC 5322 §3.2.2): '(', ')' and '\\' as

@@ -43,6 +43,7 @@ public final class Delivery {
             resolver = nil
             addresses = []
             if active >= upstreams.count { active = 0 }
+            nameOfActive = nil
             if statuses.count != upstreams.count {
                 statuses = [UpstreamStatus](repeating: UpstreamStatus(), count: upstreams.count)
             }
@@ -52,6 +53,15 @@ public final class Delivery {
     /// The upstream being tried or used now (an index into `upstreams`).
     public internal(set) var active = 0
     public var upstream: UpstreamConfig { upstreams[active] }
+    /// `upstream.name`, made once per upstream tried rather than in every
+    /// line that names it.
+    var upstreamName: String {
+        if let n = nameOfActive, n.index == active { return n.name }
+        let name = upstream.name
+        nameOfActive = (active, name)
+        return name
+    }
+    var nameOfActive: (index: Int, name: String)? = nil
     public var heloName: String
     /// `[aliases]`, for `[upstream] rewrite_to` (set by the daemon, and on reload).
     public var aliases = AliasMap.empty
@@ -155,7 +165,7 @@ public final class Delivery {
         if fd >= 0 {
             earliest(deadline)
             if machine.isReady && current == nil { earliest(idleUntil) }
-            if link.phase == .open && machine.isReady && current == nil && spool.queue.nextDue(now: now) != nil {
+            if link.phase == .open && machine.isReady && current == nil && spool.queue.hasDue(now: now) {
                 earliest(now)
             }
         } else if resolver == nil, !spool.queue.isEmpty, let due = spool.queue.earliestAttempt() {
@@ -191,7 +201,7 @@ public final class Delivery {
             log.notice("the system clock is synchronised now; trying the upstream again", [("upstream", upstream.name)])
         }
         if fd < 0 {
-            guard resolver == nil, now >= upstreamRetryAt, spool.queue.nextDue(now: now) != nil else { return }
+            guard resolver == nil, now >= upstreamRetryAt, spool.queue.hasDue(now: now) else { return }
             connect(now: now)
             return
         }
@@ -587,7 +597,7 @@ public final class Delivery {
         let attempt = spool.queue.message(c.id)?.attempts ?? 0
         let fields: [(String, String)] = [
             ("queue_id", queueID), ("from", c.from.description), ("rcpt", c.recipients[index].description),
-            ("upstream", upstream.name), ("reply", reply.description), ("attempt", "\(attempt)"),
+            ("upstream", upstreamName), ("reply", reply.description), ("attempt", "\(attempt)"),
         ]
         switch outcome {
         case .delivered:

@@ -50,6 +50,25 @@ struct LogRecordTests {
         #expect(line.hasPrefix("level=warning event=rejected "))
     }
 
+    @Test("Journal fields: MESSAGE with the fields, PRIORITY, SYSLOG_IDENTIFIER, MESSAGE_ID, POSTERN_EVENT, one POSTERN_<NAME> each")
+    func journal() {
+        let r = LogRecord(.info, "message received", event: .received,
+                          [("queue_id", "00000000000000a1"), ("reply", "250 2.0.0 Ok"), ("auth-user", "x\ny")])
+        #expect(r.journalFields(identifier: "postern") == [
+            "MESSAGE=message received (queue_id=00000000000000a1 reply=\"250 2.0.0 Ok\" auth-user=x?y)",
+            "PRIORITY=6",
+            "SYSLOG_IDENTIFIER=postern",
+            "MESSAGE_ID=" + MessageIDs.received,
+            "POSTERN_EVENT=received",
+            "POSTERN_QUEUE_ID=00000000000000a1",
+            "POSTERN_REPLY=250 2.0.0 Ok",
+            "POSTERN_AUTH_USER=x\ny",
+        ])
+        #expect(LogRecord(.error, "stopped").journalFields(identifier: "p") == [
+            "MESSAGE=stopped", "PRIORITY=3", "SYSLOG_IDENTIFIER=p",
+        ])
+    }
+
     @Test("Priorities are syslog's (RFC 5424 §6.2.1)")
     func priorities() {
         #expect(Priority.error.rawValue == 3)

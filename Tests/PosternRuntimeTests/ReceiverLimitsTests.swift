@@ -31,6 +31,36 @@ struct ReceiverLimitsTests {
         #expect(h.connect(from: "192.0.2.7").replyCodes == [220])
     }
 
+    @Test("The poll set lists every open connection once and no closed one, while slots are freed and taken again")
+    func pollSetFollowsSlots() {
+        // Loopback clients, which may take every slot (no share is held back).
+        let h = ReceiverHarness(maxConnections: 3)
+        let a = h.connect(from: "127.0.0.1")
+        let b = h.connect(from: "127.0.0.2")
+        // a leaves; c is admitted before any poll set is built, into a's slot.
+        a.incoming = [.bytes(bytes("QUIT\r\n"))]
+        h.run { a.closed }
+        let c = h.connect(from: "127.0.0.3")
+        let d = h.connect(from: "127.0.0.4")
+        #expect([b, c, d].map { $0.replyCodes } == [[220], [220], [220]])
+        var entries = h.pool.pollEntries()
+        #expect(entries.count == 3 && Set(entries.map { $0.index }).count == 3 && Set(entries.map { $0.fd }).count == 3)
+        #expect(h.pool.activeCount == 3)
+        // Full: the next client is refused, and the poll set is unchanged.
+        let e = h.connect(from: "127.0.0.5")
+        #expect(e.replyCodes == [421] && e.closed)
+        #expect(h.pool.pollEntries().count == 3)
+        // Two leave; their deadlines and polls go with them.
+        b.incoming = [.bytes(bytes("QUIT\r\n"))]
+        d.incoming = [.bytes(bytes("QUIT\r\n"))]
+        h.run { b.closed && d.closed }
+        entries = h.pool.pollEntries()
+        #expect(entries.count == 1 && h.pool.activeCount == 1)
+        c.incoming = [.bytes(bytes("EHLO c\r\n"))]
+        h.step()
+        #expect(c.replyCodes == [220, 250])
+    }
+
     @Test("A pool made without a configuration has no cap per client and greets at once")
     func unconfigured() {
         let h = ReceiverHarness(maxConnections: 4)
