@@ -331,6 +331,17 @@ struct SpoolCodecWidthTests {
             #expect(SpoolCodec.getLE(p, 0, -1) == nil)
         }
         [UInt8]().withUnsafeBytes { #expect(SpoolCodec.getLE($0, 0, 1) == nil) }
+        // Every width, at an odd offset, against putLE.
+        for width in 0...8 {
+            var out: [UInt8] = [0xee]
+            SpoolCodec.putLE(&out, 0x0807_0605_0403_0201, width)
+            let expected = width == 8 ? UInt64(0x0807_0605_0403_0201) : UInt64(0x0807_0605_0403_0201) & ((1 << (8 * UInt64(width))) - 1)
+            out.withUnsafeBytes { p in
+                #expect(p.count == 1 + width)
+                #expect(SpoolCodec.getLE(p, 1, width) == expected)
+                #expect(SpoolCodec.getLE(p, 2, width) == nil || width == 0)
+            }
+        }
     }
 
     @Test("Commit sizes that do not fit an Int are refused", arguments: [
