@@ -41,7 +41,7 @@ public final class ReceiverPool {
 
     public var activeCount: Int { activeSlots.reduce(0) { $0 + (connections[$1].isActive ? 1 : 0) } }
 
-    /// The connections still open, in slot order of admission.
+    /// The connections still open, in the order they were admitted.
     var active: [ReceiverConnection] {
         var out: [ReceiverConnection] = []
         for i in activeSlots where connections[i].isActive { out.append(connections[i]) }
