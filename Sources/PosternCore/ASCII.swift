@@ -139,3 +139,13 @@ public enum ASCII {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+extension Array where Element == UInt8 {
+    /// Appends `s` as UTF-8 in one copy: what log lines, trace headers and
+    /// replies are built with, byte by byte in a buffer rather than by String
+    /// concatenation (issue 11).
+    public mutating func appendUTF8(_ s: String) {
+        var s = s
+        s.withUTF8 { append(contentsOf: $0) }
+    }
+}

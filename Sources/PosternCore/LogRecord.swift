@@ -77,40 +77,40 @@ public struct LogRecord: Sendable {
             spans.append((start, bytes.count - start))
             start = bytes.count
         }
-        Self.append("MESSAGE=", to: &bytes)
-        Self.append(message, to: &bytes)
+        bytes.appendUTF8("MESSAGE=")
+        bytes.appendUTF8(message)
         if !fields.isEmpty {
-            Self.append(" (", to: &bytes)
+            bytes.appendUTF8(" (")
             for (i, (k, v)) in fields.enumerated() {
                 if i > 0 { bytes.append(ASCII.space) }
-                Self.append(k, to: &bytes)
+                bytes.appendUTF8(k)
                 bytes.append(ASCII.equals)
                 Self.appendQuoted(v, to: &bytes)
             }
             bytes.append(41)  // ")"
         }
         close()
-        Self.append("PRIORITY=", to: &bytes)
+        bytes.appendUTF8("PRIORITY=")
         bytes.append(48 + UInt8(truncatingIfNeeded: priority.rawValue))
         close()
-        Self.append("SYSLOG_IDENTIFIER=", to: &bytes)
-        Self.append(identifier, to: &bytes)
+        bytes.appendUTF8("SYSLOG_IDENTIFIER=")
+        bytes.appendUTF8(identifier)
         close()
         if let id = messageID {
-            Self.append("MESSAGE_ID=", to: &bytes)
-            Self.append(id, to: &bytes)
+            bytes.appendUTF8("MESSAGE_ID=")
+            bytes.appendUTF8(id)
             close()
         }
         if let e = event {
-            Self.append("POSTERN_EVENT=", to: &bytes)
-            Self.append(e.name, to: &bytes)
+            bytes.appendUTF8("POSTERN_EVENT=")
+            bytes.appendUTF8(e.name)
             close()
         }
         for (k, v) in fields {
-            Self.append("POSTERN_", to: &bytes)
+            bytes.appendUTF8("POSTERN_")
             Self.appendFieldName(k, to: &bytes)
             bytes.append(ASCII.equals)
-            Self.append(v, to: &bytes)
+            bytes.appendUTF8(v)
             close()
         }
     }
@@ -142,19 +142,19 @@ public struct LogRecord: Sendable {
 
     /// `keyValueLine`, appended to `out` (without a line end).
     public func appendKeyValueLine(to out: inout [UInt8]) {
-        Self.append("level=", to: &out)
-        Self.append(priority.name, to: &out)
+        out.appendUTF8("level=")
+        out.appendUTF8(priority.name)
         if let e = event {
-            Self.append(" event=", to: &out)
-            Self.append(e.name, to: &out)
+            out.appendUTF8(" event=")
+            out.appendUTF8(e.name)
         }
         for (k, v) in fields {
             out.append(ASCII.space)
-            Self.append(k, to: &out)
+            out.appendUTF8(k)
             out.append(ASCII.equals)
             Self.appendQuoted(v, to: &out)
         }
-        Self.append(" msg=", to: &out)
+        out.appendUTF8(" msg=")
         Self.appendQuoted(message, to: &out)
     }
 
@@ -190,10 +190,5 @@ public struct LogRecord: Sendable {
             }
             if needs { out.append(ASCII.quote) }
         }
-    }
-
-    static func append(_ s: String, to out: inout [UInt8]) {
-        var s = s
-        s.withUTF8 { out.append(contentsOf: $0) }
     }
 }

@@ -28,18 +28,14 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64)
-        func add(_ s: String) {
-            var s = s
-            s.withUTF8 { out.append(contentsOf: $0) }
-        }
         for (i, line) in lines.enumerated() {
             appendCode(&out)
             out.append(i == lines.count - 1 ? ASCII.space : 45 /* - */)
             if let e = enhanced {
-                add(e)
+                out.appendUTF8(e)
                 if !line.isEmpty { out.append(ASCII.space) }
             }
-            add(line)
+            out.appendUTF8(line)
             out.append(ASCII.cr)
             out.append(ASCII.lf)
         }

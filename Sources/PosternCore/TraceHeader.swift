@@ -40,10 +40,7 @@ public enum TraceHeader {
         // made it the receiver's costliest step after the log lines.
         var out: [UInt8] = []
         out.reserveCapacity(256)
-        func add(_ s: String) {
-            var s = s
-            s.withUTF8 { out.append(contentsOf: $0) }
-        }
+        func add(_ s: String) { out.appendUTF8(s) }
         if let l = i.local {
             // A local submission has no client host: as Postfix writes
             // "Received: by host (Postfix, from userid 1000)" for its sendmail,
