@@ -64,11 +64,10 @@ public enum Systemd {
         access("/run/systemd/journal/socket", F_OK) == 0
     }
 
-    /// sd_journal_sendv(3): one entry of "FIELD=value" strings. Returns 0 or a
-    /// negative errno.
-    /// Sends one entry whose fields are `spans`' slices of `bytes`
-    /// (`LogRecord.appendJournalFields`): one contiguous buffer, so every iovec
-    /// points into memory that lives for the whole call.
+    /// sd_journal_sendv(3): one entry whose "FIELD=value" fields are `spans`'
+    /// slices of `bytes` (`LogRecord.appendJournalFields`), one contiguous
+    /// buffer, so every iovec points into memory that lives for the whole
+    /// call. Returns 0 or a negative errno.
     public static func journalSend(_ bytes: inout [UInt8], _ spans: [(start: Int, count: Int)]) -> Int32 {
         bytes.withUnsafeMutableBytes { raw -> Int32 in
             guard let base = raw.baseAddress else { return -Int32(EINVAL) }
