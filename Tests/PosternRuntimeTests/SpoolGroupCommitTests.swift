@@ -6,10 +6,16 @@ import Testing
 /// started, the loop goes on, and the 250s go out when it has finished.
 @Suite("Group commit with the sync in flight (issue 11 item 3)")
 struct SpoolGroupCommitTests {
-    func newSpool(_ disk: SimulatedDisk, segmentSize: Int = 1 << 20) -> Spool {
+    /// `syncNanoseconds`: what the spool has seen syncs take. These tests are
+    /// about a card's slow syncs (10 ms), which run beside each other; the
+    /// simulated disk's take microseconds, and each one moves the average
+    /// only an eighth of the way, so a test's few keep it above the
+    /// overlapping threshold.
+    func newSpool(_ disk: SimulatedDisk, segmentSize: Int = 1 << 20, syncNanoseconds: Int64 = 10_000_000) -> Spool {
         let spool = Spool(dir: "/spool", segmentSize: segmentSize, maxSize: 1 << 30,
                           log: Log(showDebug: false, quiet: true), storage: disk)
         _ = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true))
+        spool.syncNanoseconds = syncNanoseconds
         return spool
     }
 
@@ -72,6 +78,65 @@ struct SpoolGroupCommitTests {
         #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
         #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [b])
         #expect(spool.flush().committed.map { $0.id } == [c])
+    }
+
+    @Test("behind a fast sync (under 2 ms) nothing overlaps: the commits written meanwhile wait for it and share the next; a batch of 8 still starts at once")
+    func fastSyncsDoNotOverlap() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk, syncNanoseconds: Spool.overlapFromNanoseconds - 1)
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let b = commit(spool)
+        let c = commit(spool)
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 1)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.flush().committed.map { $0.id } == [b, c])
+        #expect(disk.startedSyncs == 2)
+
+        spool.syncNanoseconds = 0
+        let d = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let batch = (0..<Spool.ownSyncFrom).map { _ in commit(spool) }
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 4)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [d])
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == batch)
+    }
+
+    @Test("the sync time is a moving average: one slow sync does not switch to overlapping, two or three do, and a run of fast ones switches back")
+    func syncAverage() {
+        let slow: Int64 = 10_000_000, fast: Int64 = 200_000
+        var average: Int64 = fast
+        average = Spool.averageSync(average, slow)
+        #expect(average < Spool.overlapFromNanoseconds && average > fast)
+        average = Spool.averageSync(average, slow)
+        #expect(average >= Spool.overlapFromNanoseconds)
+        // A card's first syncs, from nothing known: overlapping from the third.
+        var card: Int64 = 0
+        for _ in 0..<3 { card = Spool.averageSync(card, slow) }
+        #expect(card >= Spool.overlapFromNanoseconds)
+        for _ in 0..<16 { average = Spool.averageSync(average, fast) }
+        #expect(average < Spool.overlapFromNanoseconds)
+        // A clock that went wrong (a negative or huge sample) never traps.
+        #expect(Spool.averageSync(average, -5) >= 0)
+        #expect(Spool.averageSync(Spool.stalledSyncNanoseconds, Int64.max) == Spool.stalledSyncNanoseconds)
+        #expect(Spool.averageSync(0, Int64.min) == 0)
+    }
+
+    @Test("the spool learns the sync time from the syncs it runs")
+    func learnsSyncTime() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk, syncNanoseconds: 10_000_000)
+        for _ in 0..<20 {
+            _ = commit(spool)
+            _ = spool.flush()
+        }
+        // The simulated disk syncs in microseconds.
+        #expect(spool.syncNanoseconds < Spool.overlapFromNanoseconds)
     }
 
     @Test("a second sync starts beside a running one only while that one is small: one carrying 4 commits makes the next wait for it")
