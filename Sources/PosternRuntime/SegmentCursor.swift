@@ -107,7 +107,7 @@ public final class SegmentCursor {
         }
         if reuse {
             bufferOffset = offset
-            if case .failure(let e) = fill(buffer.capacity) { return .failure(.io(e)) }
+            if case .failure(let e) = fill(SpoolCodec.recordHeaderLength) { return .failure(.io(e)) }
             return .success(())
         }
         // One open for the header and the first buffer's worth of records (a
@@ -124,7 +124,7 @@ public final class SegmentCursor {
             openFD = -1
         }
         var header = [UInt8](repeating: 0, count: SpoolCodec.segmentHeaderLength)
-        switch header.withUnsafeMutableBytes({ readFile($0, at: 0) }) {
+        switch header.withUnsafeMutableBytes({ readFully($0, at: 0) }) {
         case .failure(let e): return .failure(.io(e))
         case .success(let n):
             guard n == header.count, header.withUnsafeBytes({ SpoolCodec.parseSegmentHeader($0) }) == sequence else {
@@ -133,7 +133,8 @@ public final class SegmentCursor {
         }
         headerChecked = true
         bufferOffset = offset
-        if case .failure(let e) = fill(buffer.capacity) { return .failure(.io(e)) }
+        // One read of as much as the buffer holds, while the file is open.
+        if case .failure(let e) = fill(SpoolCodec.recordHeaderLength) { return .failure(.io(e)) }
         return .success(())
     }
 
@@ -176,7 +177,7 @@ public final class SegmentCursor {
         // (`parseRecord` refused anything over `maxPayload`).
         let big = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 8)
         temporary = big
-        switch readFile(big, at: recordOffset) {
+        switch readFully(big, at: recordOffset) {
         case .failure(let e):
             releaseTemporary()
             return .failure(.io(e))
@@ -256,19 +257,40 @@ public final class SegmentCursor {
     }
 
     /// Reads until at least `n` (at most the capacity) bytes are buffered; false
-    /// when the file ends first.
+    /// when the file ends first. Each read asks for all the free space, and
+    /// the next is made only while fewer than `n` are there: a small message's
+    /// records come in one read, with no second one to find the end of the file.
     func fill(_ n: Int) -> Result<Bool, Errno> {
         if buffer.count >= n { return .success(true) }
         if buffer.freeSpace < n - buffer.count { buffer.compact() }
-        // Nothing past the longest segment is read: there the file ends.
-        let (at, overflow) = bufferOffset.addingReportingOverflow(buffer.count)
-        if overflow || at >= SpoolCodec.maxSegmentLength { return .success(buffer.count >= n) }
-        switch readFile(buffer.writable, at: at) {
-        case .failure(let e): return .failure(e)
-        case .success(let got):
-            buffer.didWrite(min(got, buffer.freeSpace))
-            return .success(buffer.count >= n)
+        while buffer.count < n && buffer.freeSpace > 0 {
+            // Nothing past the longest segment is read: there the file ends.
+            let (at, overflow) = bufferOffset.addingReportingOverflow(buffer.count)
+            if overflow || at >= SpoolCodec.maxSegmentLength { break }
+            switch readFile(buffer.writable, at: at) {
+            case .failure(let e): return .failure(e)
+            case .success(let got):
+                if got <= 0 { return .success(false) }
+                buffer.didWrite(min(got, buffer.freeSpace))
+            }
         }
+        return .success(buffer.count >= n)
+    }
+
+    /// `readFile` until `into` is full or the file ends; returns bytes read.
+    func readFully(_ into: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
+        var done = 0
+        while done < into.count {
+            let (at, overflow) = offset.addingReportingOverflow(done)
+            if overflow { break }
+            switch readFile(UnsafeMutableRawBufferPointer(rebasing: into[done...]), at: at) {
+            case .failure(let e): return .failure(e)
+            case .success(let got):
+                if got <= 0 { return .success(done) }
+                done += min(got, into.count - done)
+            }
+        }
+        return .success(done)
     }
 
     /// pread of `into` at `offset`, opening and closing the file around it

@@ -19,7 +19,8 @@ public protocol SpoolStorage: AnyObject {
     /// fstat(2) st_size; EOVERFLOW when it does not fit an `Int` (a file over
     /// 2 GiB on a 32-bit board).
     func size(_ fd: Int32) -> Result<Int, Errno>
-    /// pread(2) until `buffer` is full or the file ends; returns bytes read.
+    /// One pread(2): up to `buffer.count` bytes, fewer when the file ends
+    /// first (or when the kernel returns fewer), 0 at its end.
     func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno>
     /// pwritev(2) of `parts` at `offset`; returns bytes written (less than the
     /// total on a short write).

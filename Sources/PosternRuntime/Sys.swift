@@ -33,21 +33,21 @@ public enum Sys {
         return .failure(Errno(e, "send"))
     }
 
-    /// pread(2), looping until `buf` is full or end of file. Returns bytes read.
-    /// The position is summed as an `off_t` (64 bits on every board, with
-    /// _FILE_OFFSET_BITS=64): in a 32-bit `Int`, `offset + done` would trap when
-    /// a read near 2 GiB goes on past it (a crafted segment file on armv7).
+    /// pread(2), once (retried on EINTR): up to `buf.count` bytes, fewer when
+    /// the file ends first, 0 at its end. Not looped: a reader that got what it
+    /// needs asks no more (`SegmentCursor.fill`), which saves the read that
+    /// would only find the end of the file, once per message sent (issue 11).
+    /// The position is an `off_t` (64 bits on every board, with
+    /// _FILE_OFFSET_BITS=64), never summed in a 32-bit `Int`.
     public static func pread(_ fd: Int32, _ buf: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
-        var done = 0
-        while done < buf.count {
-            let n = CLibc.pread(fd, buf.baseAddress! + done, buf.count - done, off_t(offset) + off_t(done))
-            if n > 0 { done += n; continue }
-            if n == 0 { break }
+        guard let base = buf.baseAddress, buf.count > 0 else { return .success(0) }
+        while true {
+            let n = CLibc.pread(fd, base, buf.count, off_t(offset))
+            if n >= 0 { return .success(min(n, buf.count)) }
             let e = cl_errno()
             if e == EINTR { continue }
             return .failure(Errno(e, "pread"))
         }
-        return .success(done)
     }
 
     /// pwrite(2), looping until everything is written.

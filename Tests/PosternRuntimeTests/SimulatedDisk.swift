@@ -111,11 +111,17 @@ final class SimulatedDisk: SpoolStorage {
         return .success(fds[fd]!.current.count)
     }
 
+    /// preads made, and the most bytes one returns (nil: all asked for, as a
+    /// regular file's does; a number models a kernel returning short counts).
+    var reads = 0
+    var readLimit: Int? = nil
+
     func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Result<Int, Errno> {
         if dead { return .failure(fail("pread")) }
+        reads += 1
         let c = fds[fd]!.current
         guard offset < c.count else { return .success(0) }
-        let n = min(buffer.count, c.count - offset)
+        let n = min(buffer.count, c.count - offset, readLimit ?? Int.max)
         c.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
         return .success(n)
     }
