@@ -148,6 +148,10 @@ public final class Delivery {
         self.spool = spool
         self.log = log
         machine = SMTPSender(heloName: heloName)
+        // The sender's reader keeps its segment open, idle or not, until the
+        // spool deletes it. (The closure holds the reader, not the delivery.)
+        let reader = text.reader
+        spool.segmentDeleted = { reader.releaseFile(ifHolding: $0) }
     }
 
     public convenience init(upstream: UpstreamConfig, heloName: String, policy: RetryPolicy, expiry: ExpiryPolicy,
@@ -209,9 +213,9 @@ public final class Delivery {
             if let m = spool.queue.nextDue(now: now) {
                 startMessage(m, now: now)
             } else {
-                // Nothing to send: the segment read last is not held open (it
-                // may be deleted now that its messages are done).
-                text.reader.releaseFile()
+                // Nothing to send. The segment read last stays open for the
+                // next message (most likely in the same, active segment); the
+                // spool has it closed when it deletes it.
                 if now >= idleUntil {
                     perform(machine.finish(), now: now)
                     flushOutput(now: now)

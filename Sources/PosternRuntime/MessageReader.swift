@@ -56,6 +56,9 @@ public final class MessageReader {
     /// Closes the segment the reader keeps open, if any.
     public func releaseFile() { cursor.releaseFile() }
 
+    /// Closes the segment the reader keeps open if it is segment `seq`.
+    public func releaseFile(ifHolding seq: UInt64) { cursor.releaseFile(ifHolding: seq) }
+
     /// Positions the reader on `message` and returns its envelope.
     public func open(_ message: QueuedMessage, spool: Spool) -> Result<SpoolCodec.EnvelopeRecord, Failure> {
         id = message.id

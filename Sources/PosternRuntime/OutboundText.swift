@@ -7,7 +7,8 @@ import PosternCore
 /// dot-stuffed with the end-of-data marker (`DataEncoder`). Every stage streams
 /// through fixed buffers, so a 20 MB message costs no more memory than a 2 KB one.
 final class OutboundText {
-    /// Keeps the segment open between messages; `Delivery` releases it when idle.
+    /// Keeps the segment open between messages, until the spool deletes it
+    /// (`Spool.segmentDeleted`) or the connection closes.
     let reader = MessageReader(keepsFileOpen: true)
     private var encoder = DataEncoder()
     /// Kept from message to message (their buffers are reserved once) while

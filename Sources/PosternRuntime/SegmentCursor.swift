@@ -21,8 +21,10 @@ import PosternCore
 /// disk. The one exception is the sender's cursor (`keepsFileOpen`): it keeps
 /// the segment it reads open from message to message, since opening it, reading
 /// its header again and closing it were three of the few dozen system calls a
-/// small message costs (issue 11); `Delivery` lets go of it whenever it has
-/// nothing to send, and starting another segment closes it.
+/// small message costs (issue 11). It lets go of it when the spool deletes
+/// that segment (`Spool.segmentDeleted`, so a full disk gets the blocks back
+/// at once), when the sender's connection closes, and when it starts another
+/// segment.
 public final class SegmentCursor {
     /// Why the walk stopped before the end of the file.
     public enum Problem: Error, Equatable, CustomStringConvertible {
@@ -84,6 +86,11 @@ public final class SegmentCursor {
     public func releaseFile() {
         if heldFD >= 0 { storage?.close(heldFD) }
         heldFD = -1
+    }
+
+    /// Closes the segment kept open if it is segment `seq`.
+    public func releaseFile(ifHolding seq: UInt64) {
+        if heldFD >= 0 && sequence == seq { releaseFile() }
     }
 
     public var capacity: Int { buffer.capacity }

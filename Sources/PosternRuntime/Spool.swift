@@ -126,6 +126,11 @@ public final class Spool {
 
     public var queue = Queue()
 
+    /// Told of each segment unlinked, so a reader holding it open (the
+    /// sender's, `SegmentCursor.keepsFileOpen`) closes it: its blocks are
+    /// freed now, before a write that waits for the space is tried again.
+    public var segmentDeleted: ((UInt64) -> Void)? = nil
+
     public init(dir: String, segmentSize: Int, maxSize: Int64, log: Log, storage: any SpoolStorage = PosixStorage(),
                 expiry: ExpiryPolicy = ExpiryPolicy(maxAge: SpoolConfig().maxAge)) {
         self.dir = dir

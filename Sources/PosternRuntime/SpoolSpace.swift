@@ -103,6 +103,7 @@ extension Spool {
         subtractBytes(segmentSizes[seq] ?? 0)
         segmentSizes[seq] = nil
         deletionUnsynced = true
+        segmentDeleted?(seq)
         log.debug("segment deleted", [("segment", SpoolCodec.segmentName(seq))])
         return true
     }

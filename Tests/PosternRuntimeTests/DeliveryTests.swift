@@ -140,7 +140,7 @@ struct DeliveryTests {
         #expect(s.emptyReads == 0)
     }
 
-    @Test("The sender keeps the segment open from message to message and closes it when it has nothing to send")
+    @Test("The sender keeps the segment open from message to message and while it waits for more, and closes it when the spool deletes that segment")
     func segmentHeldWhileSending() {
         let h = DeliveryHarness()
         for i in 0..<3 { h.queue("Subject: \(i)\r\n\r\nbody\r\n") }
@@ -152,7 +152,32 @@ struct DeliveryTests {
         h.run { h.spool.queue.isEmpty }
         h.step()
         #expect(h.received.count == 3)
-        #expect(h.disk.fds.count == writers)          // let go once there is nothing to send
+        #expect(h.disk.fds.count == writers + 1)      // kept for the next message
+        #expect(h.delivery.text.reader.cursor.heldFD >= 0)
+        // Its messages done, the segment is finished once another starts; the
+        // spool deletes it, and the reader lets go of it at once: its blocks
+        // are free before anything else is written.
+        let old = h.spool.activeSequence
+        #expect((try? h.spool.roll().get()) != nil)
+        _ = h.spool.flush()
+        h.spool.collectGarbage(now: true)
+        #expect(h.spool.segmentSizes[old] == nil)
+        #expect(h.delivery.text.reader.cursor.heldFD == -1)
+        // A new message is read from the new segment.
+        h.queue("Subject: 3\r\n\r\nbody\r\n")
+        h.run { h.received.count == 4 }
+        #expect(h.delivery.text.reader.cursor.sequence == h.spool.activeSequence)
+    }
+
+    @Test("A segment deleted while the sender holds another is not the sender's business: it keeps its own")
+    func otherSegmentDeleted() {
+        let h = DeliveryHarness()
+        h.queue("Subject: 0\r\n\r\nbody\r\n")
+        h.run { h.spool.queue.isEmpty }
+        h.step()
+        let held = h.delivery.text.reader.cursor.sequence
+        h.spool.segmentDeleted?(held + 1)
+        #expect(h.delivery.text.reader.cursor.heldFD >= 0 && h.delivery.text.reader.cursor.sequence == held)
     }
 
     @Test("Message after message: each end of data leaves in one write with the next envelope (RFC 2920 §3.1)")
