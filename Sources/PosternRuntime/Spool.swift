@@ -429,11 +429,11 @@ public final class Spool {
     ///
     /// And only when syncs are slow (`syncNanoseconds` at least
     /// `overlapFromNanoseconds`): behind a sync of a fraction of a millisecond
-    /// (an SSD, the page cache of a VM's disk) a commit waits little for the
-    /// next one, and a sync per message costs the daemon more CPU than the wait
-    /// saves (2 KB messages, 4 clients, measured: 0.31-0.36 ms of CPU per
-    /// message against 0.37-0.39, and 0.53-0.60 of the no-relay rate against
-    /// 0.49-0.52).
+    /// (an SSD, a VM's virtual disk) a commit waits little for the next one,
+    /// and a sync of its own per message costs CPU and writes for nothing
+    /// (2 KB messages, 4 clients, measured: 0.74 syncs per message against
+    /// 0.86 in `make bench`'s counting run, 0.80 against 0.86 in `make
+    /// bench-flash`; the throughput stayed within this machine's noise).
     public var canStartGroupCommit: Bool {
         guard groupCommitDue && inFlight.count < max(1, storage.syncCapacity) else { return false }
         if inFlight.isEmpty || awaitingSync.count >= Self.ownSyncFrom { return true }
