@@ -490,7 +490,8 @@ public final class ReceiverConnection {
     }
 
     /// Decodes buffered input as message text into the staging buffer, which
-    /// goes to the spool as one text record when full or at the end of data.
+    /// goes to the spool as one text record when full, or with the commit
+    /// record at the end of data.
     /// Returns false when more input is needed.
     func decodeText(now: Int64) -> Bool {
         if input.isEmpty { return false }
@@ -501,7 +502,9 @@ public final class ReceiverConnection {
         textSinceDeadline += step.consumed
         if textSinceDeadline >= Self.dataBlock { restartDeadline(now) }
         if step.produced > 0 { perform(machine.receiveText(count: step.produced), now: now) }
-        if step.ended || text.freeSpace < 64 { storeText(now: now) }
+        // At the end of data what is staged goes with the commit record, in
+        // one write (`commit`); a refused message's is cleared (`abortMessage`).
+        if !step.ended && text.freeSpace < 64 { storeText(now: now) }
         if step.ended {
             restartDeadline(now)
             perform(machine.receiveEndOfData(), now: now)
@@ -640,18 +643,22 @@ public final class ReceiverConnection {
         return f
     }
 
-    /// Writes the commit record, after the last of the text: what a BDAT
-    /// message's last line needs (`ChunkDecoder.finish`; nothing after DATA).
+    /// Writes the last of the text and the commit record, in one write: the
+    /// text staged after the last full buffer, with what a BDAT message's last
+    /// line needs (`ChunkDecoder.finish`; nothing after DATA).
     func commit(now: Int64) {
         if text.freeSpace < 2 { storeText(now: now) }
         text.compact()
         text.didWrite(chunkDecoder.finish(into: text.writable))
-        storeText(now: now)
+        defer { text.clear() }
         guard let t = transaction else {
             perform(machine.commitFailed(), now: now)
             return
         }
-        if case .failure(let e) = context.spool.commit(t, now: now) {
+        switch context.spool.commit(t, lastText: text.readable, now: now) {
+        case .success(let size):
+            transaction?.size = size
+        case .failure(let e):
             transaction = nil
             context.log.error("spool write failed", [("conn", connectionID), ("error", e.description)], id: MessageIDs.spoolError)
             perform(machine.commitFailed(), now: now)

@@ -255,33 +255,55 @@ public final class Spool {
     /// spool is live, the finished segments are reclaimed and the write tried once
     /// more: a full disk recovers with the next message, not a later one.
     func writeRecord(_ kind: SpoolCodec.Kind, _ id: UInt64, _ payload: UnsafeRawBufferPointer) -> Result<(UInt64, Int), Errno> {
-        guard payload.count <= SpoolCodec.payloadLimit(kind) else {
+        writeRecords(id, [(kind, payload)])
+    }
+
+    /// `writeRecord` for several records of one message, in one write: all of
+    /// them or none (a message's last text and its commit; issue 11). Returns
+    /// where the first was written.
+    func writeRecords(_ id: UInt64, _ records: [(SpoolCodec.Kind, UnsafeRawBufferPointer)]) -> Result<(UInt64, Int), Errno> {
+        for (kind, payload) in records where payload.count > SpoolCodec.payloadLimit(kind) {
             return .failure(Errno(EMSGSIZE, "write a \(payload.count)-byte record"))
         }
-        switch appendRecord(kind, id, payload) {
+        switch appendRecords(id, records) {
         case .success(let at):
             return .success(at)
         case .failure(let e):
             noteFailure(e)
             guard Self.isShortOfSpace(e), reclaimIdleSpace() else { return .failure(e) }
-            let again = appendRecord(kind, id, payload)
+            let again = appendRecords(id, records)
             if case .failure(let e) = again { noteFailure(e) }
             return again
         }
     }
 
-    func appendRecord(_ kind: SpoolCodec.Kind, _ id: UInt64, _ payload: UnsafeRawBufferPointer) -> Result<(UInt64, Int), Errno> {
-        let total = SpoolCodec.recordOverhead + payload.count
+    func appendRecords(_ id: UInt64, _ records: [(SpoolCodec.Kind, UnsafeRawBufferPointer)]) -> Result<(UInt64, Int), Errno> {
+        var total = 0
+        for (_, payload) in records { total += SpoolCodec.recordOverhead + payload.count }
         // A segment never grows past what a 32-bit offset can address.
         if activeOffset >= segmentSize || activeBroken || activeFD < 0
             || total > SpoolCodec.maxSegmentLength - activeOffset {
             if case .failure(let e) = roll() { return .failure(e) }
         }
-        let header = SpoolCodec.recordHeader(kind: kind, id: id, payloadLength: payload.count)
-        let trailer = SpoolCodec.trailer(header: header, payload: payload)
+        // Each record's header and trailer, side by side in one array.
+        var frames: [UInt8] = []
+        frames.reserveCapacity(records.count * SpoolCodec.recordOverhead)
+        for (kind, payload) in records {
+            let header = SpoolCodec.recordHeader(kind: kind, id: id, payloadLength: payload.count)
+            frames += header
+            frames += SpoolCodec.trailer(header: header, payload: payload)
+        }
         let start = activeOffset
-        let result = header.withUnsafeBytes { h in
-            trailer.withUnsafeBytes { t in storage.write(activeFD, [h, payload, t], at: start) }
+        let result = frames.withUnsafeBytes { f in
+            var parts: [UnsafeRawBufferPointer] = []
+            parts.reserveCapacity(records.count * 3)
+            for (i, (_, payload)) in records.enumerated() {
+                let at = i * SpoolCodec.recordOverhead
+                parts.append(UnsafeRawBufferPointer(rebasing: f[at..<(at + SpoolCodec.recordHeaderLength)]))
+                parts.append(payload)
+                parts.append(UnsafeRawBufferPointer(rebasing: f[(at + SpoolCodec.recordHeaderLength)..<(at + SpoolCodec.recordOverhead)]))
+            }
+            return storage.write(activeFD, parts, at: start)
         }
         if case .success(let n) = result, n == total {} else {
             var e = Errno(ENOSPC, "write \(SpoolCodec.segmentName(activeSequence))")
@@ -362,9 +384,28 @@ public final class Spool {
         releaseSpace()
     }
 
-    /// Writes the commit record. The message is promised only after the next
-    /// `flush` reports it durable.
-    public func commit(_ t: SpoolTransaction, now: Int64) -> Result<Void, Errno> {
+    /// Writes the commit record, after `lastText` (the end of the message's
+    /// text, at most `SpoolCodec.maxTextPayload` bytes) in the same write: a
+    /// small message's text and commit cost one pwritev, not two (issue 11).
+    /// Returns the size of the message's text. The message is promised only
+    /// after the next `flush` reports it durable.
+    @discardableResult
+    public func commit(_ t: SpoolTransaction, lastText: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                       now: Int64) -> Result<Int, Errno> {
+        var t = t
+        if lastText.count > SpoolCodec.maxTextPayload {
+            if case .failure(let e) = appendText(&t, lastText, now: now) {
+                abort(t, now: now)
+                return .failure(e)
+            }
+            return commit(t, now: now)
+        }
+        let (size, overflow) = t.size.addingReportingOverflow(lastText.count)
+        if overflow {
+            abort(t, now: now)
+            return .failure(Errno(EFBIG, "message text"))
+        }
+        t.size = size
         // Checked before the commit is written: a message the index cannot hold
         // (over 4 GiB of text) is refused, not queued half-way.
         guard var m = QueuedMessage(id: t.id, arrival: t.arrival, size: t.size, firstSegment: t.firstSegment,
@@ -381,7 +422,10 @@ public final class Spool {
             return .failure(Errno(EIO, "sync of the message's text"))
         }
         let payload = SpoolCodec.commitPayload(size: t.size)
-        let r = payload.withUnsafeBytes { writeRecord(.commit, t.id, $0) }
+        let r = payload.withUnsafeBytes { commitRecord in
+            lastText.isEmpty ? writeRecord(.commit, t.id, commitRecord)
+                : writeRecords(t.id, [(.text, lastText), (.commit, commitRecord)])
+        }
         openTransactions[t.id] = nil
         switch r {
         case .success(let (seq, _)):
@@ -390,7 +434,7 @@ public final class Spool {
             m.expiresAt = now / 1_000_000_000 + expiry.maxAge
             awaitingSync.append(m)
             syncWanted = true
-            return .success(())
+            return .success(t.size)
         case .failure(let e):
             releaseSpace()
             return .failure(e)

@@ -126,7 +126,11 @@ final class SimulatedDisk: SpoolStorage {
         return .success(n)
     }
 
+    /// pwritev calls made.
+    var writes = 0
+
     func write(_ fd: Int32, _ parts: [UnsafeRawBufferPointer], at offset: Int) -> Result<Int, Errno> {
+        writes += 1
         guard tick() else { return .failure(fail("pwritev")) }
         let inode = fds[fd]!
         var bytes: [UInt8] = []
