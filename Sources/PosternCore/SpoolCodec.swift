@@ -7,8 +7,20 @@
 // The spool directory holds segment files named by a 16-digit lower-case hex
 // sequence number, `0000000000000001.seg`, `…02.seg`, …, and a `lock` file. The
 // daemon appends to one active segment; when it passes `[spool] segment_size` a new
-// one is started. Nothing is ever rewritten in place, and no file is created,
-// renamed or deleted per message (DESIGN.md principle 5).
+// one is started. No record is ever rewritten, and no file is created, renamed or
+// deleted per message (DESIGN.md principle 5).
+//
+// ## Zero-filled room
+// After its last record a segment may hold zero bytes: room the writer filled
+// ahead (at most `maxZeroFill`, 64 KiB, past the record that made it) so that
+// the next records overwrite blocks the file already has. An fdatasync of such
+// a write changes neither the file's size nor its blocks, so the file system
+// writes the data alone: no inode, no journal commit (issue 11). A record
+// header of sixteen zero bytes (kind 0 is no kind) marks the end of the records;
+// everything after it must be zero as well, and no more than `maxZeroFill`
+// bytes of it, or the scan reports the file as damaged there. The format's
+// version is unchanged by this: a reader that predates it ends its scan at the
+// same place and reports a torn tail.
 //
 // ## Segment header (16 bytes, little-endian)
 //     0  4  magic "PSTN"
@@ -133,6 +145,9 @@ public enum SpoolCodec {
     /// (`BufferSizes.spoolRead`), so reading a message back needs no more memory
     /// than that whatever its size. Longer text is written as several records.
     public static let maxTextPayload = 64 * 1024 - recordOverhead
+    /// The longest zero-filled room after a segment's records (see "Zero-filled
+    /// room" above): what a writer fills ahead, and as far as a reader checks.
+    public static let maxZeroFill = 64 * 1024
     /// Ids at or above this are damage (see "Record" above).
     public static let maxID: UInt64 = 1 << 62
     /// The largest segment sequence number the spool uses: the queue's index keeps
@@ -362,6 +377,14 @@ public enum SpoolCodec {
         case needMore(total: Int)
         /// Not a valid record: bad length, unknown kind or CRC mismatch.
         case corrupt(String)
+    }
+
+    /// The bytes are all zero: where a record header holds only zeros, the
+    /// records have ended and the zero-filled room begins (see "Zero-filled
+    /// room" above).
+    public static func isZeroFill(_ b: UnsafeRawBufferPointer) -> Bool {
+        for byte in b where byte != 0 { return false }
+        return true
     }
 
     /// Parses the record starting at `b[0]`, verifying its CRC. The header alone

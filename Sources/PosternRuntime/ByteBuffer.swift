@@ -25,9 +25,17 @@ public final class ByteBuffer {
             mapped = true
         } else {
             base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+            // Zeros, as a new mapping reads (`zeros` relies on it).
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
             mapped = false
         }
     }
+
+    /// All of a buffer that is never written: `capacity` zero bytes. Reading a
+    /// mapping's untouched pages maps the kernel's shared zero page, so this
+    /// costs no memory however often it is written out (the spool's
+    /// zero-filled room, `Spool.prefillWindow`).
+    var zeros: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: capacity) }
 
     deinit {
         if mapped { cl_buffer_unmap(base, capacity) } else { base.deallocate() }

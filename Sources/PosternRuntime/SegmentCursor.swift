@@ -153,8 +153,13 @@ public final class SegmentCursor {
         switch fill(SpoolCodec.recordHeaderLength) {
         case .failure(let e): return .failure(.io(e))
         case .success(false):
-            return buffer.isEmpty ? .success(nil) : .failure(damaged(at: recordOffset, "incomplete record"))
+            if buffer.isEmpty { return .success(nil) }
+            if SpoolCodec.isZeroFill(buffer.readable) { return zeroFilledEnd(at: recordOffset) }
+            return .failure(damaged(at: recordOffset, "incomplete record"))
         case .success(true): break
+        }
+        if SpoolCodec.isZeroFill(UnsafeRawBufferPointer(rebasing: buffer.readable.prefix(SpoolCodec.recordHeaderLength))) {
+            return zeroFilledEnd(at: recordOffset)
         }
         var total: Int
         switch SpoolCodec.parseRecord(buffer.readable) {
@@ -198,6 +203,35 @@ public final class SegmentCursor {
                 bufferOffset = end
             }
             return verified
+        }
+    }
+
+    /// The records ended at `offset`, where the zero-filled room begins (see
+    /// "Zero-filled room" in SpoolCodec.swift): the end of the file, once every
+    /// byte after it is checked to be zero. A byte that is not is damage there
+    /// (or a write the crash tore out of order), reported like a torn tail, and
+    /// so is room longer than a writer leaves: the check reads no further than
+    /// `maxZeroFill` (64 KiB). Only the recovery scan reads this far.
+    func zeroFilledEnd(at offset: Int) -> Result<Record?, Problem> {
+        let (limit, tooFar) = offset.addingReportingOverflow(SpoolCodec.maxZeroFill)
+        while true {
+            let held = buffer.readable
+            for i in held.indices where held[i] != 0 {
+                let (at, overflow) = bufferOffset.addingReportingOverflow(i)
+                return .failure(damaged(at: overflow ? offset : at, "bytes after the zero-filled end of the records"))
+            }
+            let (next, overflow) = bufferOffset.addingReportingOverflow(held.count)
+            buffer.clear()
+            if overflow || tooFar { return .success(nil) }
+            bufferOffset = next
+            if next > limit {
+                return .failure(damaged(at: limit, "zero-filled room longer than a writer leaves"))
+            }
+            switch fill(1) {
+            case .failure(let e): return .failure(.io(e))
+            case .success(false): return .success(nil)
+            case .success(true): continue
+            }
         }
     }
 

@@ -76,6 +76,7 @@ struct SpoolCommitWriteTests {
         #expect((try? r0.get()) != nil)
         _ = spool.flush()
         // Room for the next envelope but not for its text.
+        dropZeroRoom(spool)
         disk.capacity = disk.used() + 200
         let (lost, r) = receive(spool, first: [], last: sampleText(2000, seed: 8))
         if case .success = r { Issue.record("committed on a full disk") }

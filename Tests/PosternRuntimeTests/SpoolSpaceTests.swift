@@ -45,6 +45,15 @@ func segmentNames(_ disk: SimulatedDisk) -> [String] {
     disk.names.keys.filter { $0.hasSuffix(".seg") }.sorted()
 }
 
+/// Gives back the zero-filled room after the active segment's records
+/// (`Spool.prefillWindow`), which the next records would use before the disk
+/// could refuse them: for tests of what a full disk refuses.
+func dropZeroRoom(_ spool: Spool) {
+    guard spool.activeFD >= 0 else { return }
+    _ = spool.storage.truncate(spool.activeFD, to: spool.activeOffset)
+    spool.preparedEnd = spool.activeOffset
+}
+
 /// Another program's file on the same file system.
 func hog(_ disk: SimulatedDisk, _ bytes: Int) {
     let inode = SimulatedDisk.Inode()
@@ -92,6 +101,7 @@ struct SpoolFullDiskTests {
         _ = spool.flush()
         let before = segmentNames(disk)
         #expect(before.count == 1)
+        dropZeroRoom(spool)
         // Another program takes every byte left.
         hog(disk, disk.capacity! - disk.used())
         #expect(disk.used() == disk.capacity)

@@ -123,6 +123,7 @@ struct SpoolTests {
     func tornTail() throws {
         let dir = TempDir()
         var ids: [UInt64] = []
+        var end = 0
         do {
             let (spool, _) = openSpool(dir)
             for i in 0..<3 { ids.append(receive(spool, ["r\(i)@example.com"], text: sampleText(3000, seed: UInt8(i))).id) }
@@ -130,19 +131,27 @@ struct SpoolTests {
             // A transaction in flight when the power went: its record is cut short.
             var t = try! spool.begin(envelope(["late@example.com"]), arrival: 0, now: 0).get()
             _ = sampleText(5000).withUnsafeBytes { spool.appendText(&t, $0, now: 0) }
+            end = spool.activeOffset
             spool.close()
         }
         let last = dir.path + "/" + dir.segments().last!
         let data = try Data(contentsOf: URL(fileURLWithPath: last))
+        #expect(data.count > end, "small messages leave zero-filled room after the records")
+        // Cut at the end of the file, and torn with the zero-filled room after
+        // it, as a record written over the room is torn by a crash.
         for cut in [1, 7, 19, 2500] {
-            try data.prefix(data.count - cut).write(to: URL(fileURLWithPath: last))
-            let (spool, report) = openSpool(dir)
-            #expect(spool.queue.messages.map { $0.id } == ids)
-            #expect(!report.tornTails.isEmpty)
-            spool.close()
-            // Re-opening created a new empty segment; drop it to keep the cut file last.
-            for s in dir.segments() where dir.path + "/" + s != last {
-                if s > (last as NSString).lastPathComponent { try FileManager.default.removeItem(atPath: dir.path + "/" + s) }
+            for withRoom in [false, true] {
+                var torn = data.prefix(end - cut)
+                if withRoom { torn += Data(count: data.count - torn.count) }
+                try torn.write(to: URL(fileURLWithPath: last))
+                let (spool, report) = openSpool(dir)
+                #expect(spool.queue.messages.map { $0.id } == ids)
+                #expect(!report.tornTails.isEmpty)
+                spool.close()
+                // Re-opening created a new empty segment; drop it to keep the cut file last.
+                for s in dir.segments() where dir.path + "/" + s != last {
+                    if s > (last as NSString).lastPathComponent { try FileManager.default.removeItem(atPath: dir.path + "/" + s) }
+                }
             }
         }
     }
@@ -150,17 +159,19 @@ struct SpoolTests {
     @Test("a bad CRC inside a record stops the scan of that file only")
     func badCRC() throws {
         let dir = TempDir()
+        var end = 0
         do {
             let (spool, _) = openSpool(dir)
             receive(spool, ["a@example.com"], text: sampleText(2000, seed: 1))
             receive(spool, ["b@example.com"], text: sampleText(2000, seed: 2))
             _ = spool.flush()
+            end = spool.activeOffset
             spool.close()
         }
         // Flip a byte in the text of the second message.
         let seg = dir.path + "/" + dir.segments().last!
         var data = try Data(contentsOf: URL(fileURLWithPath: seg))
-        data[data.count - 100] ^= 0xff
+        data[end - 100] ^= 0xff
         try data.write(to: URL(fileURLWithPath: seg))
         let (spool, report) = openSpool(dir)
         #expect(report.tornTails.contains { $0.contains("CRC") })

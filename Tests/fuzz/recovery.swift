@@ -12,7 +12,10 @@ import CLibc
 // header, 3 seal the records (a valid length, kind and CRC-32C for each, so the
 // scan gets past the checksum), 4 the clock is synchronised, 5 open for writing;
 // second byte: 0 sequence numbers above 2^32, 1–3 all set: make the first record
-// larger than the scan's 64 KiB buffer (rarely, as it is slow).
+// larger than the scan's 64 KiB buffer (rarely, as it is slow), 4 end each file
+// with zero-filled room as the writer leaves it (bits 5–7: how long, 1 to 63,001
+// bytes), so sealed records reach the zero-filled end ("Zero-filled room"
+// in SpoolCodec.swift).
 
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
     var input = FuzzInput(data)
@@ -29,6 +32,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         let seq = base + UInt64(k) * 8
         if mode & 4 != 0 { bytes = SpoolCodec.segmentHeader(sequence: seq) + bytes }
         if mode & 8 != 0 { sealRecords(&bytes, inflateFirst: mode2 & 0x0e == 0x0e) }
+        if mode2 & 0x10 != 0 { bytes += [UInt8](repeating: 0, count: Int(mode2 >> 5) * 9_000 + 1) }
         disk.files["/spool/" + SpoolCodec.segmentName(seq)] = bytes
     }
     disk.files["/spool/lock"] = []
