@@ -624,3 +624,54 @@ def test_issue3_4_stuck_message_does_not_keep_old_segments(make_daemon, upstream
                        capture_output=True, text=True, timeout=30)
     doc = json.loads(r.stdout)
     assert [m["recipients"][0]["address"] for m in doc["messages"]] == ["stuck@example.com"], r.stdout
+
+
+def zero_tail(path: Path) -> tuple[int, int]:
+    """(where the last byte that is not zero ends, the file's size)."""
+    data = path.read_bytes()
+    return len(data.rstrip(b"\0")), len(data)
+
+
+def test_issue11_zero_filled_room_is_the_end_of_the_records_across_restarts(make_daemon, stopped_upstream):
+    """Issue 11 (flash wear; "Zero-filled room" in SpoolCodec.swift): small
+    messages leave at most 64 KiB of zeros after the active segment's records,
+    which the next records overwrite. After a clean stop and after kill -9, the
+    recovery scan reads the room as the end of the records: no warning, every
+    message queued. A byte that is not zero in the room is reported where it is
+    (a warning naming the segment and offset), and the messages before it are
+    still delivered, each once."""
+    upstream = stopped_upstream
+    daemon = make_daemon(upstream.port, retry__initial="300s", retry__max="600s")
+    subjects_sent = [f"room {i}" for i in range(5)]
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
+        for subject in subjects_sent:
+            s.sendmail("sender@client.example", ["ops@example.com"], make_message(subject))
+    spool = daemon.workdir / "spool"
+    segment = max(spool.glob("*.seg"))
+    end, size = zero_tail(segment)
+    assert 0 < size - end <= 64 * 1024, f"{segment.name}: records end at {end}, file is {size} bytes"
+
+    for how in ("stop", "kill9"):
+        if how == "stop":
+            assert daemon.stop() == 0
+        else:
+            daemon.kill9()
+        daemon.start()
+        recovered = daemon.wait_for_log("spool recovered")[-1]
+        assert "queued=5 " in recovered + " ", recovered
+        assert not daemon.find("spool scan stopped early"), daemon.log_text()
+
+    assert daemon.stop() == 0
+    with open(segment, "r+b") as f:
+        f.seek(end + 1000)
+        f.write(b"\x07")
+    daemon.start()
+    warning = daemon.wait_for_log("spool scan stopped early")[0]
+    assert f"{segment.name}:{end + 1000} bytes after the zero-filled end of the records" in warning, warning
+    assert "queued=5 " in daemon.wait_for_log("spool recovered")[-1] + " "
+    upstream.start()
+    assert daemon.stop() == 0
+    daemon.start()      # delivers at start, without waiting out the retry
+    upstream.wait_for(5)
+    expected = {s: 1 for s in subjects_sent}
+    hold_for(lambda: subjects(upstream) == expected, 1.0, what="every message upstream exactly once")
