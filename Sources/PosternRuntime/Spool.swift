@@ -104,6 +104,11 @@ public final class Spool {
         /// Its sync ran at once (no helper could take it) while earlier ones
         /// still run: its outcome, kept until they have finished.
         var known: Result<Void, Errno>? = nil
+        /// The active segment's descriptor when it syncs it (-1 otherwise)...
+        var active: Int32 = -1
+        /// ...and descriptors to close when it has finished: the active
+        /// segment's, when it was closed while this sync ran (`closeWhenSynced`).
+        var closeAfter: [Int32] = []
     }
     /// The group commits whose syncs run, oldest first; at most
     /// `storage.syncCapacity`. They finish in this order: a later one is
@@ -227,7 +232,7 @@ public final class Spool {
                     storage.close(oldest)
                 }
             } else {
-                storage.close(activeFD)
+                closeWhenSynced(activeFD)
             }
             activeFD = -1
             dirty = false
@@ -258,6 +263,21 @@ public final class Spool {
         directorySyncNeeded = true
         dirty = true
         return .success(())
+    }
+
+    /// Closes `fd` now, or, when a running sync covers it, once the last such
+    /// sync has finished. io_uring looks a descriptor up when its worker runs
+    /// the fsync, not when it is submitted (an fsync always goes to a worker):
+    /// closed before then, the sync fails with EBADF, and with the number
+    /// taken again by a new segment or a client's socket, it would sync that
+    /// file instead and report the old one durable. (A helper process is handed
+    /// its own copy of each descriptor, and the loop's syncs run at once.)
+    func closeWhenSynced(_ fd: Int32) {
+        if let k = inFlight.lastIndex(where: { $0.active == fd }) {
+            inFlight[k].closeAfter.append(fd)
+        } else {
+            storage.close(fd)
+        }
     }
 
     /// Appends one record to the active segment; returns where it was written.
@@ -624,6 +644,7 @@ public final class Spool {
         var files = batch.retired
         if commits && dirty && activeFD >= 0 {
             files.append(activeFD)
+            batch.active = activeFD
             dirty = false
         }
         if batch.directory { directorySyncNeeded = false }
@@ -664,7 +685,7 @@ public final class Spool {
     /// Applies a finished sync: on success the batch's messages join the queue
     /// and their relocations take effect; on failure they are refused.
     func finish(_ batch: SyncBatch, _ outcome: Result<Void, Errno>) -> FlushResult {
-        for fd in batch.retired { storage.close(fd) }
+        for fd in batch.retired + batch.closeAfter { storage.close(fd) }
         if case .failure(let e) = outcome {
             if batch.directory { directorySyncNeeded = true }
             if batch.deletion { deletionUnsynced = true }

@@ -144,6 +144,9 @@ struct CrashTests {
         // Somewhere in the run, or after it (then the crash only drops what was unsynced).
         disk.crashAt = 1 + rng.below(steps * 2)
         runWorkload(spool, &rng, steps: steps, model: &model, asyncSyncs: asyncSyncs)
+        if !disk.closedWhileSyncing.isEmpty {
+            return "descriptors \(disk.closedWhileSyncing) closed while a started sync covered them"
+        }
         syncsStarted += disk.startedSyncs
         relocated += spool.relocatedMessages
         reclaimed += spool.reclaimedSegments

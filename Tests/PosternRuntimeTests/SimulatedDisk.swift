@@ -172,7 +172,15 @@ final class SimulatedDisk: SpoolStorage {
         return .success(())
     }
 
-    func close(_ fd: Int32) { fds[fd] = nil }
+    /// Descriptors closed while a started sync covered them. io_uring looks
+    /// each up only when its worker runs the fsync: such a close makes the sync
+    /// fail with EBADF, or sync whatever file took the number since.
+    var closedWhileSyncing: [Int32] = []
+
+    func close(_ fd: Int32) {
+        if started.contains(where: { $0.fds.contains(fd) }) { closedWhileSyncing.append(fd) }
+        fds[fd] = nil
+    }
 
     func unlink(_ path: String) -> Result<Void, Errno> {
         guard tick() else { return .failure(fail("unlink")) }
@@ -195,7 +203,7 @@ final class SimulatedDisk: SpoolStorage {
     /// The sync started and not finished yet: each file with the count of its
     /// operations it covers (those before `startSync`), and the names as they
     /// were then.
-    var started: [(files: [(Inode, Int)], names: [String: Inode]?, stamp: Int)] = []
+    var started: [(files: [(Inode, Int)], fds: [Int32], names: [String: Inode]?, stamp: Int)] = []
     /// Syncs that may run at once (the daemon's storage runs four; the rules
     /// that limit them are the spool's, and two show them).
     var syncCapacity = 2
@@ -223,7 +231,7 @@ final class SimulatedDisk: SpoolStorage {
         }
         guard tick() else { return .finished(.failure(fail("fdatasync"))) }
         precondition(started.count < syncCapacity, "more syncs than the capacity")
-        started.append((files.map { (fds[$0]!, fds[$0]!.ops) }, directory == nil ? nil : names, mutations))
+        started.append((files.map { (fds[$0]!, fds[$0]!.ops) }, files, directory == nil ? nil : names, mutations))
         startedSyncs += 1
         startedFiles = files
         return .started

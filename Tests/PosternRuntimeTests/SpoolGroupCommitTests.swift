@@ -244,6 +244,33 @@ struct SpoolGroupCommitTests {
         #expect(disk.fds.count == before)
     }
 
+    @Test("a segment filled while its sync runs is closed only once that sync has finished (io_uring looks the descriptor up late)")
+    func activeClosedAfterItsSync() {
+        let disk = SimulatedDisk()
+        let spool = newSpool(disk, segmentSize: 4096)
+        // Text and commit that end 16 bytes past the segment's size, in it.
+        let first = try! spool.begin(envelope(["r@example.com"]), arrival: 1_700_000_000, now: 0).get()
+        let text = [UInt8](repeating: 65, count: 4096 + 16 - spool.activeOffset - 2 * SpoolCodec.recordOverhead - 8)
+        #expect((try? text.withUnsafeBytes { spool.commit(first, lastText: $0, now: 0) }.get()) != nil)
+        let a = first.id
+        let full = spool.activeFD
+        #expect(spool.activeOffset == 4096 + 16)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedFiles.contains(full))
+        // The next message starts a new segment while the sync of the full one runs.
+        let t = open(spool)
+        #expect(spool.activeFD != full)
+        #expect(disk.closedWhileSyncing.isEmpty)
+        #expect(disk.fds[full] != nil, "still open for the running sync")
+        let done = spool.finishGroupCommit(wait: true)
+        #expect(done?.committed.map { $0.id } == [a])
+        #expect(disk.fds[full] == nil, "closed once its sync has finished")
+        spool.abort(t, now: 0)
+        // A sync of another file leaves the active segment to the next roll, as before.
+        _ = spool.flush()
+        #expect(disk.closedWhileSyncing.isEmpty)
+    }
+
     @Test("a closed segment alone makes a group commit due, so text is not left unsynced for long")
     func retiredSegmentMakesCommitDue() {
         let disk = SimulatedDisk()
