@@ -37,6 +37,13 @@ Each figure also as a ratio to Postfix's and to the baseline's of the same run
 (the baseline's CPU figure is smtp-source's and smtp-sink's own; syncs and RSS
 have no baseline).
 
+Then Postern's delivery alone (--no-drain skips it): each workload's messages
+spooled while nothing listens on the upstream port, then smtp-sink started there
+and `postern flush`: delivered msg/s (and ×B), Postern's and smtp-sink's CPU per
+message over that window, and the share of it smtp-sink spent on a CPU. When
+that share is near 100%, the sink is what bounds delivery, and with it the
+end-to-end rate of any relay (issue 11: the 5 MB row).
+
 Then the slowed-sync rows: build/tools/slow_sync.so (Tests/tools/slow_sync.c)
 preloaded into the relay makes every fsync/fdatasync/syncfs (and waiting
 sync_file_range) sleep SLOW_SYNC_MS (10) ms after the real call, as on an SD
@@ -414,8 +421,8 @@ class Sink:
 
     COUNTER = re.compile(rb"mesg=(\d+)\r")
 
-    def __init__(self, group, workdir):
-        self.port = free_port()
+    def __init__(self, group, workdir, port=None):
+        self.port = port or free_port()
         self.count = 0
         self.reached = {}  # count -> time.time() it was first read
         self.cond = threading.Condition()
@@ -828,10 +835,53 @@ def count_lines(path):
     return len((read(path, "") or "").splitlines()) if path else 0
 
 
+def drain_run(ctx, size, count, sessions):
+    """Postern's delivery alone: the messages are spooled while nothing listens
+    on its upstream port, then smtp-sink starts there and `postern flush` sends
+    them. The rate runs from the sink listening until it has counted them all;
+    the CPU per message is Postern's and smtp-sink's over the same window. It
+    says how close the sender comes to what smtp-sink can take: the ceiling of
+    the end-to-end figure, whoever relays."""
+    workdir = ctx["workdir"]
+    ctx["serial"] += 1
+    tag = f"{ctx['serial']:03d}-postern-drain"
+    load = Group(workdir_cgroup(), f"load-{tag}")
+    sink = relay = None
+    timeout = 120 + count * size / (1 * MB)
+    try:
+        port = free_port()
+        relay = Postern(workdir, tag, port, {}, None, sync=ctx.get("postern_sync"))
+        run_source(load, relay.port, size, count, sessions, workdir, timeout)
+        settle(relay.group, "postern after spooling")
+        sink = Sink(load, workdir, port=port)
+        cpu0, load0, t0 = relay.group.cpu_seconds(), load.cpu_seconds(), time.time()
+        r = subprocess.run([BIN, "flush", "--config", relay.conf], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise BenchError(f"postern flush failed ({r.returncode}): {r.stderr.strip()}")
+        t2 = sink.wait_count(count, timeout)
+        settle(relay.group, "postern after the drain")
+        cpu1, load1 = relay.group.cpu_seconds(), load.cpu_seconds()
+        if sink.count != count:
+            raise BenchError(f"postern drain: smtp-sink counted {sink.count}, expected {count}")
+        return dict(relay="postern", size=size, count=count, sessions=sessions, mode="drain", slow_ms=None,
+                    drain_s=t2 - t0, drain_rate=count / (t2 - t0),
+                    cpu_ms_per_msg=(cpu1 - cpu0) * 1000 / count,
+                    sink_cpu_ms_per_msg=(load1 - load0) * 1000 / count,
+                    sink_busy=(load1 - load0) / (t2 - t0))
+    finally:
+        if relay is not None:
+            relay.stop()
+        if sink is not None:
+            sink.stop()
+        load.kill_all()
+        load.remove()
+
+
 # --- medians and the report --------------------------------------------------------------
 
 MEDIAN_KEYS = ["accepted_rate", "e2e_rate", "cpu_ms_per_msg", "peak_rss_kb", "load_cpu_ms_per_msg",
-               "postern_proc_cpu_ms_per_msg", "shim_syncs_per_msg"]
+               "postern_proc_cpu_ms_per_msg", "shim_syncs_per_msg", "drain_rate", "sink_cpu_ms_per_msg",
+               "sink_busy"]
 
 
 def median_of(runs):
@@ -923,6 +973,26 @@ def slow_table(results, slow_ms):
     return lines
 
 
+def drain_table(results, drains):
+    lines = ["| workload | Postern delivering alone, msg/s | Postern CPU ms/msg | smtp-sink CPU ms/msg | "
+             "smtp-sink busy |",
+             "|---|---:|---:|---:|---:|"]
+    for (label, count, sessions), d in drains.items():
+        b = results.get((label, count, sessions), {}).get("baseline", {})
+        lines.append(f"| {count} × {label} | {cell(d['drain_rate'], None, None, ratio(d['drain_rate'], b.get('e2e_rate')))} | "
+                     f"{fmt(d['cpu_ms_per_msg'], 3)} | {fmt(d['sink_cpu_ms_per_msg'], 3)} | {d['sink_busy']:.0%} |")
+    return lines
+
+
+DRAIN_LEGEND = [
+    "The messages of each workload spooled with nothing listening upstream, then smtp-sink started and",
+    "`postern flush`: messages over the time from the sink listening until it counted them all (×B: over",
+    "the baseline's end-to-end rate, smtp-source straight into smtp-sink). CPU: Postern's and smtp-sink's",
+    "over that window, per message; smtp-sink busy: the share of the window smtp-sink spent on a CPU. Near",
+    "100%, the sink is what limits delivery, and so every relay's end-to-end rate in the table above.",
+]
+
+
 def machine_info(args, cgroup_method):
     cpu = "?"
     for line in (read("/proc/cpuinfo", "") or "").splitlines():
@@ -975,6 +1045,7 @@ def main():
     ap.add_argument("--slow-ms", type=int, default=10, help="what the shim adds to each sync")
     ap.add_argument("--no-slow", action="store_true", help="skip the slowed-sync rows")
     ap.add_argument("--no-count", action="store_true", help="skip the strace counting runs")
+    ap.add_argument("--no-drain", action="store_true", help="skip the rows of Postern delivering alone")
     ap.add_argument("--no-cgroup", action="store_true", help="CPU from /proc even where cgroup v2 is there")
     ap.add_argument("--scratch-dir", default="/var/tmp", help="where spool and queue live (not tmpfs)")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "build", "bench"))
@@ -1068,6 +1139,25 @@ def main():
                 jsonl.write(line + "\n")
                 print("relay-bench-json: " + line, flush=True)
 
+        drain_results = {}
+        if "postern" in relays and not args.no_drain:
+            for label, size, count, sessions in workloads:
+                key = (label, count, sessions)
+                rs = []
+                for i in range(args.runs):
+                    print(f"{count} x {label}, postern delivering alone, run {i + 1}/{args.runs} ...",
+                          end=" ", flush=True)
+                    r = drain_run(ctx, size, count, sessions)
+                    print(f"{r['drain_rate']:.1f} msg/s, smtp-sink {r['sink_cpu_ms_per_msg']:.3f} CPU ms/msg",
+                          flush=True)
+                    emit(dict(kind="drain-run", **r))
+                    rs.append(r)
+                drain_results[key] = median_of(rs)
+                line = json.dumps(dict(kind="drain-median", workload=f"{count} x {label} x {sessions}",
+                                       **drain_results[key]), sort_keys=True)
+                jsonl.write(line + "\n")
+                print("relay-bench-json: " + line, flush=True)
+
         slow_results = {}
         if not args.no_slow:
             for label, size, count, sessions in slow_workloads:
@@ -1106,6 +1196,9 @@ def main():
 
         md = ["# Postern against Postfix: relay throughput", ""] + machine_info(args, cgroup_method) + [""]
         md += main_table(results) + [""] + LEGEND + [""]
+        if drain_results:
+            md += ["## Postern's delivery alone", ""] + drain_table(results, drain_results) + [""]
+            md += DRAIN_LEGEND + [""]
         if slow_results:
             md += [f"## Slowed sync: every fsync/fdatasync/syncfs +{args.slow_ms} ms (LD_PRELOAD slow_sync.so)", ""]
             md += slow_table(slow_results, args.slow_ms) + [""]
