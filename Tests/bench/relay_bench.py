@@ -796,12 +796,7 @@ def one_run(ctx, relay_name, size, count, sessions, mode, slow_ms=None):
     finally:
         if sampler is not None and sampler.is_alive():
             sampler.finish()
-        if relay is not None:
-            relay.stop()
-        if sink is not None:
-            sink.stop()
-        load.kill_all()
-        load.remove()
+        stop_run(relay, sink, load)
     if trace is not None:
         # Complete now that the relay (and so strace) has exited.
         calls, durations = strace_counts(trace, t0, t3)
@@ -869,12 +864,17 @@ def drain_run(ctx, size, count, sessions):
                     sink_cpu_ms_per_msg=(load1 - load0) * 1000 / count,
                     sink_busy=(load1 - load0) / (t2 - t0))
     finally:
-        if relay is not None:
-            relay.stop()
-        if sink is not None:
-            sink.stop()
-        load.kill_all()
-        load.remove()
+        stop_run(relay, sink, load)
+
+
+def stop_run(relay, sink, load):
+    """Stops what a run started, whichever of it did start."""
+    if relay is not None:
+        relay.stop()
+    if sink is not None:
+        sink.stop()
+    load.kill_all()
+    load.remove()
 
 
 # --- medians and the report --------------------------------------------------------------
