@@ -158,12 +158,14 @@ public final class SegmentCursor {
             return .failure(damaged(at: recordOffset, "incomplete record"))
         case .success(true): break
         }
-        if SpoolCodec.isZeroFill(UnsafeRawBufferPointer(rebasing: buffer.readable.prefix(SpoolCodec.recordHeaderLength))) {
-            return zeroFilledEnd(at: recordOffset)
-        }
         var total: Int
         switch SpoolCodec.parseRecord(buffer.readable) {
         case .corrupt(let why):
+            // A header of zeros is no record (kind 0): checked only here, off
+            // the way of every record that parses.
+            if SpoolCodec.isZeroFill(UnsafeRawBufferPointer(rebasing: buffer.readable.prefix(SpoolCodec.recordHeaderLength))) {
+                return zeroFilledEnd(at: recordOffset)
+            }
             return .failure(damaged(at: recordOffset, why))
         case .record(let frame):
             // Whole in the buffer and verified (the common case: one CRC pass).
@@ -213,7 +215,9 @@ public final class SegmentCursor {
     /// so is room longer than a writer leaves: the check reads no further than
     /// `maxZeroFill` (64 KiB). Only the recovery scan reads this far.
     func zeroFilledEnd(at offset: Int) -> Result<Record?, Problem> {
-        let (limit, tooFar) = offset.addingReportingOverflow(SpoolCodec.maxZeroFill)
+        // Saturating: near 2 GiB on a 32-bit board the room ends with the file
+        // (`fill` reads nothing past the longest segment).
+        let limit = offset > Int.max - SpoolCodec.maxZeroFill ? Int.max : offset + SpoolCodec.maxZeroFill
         while true {
             let held = buffer.readable
             for i in held.indices where held[i] != 0 {
@@ -222,7 +226,7 @@ public final class SegmentCursor {
             }
             let (next, overflow) = bufferOffset.addingReportingOverflow(held.count)
             buffer.clear()
-            if overflow || tooFar { return .success(nil) }
+            if overflow { return .success(nil) }
             bufferOffset = next
             if next > limit {
                 return .failure(damaged(at: limit, "zero-filled room longer than a writer leaves"))

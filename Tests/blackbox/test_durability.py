@@ -632,6 +632,7 @@ def zero_tail(path: Path) -> tuple[int, int]:
     return len(data.rstrip(b"\0")), len(data)
 
 
+@pytest.mark.board
 def test_issue11_zero_filled_room_is_the_end_of_the_records_across_restarts(make_daemon, stopped_upstream):
     """Issue 11 (flash wear; "Zero-filled room" in SpoolCodec.swift): small
     messages leave at most 64 KiB of zeros after the active segment's records,
