@@ -579,12 +579,12 @@ public final class Spool {
     }
 
     /// A running sync with this many commits or more makes the next one wait...
-    /// With 4, 16 clients behind 10 ms syncs took 0.17 to 0.20 syncs per
-    /// message; with 3, 0.17 to 0.18, at the same rates or better (4 clients:
-    /// 308 to 322 messages a second against 272 to 327; 16: 902 to 999
-    /// against 753 to 955; four alternating runs each, issue 11). With 2, 4
-    /// clients fell to 177 a second: their syncs no longer overlap.
-    static let overlapBelow = 3
+    /// 3 was measured and left (issue 11, alternating runs): 16 clients behind
+    /// 10 ms syncs took 0.17 to 0.18 syncs per message against 0.17 to 0.20,
+    /// but 4 clients sending 100 KB fell to 156-235 messages a second against
+    /// 189-251, the row where Postfix is closest. With 2, 4 clients sending
+    /// 2 KB fell from about 300 to 177: their syncs no longer overlap.
+    static let overlapBelow = 4
     /// ...unless this many commits wait (at most one sync per 8 messages).
     /// With 6, 16 clients behind 10 ms syncs took 0.20 to 0.21 syncs per
     /// message once the daemon spent less CPU per message (issue 11); with
