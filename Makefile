@@ -25,12 +25,11 @@ SWIFT_FLAGS_EMBEDDED := -target x86_64-unknown-linux-gnu -enable-experimental-fe
 # - LLVM's machine outliner folds repeated instruction sequences into shared
 #   functions, on the boards only (`BOARD_SWIFT_FLAGS`): armv7 is 1,122,892
 #   bytes without it and 1,012,300 with it; aarch64 860,256 either way. On
-#   x86_64 it saved 28 KB
-#   (893,256 against 921,928 bytes) for a seventh more of the daemon's own
-#   (user) CPU: 0.125-0.138 against 0.102-0.113 ms per 2 KB message, 0.40
-#   against 0.31-0.37 per 100 KB, 8.5-9.3 against 7.7 per 5 MB (issue 11,
-#   alternating runs), the calls into the shared sequences sitting in the
-#   hot paths.
+#   x86_64 it saved 28 KB (893,256 against 921,928 bytes) for a seventh more
+#   of the daemon's own (user) CPU: 0.125-0.138 against 0.102-0.113 ms per
+#   2 KB message, 0.40 against 0.31-0.37 per 100 KB, 8.5-9.3 against 7.7 per
+#   5 MB (issue 11, alternating runs), the calls into the shared sequences
+#   sitting in the hot paths.
 RELEASE_SWIFT_FLAGS := -Xfrontend -sil-inline-threshold -Xfrontend 0
 BOARD_OUTLINER := -Xllvm -enable-machine-outliner=always
 # Relative relocations packed (DT_RELR, glibc 2.36): 20 KB of .rela.dyn become

@@ -581,7 +581,7 @@ public final class Spool {
     /// A running sync with this many commits or more makes the next one wait...
     /// 3 was measured and left (issue 11, alternating runs): 16 clients behind
     /// 10 ms syncs took 0.17 to 0.18 syncs per message against 0.17 to 0.20,
-    /// but 4 clients sending 100 KB fell to 156-235 messages a second against
+    /// but 4 clients sending 100 KB fell to 164-235 messages a second against
     /// 189-251, the row where Postfix is closest. With 2, 4 clients sending
     /// 2 KB fell from about 300 to 177: their syncs no longer overlap.
     static let overlapBelow = 4
