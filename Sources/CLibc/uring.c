@@ -33,10 +33,10 @@ static int ring_enter(int fd, unsigned submit, unsigned min_complete, unsigned f
     return (int)syscall(__NR_io_uring_enter, fd, submit, min_complete, flags, NULL, 0);
 }
 
-cl_uring *cl_uring_open(void) {
+cl_uring *cl_uring_open(unsigned entries) {
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
-    int fd = (int)syscall(__NR_io_uring_setup, CL_URING_ENTRIES, &p);
+    int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
     if (fd < 0) return NULL;
     cl_uring *r = calloc(1, sizeof *r);
     if (!r) { close(fd); errno = ENOMEM; return NULL; }
@@ -101,41 +101,37 @@ static int submit(cl_uring *r) {
     return 0;
 }
 
-int cl_uring_sync(cl_uring *r, const int *files, int n, int directory_fd, uint64_t tag) {
-    if (n < 0 || (n > 0 && !files)) { errno = EINVAL; return -1; }
-    unsigned count = (unsigned)n + (directory_fd >= 0 ? 1u : 0u);
-    if (count == 0) { errno = EINVAL; return -1; }
+/* Room for `count` more entries: in the submission queue, and in the completion
+   queue (twice the submission queue) for everything outstanding. */
+static int has_room(const cl_uring *r, unsigned count) {
     /* The kernel advances the head as it takes entries; ours is the tail. */
     unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
     unsigned tail = *r->sq_tail;
-    /* Completions have room too: the completion ring is twice the submission
-       ring, and no more than a submission ring's worth is ever outstanding. */
-    if (r->sq_entries - (tail - head) < count || r->inflight + r->unsubmitted + count > r->sq_entries) {
-        errno = EAGAIN;
-        return -1;
-    }
-    unsigned mask = *r->sq_mask;
-    for (unsigned i = 0; i < count; i++) {
-        unsigned slot = (tail + i) & mask;
-        struct io_uring_sqe *e = &r->sqes[slot];
-        memset(e, 0, sizeof *e);
-        e->opcode = IORING_OP_FSYNC;
-        if (i < (unsigned)n) {
-            e->fd = files[i];
-            e->fsync_flags = IORING_FSYNC_DATASYNC;
-        } else {
-            e->fd = directory_fd;
-        }
-        e->user_data = tag;
-        r->sq_array[slot] = slot;
-    }
+    return r->sq_entries - (tail - head) >= count && r->inflight + r->unsubmitted + count <= r->sq_entries;
+}
+
+/* The next entry to fill, `i` places after the tail, zeroed and tagged. */
+static struct io_uring_sqe *entry(cl_uring *r, unsigned i, uint64_t tag) {
+    unsigned slot = (*r->sq_tail + i) & *r->sq_mask;
+    struct io_uring_sqe *e = &r->sqes[slot];
+    memset(e, 0, sizeof *e);
+    e->user_data = tag;
+    r->sq_array[slot] = slot;
+    return e;
+}
+
+/* Publishes the `count` entries filled after the tail and submits them: 0 when
+   the kernel took at least one (the rest go with the next submit), -1 with
+   errno when it took none (they are taken back). */
+static int publish(cl_uring *r, unsigned count) {
+    unsigned tail = *r->sq_tail;
     __atomic_store_n(r->sq_tail, tail + count, __ATOMIC_RELEASE);
     unsigned before = r->unsubmitted;
     r->unsubmitted += count;
     if (submit(r) == 0) return 0;
     if (r->unsubmitted == before + count) {
         /* The kernel took none of them (it takes entries only inside
-           io_uring_enter): take them back, and the caller syncs another way. */
+           io_uring_enter): take them back, and the caller does it another way. */
         int saved = errno;
         __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
         r->unsubmitted = before;
@@ -144,6 +140,36 @@ int cl_uring_sync(cl_uring *r, const int *files, int n, int directory_fd, uint64
     }
     /* Some were taken: the rest go with the next submit (cl_uring_next). */
     return 0;
+}
+
+int cl_uring_sync(cl_uring *r, const int *files, int n, int directory_fd, uint64_t tag) {
+    if (n < 0 || (n > 0 && !files)) { errno = EINVAL; return -1; }
+    unsigned count = (unsigned)n + (directory_fd >= 0 ? 1u : 0u);
+    if (count == 0) { errno = EINVAL; return -1; }
+    if (!has_room(r, count)) { errno = EAGAIN; return -1; }
+    for (unsigned i = 0; i < count; i++) {
+        struct io_uring_sqe *e = entry(r, i, tag);
+        e->opcode = IORING_OP_FSYNC;
+        if (i < (unsigned)n) {
+            e->fd = files[i];
+            e->fsync_flags = IORING_FSYNC_DATASYNC;
+        } else {
+            e->fd = directory_fd;
+        }
+    }
+    return publish(r, count);
+}
+
+int cl_uring_unlink(cl_uring *r, const char *path, uint64_t tag) {
+    if (!path) { errno = EINVAL; return -1; }
+    if (!has_room(r, 1)) { errno = EAGAIN; return -1; }
+    struct io_uring_sqe *e = entry(r, 0, tag);
+    e->opcode = IORING_OP_UNLINKAT;
+    e->fd = AT_FDCWD;
+    e->addr = (uint64_t)(uintptr_t)path;
+    /* unlink_flags 0: a file, not a directory (AT_REMOVEDIR). The kernel copies
+       the name while it takes the entry, inside publish's io_uring_enter. */
+    return publish(r, 1);
 }
 
 int cl_uring_next(cl_uring *r, int wait, uint64_t *tag, int32_t *result) {

@@ -47,7 +47,7 @@ public final class Daemon {
     var stopDeadline: Int64 = 0
     var pollFDs: [pollfd] = []
     /// Owner of each entry of `pollFDs`.
-    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop, spoolSync, passwordChecker }
+    enum Owner { case signals, listener(Int), receiver(Int), delivery, deliveryHelper, control(Int), mailDrop, spoolSync, spoolUnlink, passwordChecker }
     var owners: [Owner] = []
 
     /// How long a stopping daemon waits for the upstream's reply to a message it
@@ -384,6 +384,10 @@ public final class Daemon {
             pollFDs.append(pollfd(fd: spool.syncPollFD, events: Int16(POLLIN), revents: 0))
             owners.append(.spoolSync)
         }
+        if spool.unlinkPollFD >= 0 {
+            pollFDs.append(pollfd(fd: spool.unlinkPollFD, events: Int16(POLLIN), revents: 0))
+            owners.append(.spoolUnlink)
+        }
         if !stopping {
             for (i, l) in listeners.enumerated() {
                 pollFDs.append(pollfd(fd: l.fd, events: Int16(POLLIN), revents: 0))
@@ -455,6 +459,8 @@ public final class Daemon {
                 mailDrop?.ready(fd: p.fd, now: now)
             case .spoolSync:
                 while let r = spool.finishGroupCommit(wait: false) { pool?.commitDone(r, now: now) }
+            case .spoolUnlink:
+                spool.finishDeletion(wait: false)
             case .receiver(let i):
                 pool?.ready(index: i, revents: p.revents, now: now)
             case .control(let i):
@@ -543,6 +549,7 @@ public final class Daemon {
             case .success(let ring):
                 storage.useSyncRing(ring)
                 log.debug("the spool syncs through io_uring")
+                if case .success(let unlinker) = SegmentUnlinker.open(log: log) { storage.useUnlinker(unlinker) }
             case .failure(let e):
                 log.info(method == .auto ? "io_uring cannot run here; the spool syncs in helper processes"
                                          : "io_uring cannot run here; the spool syncs in the loop",

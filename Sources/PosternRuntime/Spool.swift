@@ -128,6 +128,9 @@ public final class Spool {
     /// A finished segment was unlinked and no started sync of the directory
     /// covers it yet (`collectGarbage`).
     var deletionUnsynced = false
+    /// The segment whose unlink runs elsewhere (`SpoolStorage.startUnlink`),
+    /// until `finishDeletion`.
+    var unlinking: UInt64? = nil
     /// An fdatasync of a segment being closed failed: the commits waiting for the
     /// next flush cannot be promised.
     var pendingSyncFailure: Errno? = nil
@@ -604,6 +607,9 @@ public final class Spool {
     /// Polls readable when the running sync may have finished (-1: none runs).
     public var syncPollFD: Int32 { inFlight.isEmpty ? -1 : storage.syncPollFD }
 
+    /// Polls readable when the running unlink may have finished (-1: none runs).
+    public var unlinkPollFD: Int32 { unlinking == nil ? -1 : storage.unlinkPollFD }
+
     /// The outcome of a group commit: what its clients are told.
     public struct FlushResult {
         /// Messages now durable and queued: their clients get 250.
@@ -873,6 +879,7 @@ public final class Spool {
 
     public func close() {
         while syncInFlight { _ = finishGroupCommit(wait: true) }
+        finishDeletion(wait: true)
         if deletionUnsynced { _ = syncDeletions() }
         for fd in retired {
             _ = storage.syncData(fd)

@@ -72,11 +72,18 @@ extension Spool {
     /// In the daemon the directory sync that makes an unlink durable is not run
     /// here but by the next group commit, while the loop goes on (issue 11: it
     /// shares the sync a new segment or the next message needs anyway), and the
-    /// next deletion waits for it to finish (`finish` calls back). With `now`
-    /// (start, and reclaiming space under pressure), or when the storage syncs
-    /// at once anyway, each unlink is synced here.
+    /// next deletion waits for it to finish (`finish` calls back). The unlink
+    /// itself runs elsewhere too where the storage can (`startUnlink`, io_uring):
+    /// the segment is counted gone, and its unlink due a directory sync, once it
+    /// has finished (`finishDeletion`). With `now` (start, and reclaiming space
+    /// under pressure), or when the storage syncs at once anyway, each unlink is
+    /// run and synced here.
     func collectGarbage(now: Bool = false) {
         let here = now || storage.syncsAtOnce
+        if unlinking != nil {
+            guard here else { return }
+            finishDeletion(wait: true)
+        }
         var pin = UInt64.max
         for (_, s) in openTransactions { pin = min(pin, s) }
         for m in awaitingSync { pin = min(pin, m.firstSegment) }
@@ -87,6 +94,15 @@ extension Spool {
                 // An earlier unlink is not known durable yet.
                 guard here, syncDeletions() else { return }
             }
+            if !here {
+                // The reader lets go of the file first, so that the unlink, not
+                // its close in the loop, frees the blocks.
+                segmentDeleted?(oldest)
+                if storage.startUnlink(path(oldest)) {
+                    unlinking = oldest
+                    return
+                }
+            }
             if !deleteSegment(oldest) { return }
         }
         if here && deletionUnsynced { _ = syncDeletions() }
@@ -94,17 +110,53 @@ extension Spool {
 
     /// Unlinks segment `seq`; the directory sync that makes it durable is
     /// `syncDeletions` or the next group commit's. False when the unlink failed
-    /// (logged).
+    /// (logged). A file already gone (removed by hand, or by an unlink elsewhere
+    /// whose outcome was lost) counts as deleted: else it would hold every
+    /// newer segment forever.
     func deleteSegment(_ seq: UInt64) -> Bool {
-        if case .failure(let e) = storage.unlink(path(seq)) {
+        if case .failure(let e) = storage.unlink(path(seq)), e.code != ENOENT {
             log.warning("could not delete a finished segment", [("error", e.description)], id: MessageIDs.spoolError)
             return false
         }
+        forgetSegment(seq)
+        return true
+    }
+
+    /// The segment is gone: no longer counted, and its unlink due a directory sync.
+    func forgetSegment(_ seq: UInt64) {
         subtractBytes(segmentSizes[seq] ?? 0)
         segmentSizes[seq] = nil
         deletionUnsynced = true
         segmentDeleted?(seq)
         log.debug("segment deleted", [("segment", SpoolCodec.segmentName(seq))])
+    }
+
+    /// The unlink `collectGarbage` started, once it has finished (with `wait`,
+    /// blocking until then): on success the segment is gone and the next group
+    /// commit syncs the directory; on failure it stays, and a later
+    /// `collectGarbage` tries again. True when it finished.
+    @discardableResult
+    public func finishDeletion(wait: Bool) -> Bool {
+        guard let seq = unlinking else { return false }
+        guard let outcome = storage.unlinkOutcome(wait: wait) else {
+            guard wait else { return false }
+            // Nothing is running after all: unlink here.
+            unlinking = nil
+            _ = deleteSegment(seq)
+            return true
+        }
+        unlinking = nil
+        switch outcome {
+        case .finished(.success):
+            forgetSegment(seq)
+        case .finished(.failure(let e)) where e.code == ENOENT:
+            forgetSegment(seq)
+        case .finished(.failure(let e)):
+            log.warning("could not delete a finished segment", [("error", e.description)], id: MessageIDs.spoolError)
+        case .unable:
+            // Whether the name went is not known: unlinking again tells.
+            _ = deleteSegment(seq)
+        }
         return true
     }
 

@@ -58,6 +58,24 @@ public protocol SpoolStorage: AnyObject {
     /// Every sync runs within `startSync` (nothing runs them elsewhere): the
     /// spool then syncs a deletion at once rather than with the next commit.
     var syncsAtOnce: Bool { get }
+
+    // A finished segment's unlink, without waiting for it: one at a time.
+
+    /// Starts unlink(2) of `path` elsewhere; false when it cannot (the default):
+    /// the spool then calls `unlink`.
+    func startUnlink(_ path: String) -> Bool
+    /// The started unlink's outcome once it has finished, nil while it runs;
+    /// with `wait` it blocks until then. `.unable` when it could not run at all.
+    func unlinkOutcome(wait: Bool) -> UnlinkOutcome?
+    /// Polls readable when the started unlink may have finished; -1 when none runs.
+    var unlinkPollFD: Int32 { get }
+}
+
+/// What became of an unlink started with `SpoolStorage.startUnlink`.
+public enum UnlinkOutcome {
+    case finished(Result<Void, Errno>)
+    /// It never ran (the kernel cannot): the caller unlinks itself.
+    case unable
 }
 
 /// What `SpoolStorage.startSync` did.
@@ -83,6 +101,12 @@ extension SpoolStorage {
 
     public var syncsAtOnce: Bool { true }
 
+    public func startUnlink(_ path: String) -> Bool { false }
+
+    public func unlinkOutcome(wait: Bool) -> UnlinkOutcome? { nil }
+
+    public var unlinkPollFD: Int32 { -1 }
+
     /// Every file, then the directory; every one is synced even after a failure,
     /// and the first failure is the outcome.
     public func syncNow(files: [Int32], directory: String?) -> Result<Void, Errno> {
@@ -107,6 +131,7 @@ extension SpoolStorage {
 public final class PosixStorage: SpoolStorage {
     public private(set) var ring: SyncRing?
     public private(set) var helpers: [SyncHelper] = []
+    public private(set) var unlinker: SegmentUnlinker?
     /// Who runs each started sync, and what it syncs (to run it here should that
     /// fail), oldest first.
     enum Runner: Equatable { case ring, helper(Int) }
@@ -117,6 +142,9 @@ public final class PosixStorage: SpoolStorage {
     /// Runs the syncs through `ring` from now on; the helpers, if any, take over
     /// should it fail.
     public func useSyncRing(_ ring: SyncRing) { self.ring = ring }
+
+    /// Unlinks finished segments through `unlinker` from now on.
+    public func useUnlinker(_ unlinker: SegmentUnlinker) { self.unlinker = unlinker }
 
     /// Runs the syncs in `helpers` (each started on first use, and again after
     /// it died) when there is no working ring.
@@ -165,6 +193,21 @@ public final class PosixStorage: SpoolStorage {
     public func close(_ fd: Int32) { Sys.close(fd) }
 
     public func unlink(_ path: String) -> Result<Void, Errno> { Sys.unlink(path) }
+
+    public func startUnlink(_ path: String) -> Bool { unlinker?.start(path) ?? false }
+
+    public func unlinkOutcome(wait: Bool) -> UnlinkOutcome? {
+        switch unlinker?.receive(wait: wait) {
+        case nil, .running?: return nil
+        case .finished(let r)?: return .finished(r)
+        case .unable?: return .unable
+        }
+    }
+
+    public var unlinkPollFD: Int32 {
+        guard let u = unlinker, u.running else { return -1 }
+        return u.fd
+    }
 
     public func syncDirectory(_ path: String) -> Result<Void, Errno> {
         cl_sync_directory(path) == 0 ? .success(()) : .failure(Errno.current("fsync \(path)"))

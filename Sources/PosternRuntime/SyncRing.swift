@@ -46,7 +46,7 @@ public final class SyncRing {
 
     /// A ring, or nil with the reason io_uring cannot be used here.
     public static func open(log: Log) -> Result<SyncRing, Errno> {
-        guard let r = cl_uring_open() else { return .failure(Errno.current("io_uring_setup")) }
+        guard let r = cl_uring_open(UInt32(CL_URING_ENTRIES)) else { return .failure(Errno.current("io_uring_setup")) }
         return .success(SyncRing(ring: r, log: log))
     }
 

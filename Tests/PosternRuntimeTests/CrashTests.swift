@@ -39,7 +39,8 @@ func workloadText(_ rng: inout SplitMix, count: Int) -> [UInt8] {
 ///
 /// With `asyncSyncs` the group commit runs as in the daemon (issue 11 item 3):
 /// started, then finished some steps later while receiving, committing and
-/// delivering go on; the power may go with a sync in flight.
+/// delivering go on; the power may go with a sync in flight. So do finished
+/// segments' unlinks, when the disk takes them (`asyncUnlinks`).
 func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout CrashModel,
                  asyncSyncs: Bool = false) {
     var open: [OpenTransaction] = []
@@ -95,7 +96,9 @@ func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout
         } else if dice < 85 && !asyncSyncs {
             finished(spool.flush(), covering: model.unsyncedOutcomes.count)
         } else if dice < 85 {
-            if spool.syncInFlight {
+            if spool.unlinking != nil && rng.chance(40) {
+                spool.finishDeletion(wait: rng.chance(50))
+            } else if spool.syncInFlight {
                 if rng.chance(50), let r = spool.finishGroupCommit(wait: true) {
                     finished(r, covering: coveredOutcomes)
                 }
@@ -132,7 +135,7 @@ struct CrashTests {
     /// segment), so writes fail with ENOSPC and finished segments, the active
     /// one included, are reclaimed while the power may go.
     func crashCase(seed: UInt64, relocated: inout Int, reclaimed: inout Int, fullDisk: Bool = false,
-                   asyncSyncs: Bool = false, syncsStarted: inout Int) -> String? {
+                   asyncSyncs: Bool = false, syncsStarted: inout Int, unlinksStarted: inout Int) -> String? {
         var rng = SplitMix(seed: seed)
         let disk = SimulatedDisk()
         let segmentSize = [4096, 16_384, 65_536][rng.below(3)]
@@ -143,11 +146,13 @@ struct CrashTests {
         let steps = 20 + rng.below(220)
         // Somewhere in the run, or after it (then the crash only drops what was unsynced).
         disk.crashAt = 1 + rng.below(steps * 2)
+        disk.asyncUnlinks = asyncSyncs
         runWorkload(spool, &rng, steps: steps, model: &model, asyncSyncs: asyncSyncs)
         if !disk.closedWhileSyncing.isEmpty {
             return "descriptors \(disk.closedWhileSyncing) closed while a started sync covered them"
         }
         syncsStarted += disk.startedSyncs
+        unlinksStarted += disk.startedUnlinks
         relocated += spool.relocatedMessages
         reclaimed += spool.reclaimedSegments
         disk.die()
@@ -201,7 +206,9 @@ struct CrashTests {
         for i in 0..<ProcessInfoSeed.cases {
             let seed = base &+ UInt64(i)
             var syncs = 0
-            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, syncsStarted: &syncs) {
+            var unlinks = 0
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, syncsStarted: &syncs,
+                                 unlinksStarted: &unlinks) {
                 failures.append("seed \(seed): \(f)")
                 if failures.count >= 5 { break }
             }
@@ -219,18 +226,19 @@ struct CrashTests {
         var relocated = 0
         var reclaimed = 0
         var syncs = 0
+        var unlinks = 0
         for i in 0..<ProcessInfoSeed.cases {
             let seed = base &+ UInt64(i)
             if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, asyncSyncs: true,
-                                 syncsStarted: &syncs) {
+                                 syncsStarted: &syncs, unlinksStarted: &unlinks) {
                 failures.append("seed \(seed) (syncs in flight): \(f)")
                 if failures.count >= 5 { break }
             }
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
-        #expect(ProcessInfoSeed.cases < 100 || (relocated > 100 && syncs > ProcessInfoSeed.cases),
-                "only \(relocated) compaction copies, \(syncs) syncs started")
-        print("crash cases with syncs in flight: \(ProcessInfoSeed.cases), syncs started: \(syncs), compaction copies: \(relocated)")
+        #expect(ProcessInfoSeed.cases < 100 || (relocated > 100 && syncs > ProcessInfoSeed.cases && unlinks > 100),
+                "only \(relocated) compaction copies, \(syncs) syncs and \(unlinks) unlinks started")
+        print("crash cases with syncs in flight: \(ProcessInfoSeed.cases), syncs started: \(syncs), unlinks started: \(unlinks), compaction copies: \(relocated)")
     }
 
     @Test("crash points on a full disk: reclaiming finished segments, the active one too, loses nothing (issue 7 item 4)")
@@ -243,7 +251,9 @@ struct CrashTests {
         for i in 0..<cases {
             let seed = base &+ UInt64(i)
             var syncs = 0
-            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, fullDisk: true, syncsStarted: &syncs) {
+            var unlinks = 0
+            if let f = crashCase(seed: seed, relocated: &relocated, reclaimed: &reclaimed, fullDisk: true, syncsStarted: &syncs,
+                                 unlinksStarted: &unlinks) {
                 failures.append("seed \(seed) (full disk): \(f)")
                 if failures.count >= 5 { break }
             }

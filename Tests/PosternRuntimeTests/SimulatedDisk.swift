@@ -268,6 +268,43 @@ final class SimulatedDisk: SpoolStorage {
     /// Never readable: the tests ask `syncOutcome` themselves.
     var syncPollFD: Int32 { -1 }
 
+    // MARK: unlinks that finish later (the daemon's io_uring unlinks)
+
+    /// `startUnlink` takes unlinks (else the spool unlinks in the call).
+    var asyncUnlinks = false
+    /// The unlink started and not finished: it happens when its outcome is taken.
+    var startedUnlink: String? = nil
+    /// Unlinks started so far.
+    var startedUnlinks = 0
+    /// Looks without waiting that find the started unlink still running.
+    var unlinkPollsBeforeFinish = 1
+    var unlinkPollsUnanswered = 0
+    /// The next started unlink fails with EACCES (and changes nothing).
+    var failNextUnlink = false
+
+    func startUnlink(_ path: String) -> Bool {
+        guard asyncUnlinks else { return false }
+        precondition(startedUnlink == nil, "a second unlink while one runs")
+        startedUnlink = path
+        startedUnlinks += 1
+        return true
+    }
+
+    func unlinkOutcome(wait: Bool) -> UnlinkOutcome? {
+        guard let p = startedUnlink else { return nil }
+        if !wait && unlinkPollsUnanswered < unlinkPollsBeforeFinish {
+            unlinkPollsUnanswered += 1
+            return nil
+        }
+        unlinkPollsUnanswered = 0
+        startedUnlink = nil
+        if failNextUnlink {
+            failNextUnlink = false
+            return .finished(.failure(Errno(EACCES, "unlink \(p)")))
+        }
+        return .finished(unlink(p))
+    }
+
     var syncsAtOnce: Bool { false }
 
     func availableSpace(_ path: String) -> Result<Int64, Errno> {

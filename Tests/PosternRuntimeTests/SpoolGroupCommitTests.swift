@@ -346,4 +346,80 @@ struct SpoolGroupCommitTests {
         #expect(segments(disk.names).count == 1)
         #expect(segments(disk.durableNames) == segments(disk.names))
     }
+
+    @Test("an unlink run elsewhere (io_uring): the segment counts as gone only once it has finished, and the next waits for its directory sync")
+    func unlinkElsewhere() throws {
+        let disk = SimulatedDisk()
+        disk.asyncUnlinks = true
+        let (spool, before) = finishedSegments(disk)
+        #expect(before.count >= 4)
+        let oldest = try #require(before.first)
+        // The oldest's unlink was started, and nothing has happened yet.
+        #expect(disk.startedUnlink == oldest)
+        #expect(disk.startedUnlinks == 1)
+        #expect(segments(disk.names) == before)
+        let counted = spool.segmentCount
+        #expect(!spool.groupCommitDue)
+        // Still running: nothing changes, and no second unlink starts.
+        #expect(!spool.finishDeletion(wait: false))
+        spool.releaseSpace()
+        #expect(disk.startedUnlinks == 1)
+        // Finished: gone from the disk and the count, and due a directory sync.
+        #expect(spool.finishDeletion(wait: false))
+        #expect(segments(disk.names) == Array(before.dropFirst()))
+        #expect(spool.segmentCount == counted - 1)
+        #expect(disk.durableNames[oldest] != nil)
+        #expect(spool.groupCommitDue)
+        #expect(disk.startedUnlink == nil)
+        // Its directory sync makes it durable; only then does the next start.
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedUnlinks == 1)
+        #expect(spool.finishGroupCommit(wait: true)?.error == nil)
+        #expect(disk.durableNames[oldest] == nil)
+        #expect(disk.startedUnlinks == 2)
+        #expect(disk.startedUnlink != nil)
+    }
+
+    @Test("a failed unlink elsewhere leaves the segment counted and on disk; the next collection tries it again")
+    func unlinkElsewhereFails() {
+        let disk = SimulatedDisk()
+        disk.asyncUnlinks = true
+        disk.failNextUnlink = true
+        let (spool, before) = finishedSegments(disk)
+        let counted = spool.segmentCount
+        #expect(spool.finishDeletion(wait: true))
+        #expect(segments(disk.names) == before)
+        #expect(spool.segmentCount == counted)
+        #expect(!spool.groupCommitDue)
+        spool.releaseSpace()
+        #expect(disk.startedUnlinks == 2)
+        #expect(spool.finishDeletion(wait: true))
+        #expect(segments(disk.names) == Array(before.dropFirst()))
+        #expect(spool.segmentCount == counted - 1)
+    }
+
+    @Test("with unlinks elsewhere every finished segment still goes, one directory sync after another, and close waits for a running unlink")
+    func unlinksElsewhereAlone() {
+        let disk = SimulatedDisk()
+        disk.asyncUnlinks = true
+        let (spool, before) = finishedSegments(disk)
+        var rounds = 0
+        while rounds < 40 && (spool.groupCommitDue || disk.startedUnlink != nil) {
+            if spool.finishDeletion(wait: true) { continue }
+            #expect(spool.startGroupCommit() == nil)
+            #expect(spool.finishGroupCommit(wait: true)?.error == nil)
+            rounds += 1
+        }
+        #expect(disk.startedUnlinks == before.count - 1)
+        #expect(segments(disk.names).count == 1)
+        #expect(segments(disk.durableNames) == segments(disk.names))
+        // One more finished segment, its unlink running when the spool closes.
+        let disk2 = SimulatedDisk()
+        disk2.asyncUnlinks = true
+        let (spool2, before2) = finishedSegments(disk2)
+        #expect(disk2.startedUnlink != nil)
+        spool2.close()
+        #expect(disk2.startedUnlink == nil)
+        #expect(segments(disk2.durableNames) == Array(before2.dropFirst()))
+    }
 }

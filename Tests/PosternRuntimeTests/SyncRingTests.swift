@@ -134,4 +134,38 @@ struct SyncRingTests {
             return
         }
     }
+
+    @Test("A segment's unlink runs in its own ring: the eventfd says when it is done, the file is gone, and a missing file is the kernel's ENOENT")
+    func unlinkThroughTheRing() throws {
+        let s = Scratch()
+        let storage = PosixStorage()
+        let unlinker: SegmentUnlinker
+        switch SegmentUnlinker.open(log: Log(quiet: true)) {
+        case .success(let u): unlinker = u
+        case .failure(let e): throw e
+        }
+        storage.useUnlinker(unlinker)
+        let path = s.dir.path + "/0001.seg"
+        #expect(storage.unlinkPollFD == -1)
+        #expect(storage.startUnlink(path))
+        // One at a time: a second is refused while the first runs.
+        #expect(!storage.startUnlink(path))
+        #expect(storage.unlinkPollFD == unlinker.fd)
+        #expect(readable(unlinker.fd))
+        guard case .finished(.success)? = storage.unlinkOutcome(wait: true) else {
+            Issue.record("the unlink did not succeed (a kernel before 5.11 gives the ring up: \(unlinker.broken))")
+            return
+        }
+        #expect(access(path, F_OK) != 0)
+        #expect(storage.unlinkPollFD == -1)
+        #expect(storage.unlinkOutcome(wait: true) == nil)
+        // The same name again: gone, and the ring says so.
+        #expect(storage.startUnlink(path))
+        guard case .finished(.failure(let e))? = storage.unlinkOutcome(wait: true) else {
+            Issue.record("unlinking a missing file succeeded")
+            return
+        }
+        #expect(e.code == ENOENT)
+        #expect(!unlinker.broken)
+    }
 }

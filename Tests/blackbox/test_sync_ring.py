@@ -16,12 +16,13 @@ flight. Not under qemu-user, which has no io_uring.
 """
 import os
 import signal
+import smtplib
 import subprocess
 import threading
 
 import pytest
 
-from conftest import EMULATED, REPO, TARGET, children, send_one, wait_until
+from conftest import EMULATED, REPO, TARGET, children, make_message, send_one, wait_until
 
 pytestmark = pytest.mark.skipif(EMULATED, reason="qemu-user has no io_uring")
 
@@ -50,7 +51,8 @@ def test_the_syncs_run_through_io_uring_and_the_daemon_neither_syncs_nor_forks(m
     daemon = make_daemon(upstream.port)
     if daemon.find("io_uring cannot run here"):
         pytest.skip("this kernel refuses io_uring (the fall-backs are tested below)")
-    assert len(ring_fds(daemon.pid)) == 1, os.listdir(f"/proc/{daemon.pid}/fd")
+    # Two rings: the syncs' and the finished segments' unlinks'.
+    assert len(ring_fds(daemon.pid)) == 2, os.listdir(f"/proc/{daemon.pid}/fd")
     assert children(daemon.pid) == []
     # Count the daemon's own sync calls while 4 clients send 40 messages.
     trace = workdir / "strace.out"
@@ -128,4 +130,39 @@ def test_a_reload_that_changes_sync_says_it_waits_for_the_next_start(make_daemon
     # Still the ring, and no helper forked.
     send_one(daemon.port, "after the reload")
     upstream.wait_for_match(lambda m: b"after the reload" in m.content)
-    assert len(ring_fds(daemon.pid)) == 1 and children(daemon.pid) == []
+    assert len(ring_fds(daemon.pid)) == 2 and children(daemon.pid) == []
+
+
+def test_finished_segments_are_unlinked_through_io_uring_not_in_the_loop(make_daemon, upstream, workdir):
+    """Unlinking a finished segment frees its blocks, 2-5 ms for 4 MiB on ext4:
+    the daemon hands it to its second ring and goes on. Messages of 150 KB
+    through 64 KiB segments finish a segment or two each; every finished one
+    goes, the daemon making no unlink call of its own."""
+    daemon = make_daemon(upstream.port, spool__segment_size="64K")
+    if daemon.find("io_uring cannot run here"):
+        pytest.skip("this kernel refuses io_uring")
+    spool = workdir / "spool"
+    trace = workdir / "strace-unlink.out"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(daemon.pid), "-o", str(trace),
+                               "-e", "trace=unlink,unlinkat,io_uring_enter"],
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "TracerPid:\t0" not in open(f"/proc/{daemon.pid}/status").read(),
+                   what="strace to attach")
+        body = ("x" * 76 + "\r\n") * 2000
+        with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
+            for i in range(8):
+                assert s.sendmail("sender@client.example", ["ops@example.com"],
+                                  make_message(f"big {i}", body=body)) == {}
+        upstream.wait_for(8)
+        # Every finished segment goes; the active one stays.
+        wait_until(lambda: len([p for p in spool.iterdir() if p.name.endswith(".seg")]) == 1,
+                   what=lambda: f"only the active segment left (have {sorted(p.name for p in spool.iterdir())})")
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+    calls = [line.split()[1].split("(")[0] for line in trace.read_text().splitlines() if "(" in line]
+    assert "io_uring_enter" in calls
+    assert calls.count("unlink") == 0 and calls.count("unlinkat") == 0, calls
+    assert not daemon.find("io_uring cannot unlink")
+    assert not daemon.find("could not delete")

@@ -6,23 +6,28 @@
 // seccomp filter, io_uring_disabled), the daemon falls back to the sync helpers
 // (cl_sync.h).
 //
-// No liburing: the three system calls and the two rings are used directly, a
-// submission queue of CL_URING_ENTRIES entries, each request one IORING_OP_FSYNC
-// tagged with the caller's 64-bit tag.
+// The spool's unlinks of finished segments go through a ring of their own the
+// same way (SegmentUnlinker.swift): freeing a 4 MiB file's blocks took 2–5 ms
+// of the loop on ext4.
+//
+// No liburing: the three system calls and the two rings are used directly, each
+// request one IORING_OP_FSYNC (or IORING_OP_UNLINKAT) tagged with the caller's
+// 64-bit tag.
 #ifndef POSTERN_CL_URING_H
 #define POSTERN_CL_URING_H
 
 #include <stdint.h>
 
-/// Submission queue entries: four batches (`syncCapacity`) of CL_SYNC_MAX_FDS
+/// Submission queue entries of the sync ring: four batches (`syncCapacity`) of CL_SYNC_MAX_FDS
 /// descriptors fit.
 #define CL_URING_ENTRIES 128
 
 typedef struct cl_uring cl_uring;
 
-/// Sets up a ring and its eventfd (non-blocking, close-on-exec). NULL with errno
-/// (ENOSYS: no io_uring; EPERM: refused by seccomp or io_uring_disabled).
-cl_uring *cl_uring_open(void);
+/// Sets up a ring of `entries` submission entries and its eventfd
+/// (non-blocking, close-on-exec). NULL with errno (ENOSYS: no io_uring; EPERM:
+/// refused by seccomp or io_uring_disabled).
+cl_uring *cl_uring_open(unsigned entries);
 
 /// The eventfd: readable once a completion has been posted since the last
 /// `cl_uring_clear`.
@@ -34,6 +39,11 @@ int cl_uring_event_fd(const cl_uring *ring);
 /// `cl_uring_next` retries); -1 with errno when none was (EAGAIN: no room in the
 /// queue; anything else: the ring cannot submit).
 int cl_uring_sync(cl_uring *ring, const int *files, int n, int directory_fd, uint64_t tag);
+
+/// Queues and submits unlink(2) of `path` (IORING_OP_UNLINKAT, Linux 5.11; an
+/// older kernel completes it with -EINVAL), tagged `tag`. `path` need only live
+/// through the call. 0 when queued; -1 with errno as for `cl_uring_sync`.
+int cl_uring_unlink(cl_uring *ring, const char *path, uint64_t tag);
 
 /// Takes the next completion: 1 with *tag and *result (0, or a negative errno)
 /// set; 0 when there is none. With `wait` 1 it blocks until one comes (then 0
