@@ -97,6 +97,7 @@ public enum ABIReport {
         r.constant("CL_RESOLVE_MAX", CL_RESOLVE_MAX)
         r.constant("CL_RESOLVE_TEXT_MAX", CL_RESOLVE_TEXT_MAX)
         r.constant("CL_SYNC_MAX_FDS", CL_SYNC_MAX_FDS)
+        r.constant("CL_URING_ENTRIES", CL_URING_ENTRIES)
         r.constant("CL_CRYPT_MAX_HASH", CL_CRYPT_MAX_HASH)
         r.constant("CL_CRYPT_MAX_PASSWORD", CL_CRYPT_MAX_PASSWORD)
         r.constant("CL_CRYPT_OUTPUT_SIZE", CL_CRYPT_OUTPUT_SIZE)

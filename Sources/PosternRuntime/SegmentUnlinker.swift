@@ -53,22 +53,15 @@ public final class SegmentUnlinker {
         return true
     }
 
-    enum Reception {
-        case running
-        case finished(Result<Void, Errno>)
-        /// The ring could not run it: the caller unlinks in the loop.
-        case unable
-    }
-
-    /// The running unlink's outcome once it has completed; with `wait` it
-    /// blocks until then.
-    func receive(wait: Bool) -> Reception {
-        guard running else { return .running }
+    /// The running unlink's outcome once it has completed, nil while it runs
+    /// (or when none does); with `wait` it blocks until then.
+    func receive(wait: Bool) -> UnlinkOutcome? {
+        guard running else { return nil }
         cl_uring_clear(ring)
         var tag: UInt64 = 0
         var result: Int32 = 0
         guard cl_uring_next(ring, wait ? 1 : 0, &tag, &result) == 1 else {
-            guard wait else { return .running }
+            guard wait else { return nil }
             // Nothing will come (the ring failed): whether the name went is
             // unknown, and an unlink in the loop finds out (ENOENT counts as done).
             running = false

@@ -196,13 +196,7 @@ public final class PosixStorage: SpoolStorage {
 
     public func startUnlink(_ path: String) -> Bool { unlinker?.start(path) ?? false }
 
-    public func unlinkOutcome(wait: Bool) -> UnlinkOutcome? {
-        switch unlinker?.receive(wait: wait) {
-        case nil, .running?: return nil
-        case .finished(let r)?: return .finished(r)
-        case .unable?: return .unable
-        }
-    }
+    public func unlinkOutcome(wait: Bool) -> UnlinkOutcome? { unlinker?.receive(wait: wait) }
 
     public var unlinkPollFD: Int32 {
         guard let u = unlinker, u.running else { return -1 }
