@@ -95,7 +95,7 @@ BIN = os.environ.get("POSTERN_BIN", os.path.join(ROOT, "build", "postern"))
 SHIM = os.path.join(ROOT, "build", "tools", "slow_sync.so")
 
 SYNC_CALLS = ["fsync", "fdatasync", "sync_file_range", "syncfs"]
-COUNTED_CALLS = SYNC_CALLS + ["io_uring_enter"]
+COUNTED_CALLS = SYNC_CALLS + ["io_uring_enter", "io_uring_setup"]
 SENDER, RECIPIENT, HELO = "bench@example.com", "ops@example.com", "bench.example"
 
 KB, MB = 1024, 1024 * 1024
@@ -377,7 +377,8 @@ STRACE_RESUMED = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+<\.\.\. ([a-z0-9_]+) resu
 STRACE_DURATION = re.compile(r"<(\d+\.\d+)>\s*$")
 # io_uring_enter(fd, to_submit, ...): Postern submits only IORING_OP_FSYNC
 # requests, so to_submit is a count of syncs.
-STRACE_URING_SUBMIT = re.compile(r"io_uring_enter\(\d+, (\d+),")
+STRACE_URING_SUBMIT = re.compile(r"io_uring_enter\((\d+), (\d+),")
+STRACE_URING_SETUP = re.compile(r"io_uring_setup\(.*\) = (\d+)")
 
 
 def strace_counts(path, t0, t1):
@@ -385,12 +386,20 @@ def strace_counts(path, t0, t1):
     seconds of the sync calls among them]). A call interrupted by another
     process's line is counted at its start ("<unfinished ...>") and timed at
     its end ("<... fdatasync resumed>", which carries the -T duration).
-    "io_uring_sqes" counts the requests the io_uring_enter calls submitted."""
+    "io_uring_sqes" counts the requests the io_uring_enter calls submitted to
+    the first ring the relay set up (Postern's syncs' ring, opened at start,
+    before anything else), "io_uring_unlinks" those to any other (Postern's
+    second ring unlinks finished segments)."""
     out = {c: 0 for c in COUNTED_CALLS}
     out["io_uring_sqes"] = 0
+    out["io_uring_unlinks"] = 0
     durations = []
+    sync_ring = None
     with open(path, errors="replace") as f:
         for line in f:
+            setup = STRACE_URING_SETUP.search(line)
+            if setup and sync_ring is None:
+                sync_ring = setup.group(1)
             m = STRACE_LINE.match(line) or STRACE_RESUMED.match(line)
             if not m or not t0 <= float(m.group(1)) <= t1 or m.group(2) not in out:
                 continue
@@ -398,7 +407,8 @@ def strace_counts(path, t0, t1):
                 out[m.group(2)] += 1
                 u = STRACE_URING_SUBMIT.search(line)
                 if u:
-                    out["io_uring_sqes"] += int(u.group(1))
+                    which = "io_uring_sqes" if sync_ring in (None, u.group(1)) else "io_uring_unlinks"
+                    out[which] += int(u.group(2))
             d = STRACE_DURATION.search(line)
             if d and m.group(2) in SYNC_CALLS and "<unfinished" not in line:
                 durations.append(float(d.group(1)))
