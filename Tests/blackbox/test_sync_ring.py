@@ -14,6 +14,7 @@ spool's, the same whichever runs the sync: test_sync_helper.py holds syncs in
 the helpers, and the crash tests (CrashTests.swift) lose power with syncs in
 flight. Not under qemu-user, which has no io_uring.
 """
+import contextlib
 import os
 import signal
 import smtplib
@@ -39,6 +40,24 @@ def ring_fds(pid):
     return out
 
 
+@contextlib.contextmanager
+def traced(daemon, path, calls, into):
+    """strace on the daemon (its threads too) for the `calls` (a strace -e
+    trace= list) made inside the block; their names are appended to `into`
+    once the block is done."""
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(daemon.pid), "-o", str(path),
+                               "-e", f"trace={calls}"], stderr=subprocess.DEVNULL)
+    try:
+        # strace writes nothing until a call is made: wait until it is attached.
+        wait_until(lambda: "TracerPid:\t0" not in open(f"/proc/{daemon.pid}/status").read(),
+                   what="strace to attach")
+        yield
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+    into.extend(line.split()[1].split("(")[0] for line in path.read_text().splitlines() if "(" in line)
+
+
 @pytest.fixture
 def no_uring(workdir):
     lib = workdir / "no_uring.so"
@@ -55,14 +74,8 @@ def test_the_syncs_run_through_io_uring_and_the_daemon_neither_syncs_nor_forks(m
     assert len(ring_fds(daemon.pid)) == 2, os.listdir(f"/proc/{daemon.pid}/fd")
     assert children(daemon.pid) == []
     # Count the daemon's own sync calls while 4 clients send 40 messages.
-    trace = workdir / "strace.out"
-    tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(daemon.pid), "-o", str(trace),
-                               "-e", "trace=fdatasync,fsync,io_uring_enter"],
-                              stderr=subprocess.DEVNULL)
-    try:
-        # strace writes nothing until a call is made: wait until it is attached.
-        wait_until(lambda: "TracerPid:\t0" not in open(f"/proc/{daemon.pid}/status").read(),
-                   what="strace to attach")
+    calls = []
+    with traced(daemon, workdir / "strace.out", "fdatasync,fsync,io_uring_enter", calls):
         errors = []
 
         def client(k):
@@ -78,10 +91,6 @@ def test_the_syncs_run_through_io_uring_and_the_daemon_neither_syncs_nor_forks(m
             t.join(60)
         assert errors == []
         upstream.wait_for(40)
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(30)
-    calls = [line.split()[1].split("(")[0] for line in trace.read_text().splitlines() if "(" in line]
     assert calls.count("fdatasync") == 0 and calls.count("fsync") == 0, calls
     # One io_uring_enter per group commit (a batch is submitted at once), and
     # group commit groups: at most one per message.
@@ -142,13 +151,8 @@ def test_finished_segments_are_unlinked_through_io_uring_not_in_the_loop(make_da
     if daemon.find("io_uring cannot run here"):
         pytest.skip("this kernel refuses io_uring")
     spool = workdir / "spool"
-    trace = workdir / "strace-unlink.out"
-    tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(daemon.pid), "-o", str(trace),
-                               "-e", "trace=unlink,unlinkat,io_uring_enter"],
-                              stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: "TracerPid:\t0" not in open(f"/proc/{daemon.pid}/status").read(),
-                   what="strace to attach")
+    calls = []
+    with traced(daemon, workdir / "strace-unlink.out", "unlink,unlinkat,io_uring_enter", calls):
         body = ("x" * 76 + "\r\n") * 2000
         with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
             for i in range(8):
@@ -158,10 +162,6 @@ def test_finished_segments_are_unlinked_through_io_uring_not_in_the_loop(make_da
         # Every finished segment goes; the active one stays.
         wait_until(lambda: len([p for p in spool.iterdir() if p.name.endswith(".seg")]) == 1,
                    what=lambda: f"only the active segment left (have {sorted(p.name for p in spool.iterdir())})")
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(30)
-    calls = [line.split()[1].split("(")[0] for line in trace.read_text().splitlines() if "(" in line]
     assert "io_uring_enter" in calls
     assert calls.count("unlink") == 0 and calls.count("unlinkat") == 0, calls
     assert not daemon.find("io_uring cannot unlink")
