@@ -18,8 +18,8 @@
 
 #include <stdint.h>
 
-/// Submission queue entries of the sync ring: four batches (`syncCapacity`) of CL_SYNC_MAX_FDS
-/// descriptors fit.
+/// Submission queue entries of the sync ring: four batches (`syncCapacity`) of
+/// CL_SYNC_MAX_FDS descriptors fit.
 #define CL_URING_ENTRIES 128
 
 typedef struct cl_uring cl_uring;
