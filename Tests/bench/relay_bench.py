@@ -375,8 +375,9 @@ STRACE_LINE = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+([a-z0-9_]+)\(")
 
 STRACE_RESUMED = re.compile(r"^(?:\d+\s+)?(\d+\.\d+)\s+<\.\.\. ([a-z0-9_]+) resumed>")
 STRACE_DURATION = re.compile(r"<(\d+\.\d+)>\s*$")
-# io_uring_enter(fd, to_submit, ...): Postern submits only IORING_OP_FSYNC
-# requests, so to_submit is a count of syncs.
+# io_uring_enter(fd, to_submit, ...): Postern's first ring (its io_uring_setup
+# comes first) runs only IORING_OP_FSYNC requests, so there to_submit is a count
+# of syncs; its second ring runs only the segments' IORING_OP_UNLINKAT.
 STRACE_URING_SUBMIT = re.compile(r"io_uring_enter\((\d+), (\d+),")
 STRACE_URING_SETUP = re.compile(r"io_uring_setup\(.*\) = (\d+)")
 
