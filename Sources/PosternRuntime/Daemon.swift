@@ -429,6 +429,7 @@ public final class Daemon {
         if spool.canStartGroupCommit { return 0 }
         var next: Int64? = nil
         func earliest(_ t: Int64) { if next == nil || t < next! { next = t } }
+        if let t = spool.groupCommitWakeup { earliest(t) }
         if let t = pool?.nextDeadline() { earliest(t) }
         if let t = delivery.nextWakeup(now: now) { earliest(t) }
         if let t = control.nextDeadline() { earliest(t) }

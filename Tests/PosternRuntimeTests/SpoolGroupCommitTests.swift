@@ -16,7 +16,20 @@ struct SpoolGroupCommitTests {
                           log: Log(showDebug: false, quiet: true), storage: disk)
         _ = spool.open(clock: ClockReading(wall: 1_700_000_000, monotonic: 0, synchronised: true))
         spool.syncNanoseconds = syncNanoseconds
+        spool.monotonic = { [clock] in clock.now }
         return spool
+    }
+
+    /// The spool's monotonic clock: it moves only when a test moves it.
+    final class TestClock {
+        var now: Int64 = 1_000_000_000
+    }
+    let clock = TestClock()
+
+    /// Moves the clock on by the spacing of overlapping syncs, so that the
+    /// next one may start beside the running ones (`overlapAllowedAt`).
+    func spacingLater(_ spool: Spool) {
+        clock.now += spool.syncNanoseconds / Int64(spool.storage.syncCapacity)
     }
 
     func open(_ spool: Spool, text: Int = 100) -> SpoolTransaction {
@@ -70,7 +83,8 @@ struct SpoolGroupCommitTests {
         let a = commit(spool)
         #expect(spool.startGroupCommit() == nil)
         let b = commit(spool)
-        // The second starts at once, beside the first.
+        // The second starts beside the first, once the first has run its share.
+        spacingLater(spool)
         #expect(spool.startGroupCommit() == nil)
         #expect(disk.startedSyncs == 2)
         let c = commit(spool)
@@ -155,7 +169,7 @@ struct SpoolGroupCommitTests {
         #expect(disk.startedSyncs == 2)
     }
 
-    @Test("behind a big sync, a batch of 6 waiting commits is worth a sync of its own and starts beside it; 5 wait")
+    @Test("behind a big sync, a batch of 8 waiting commits is worth a sync of its own and starts beside it; 7 wait")
     func bigBatchOverlapsABigSync() {
         let disk = SimulatedDisk()
         let spool = newSpool(disk)
@@ -172,6 +186,38 @@ struct SpoolGroupCommitTests {
         #expect(!spool.groupCommitDue)
     }
 
+    @Test("a sync beside running ones starts only once the newest has run a capacity's share of a sync's time; the loop is told when, and a batch of 8 does not wait")
+    func overlappingSyncsAreSpaced() {
+        let disk = SimulatedDisk()
+        disk.syncCapacity = 4
+        let spool = newSpool(disk)
+        let spacing = spool.syncNanoseconds / 4
+        let t0 = clock.now
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        #expect(spool.groupCommitWakeup == nil)   // nothing waits
+        let b = commit(spool)
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        #expect(spool.groupCommitWakeup == t0 + spacing)
+        clock.now = t0 + spacing - 1
+        #expect(spool.startGroupCommit() == nil && disk.startedSyncs == 1)
+        clock.now = t0 + spacing
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil && disk.startedSyncs == 2)
+        // The next is spaced from the newest, not the oldest.
+        let c = commit(spool)
+        #expect(spool.groupCommitWakeup == t0 + 2 * spacing)
+        #expect(!spool.canStartGroupCommit)
+        // Enough waiting commits start at once.
+        let batch = (1..<Spool.ownSyncFrom).map { _ in commit(spool) }
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil && disk.startedSyncs == 3)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [b])
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [c] + batch)
+        #expect(!spool.groupCommitDue && spool.groupCommitWakeup == nil)
+    }
+
     @Test("a sync that ran at once (no helper free) is answered only after the one started before it")
     func syncAtOnceWaitsItsTurn() {
         let disk = SimulatedDisk()
@@ -180,6 +226,7 @@ struct SpoolGroupCommitTests {
         #expect(spool.startGroupCommit() == nil)
         let b = commit(spool)
         disk.nextSyncAtOnce = true
+        spacingLater(spool)
         #expect(spool.startGroupCommit() == nil)
         #expect(spool.queue.message(b) == nil)
         #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
@@ -194,6 +241,7 @@ struct SpoolGroupCommitTests {
         let a = commit(spool)
         #expect(spool.startGroupCommit() == nil)
         let b = commit(spool)
+        spacingLater(spool)
         #expect(spool.startGroupCommit() == nil)
         disk.failNextSync = true
         #expect(spool.finishGroupCommit(wait: true)?.failed == [a])
