@@ -497,9 +497,10 @@ public final class Daemon {
     }
 
     /// Starts the group commit: one fdatasync for every commit written since the
-    /// last one started, run by a sync helper; its 250s go out when it has
-    /// finished (`dispatch`, `.spoolSync`). Two run at a time: what is committed
-    /// while both run shares the next.
+    /// last one started, run through io_uring or by a sync helper; its 250s go
+    /// out when it has finished (`dispatch`, `.spoolSync`). Up to four run at a
+    /// time (`Spool.canStartGroupCommit`); what is committed while they run
+    /// shares the next.
     func groupCommit(now: Int64) {
         if let r = spool.startGroupCommit() { pool?.commitDone(r, now: now) }
     }
