@@ -562,7 +562,7 @@ public final class Spool {
     /// 0.86 in `make bench`'s counting run, 0.80 against 0.86 in `make
     /// bench-flash`; the throughput stayed within this machine's noise).
     public var canStartGroupCommit: Bool {
-        guard groupCommitDue && inFlight.count < max(1, storage.syncCapacity) else { return false }
+        guard groupCommitHasRoom else { return false }
         if inFlight.isEmpty || awaitingSync.count >= Self.ownSyncFrom { return true }
         guard let at = overlapAllowedAt else { return false }
         return monotonic() >= at
@@ -591,8 +591,12 @@ public final class Spool {
     /// When the loop must look again at a due group commit that waits only for
     /// `overlapAllowedAt` (its poll timeout); nil when nothing waits for that.
     public var groupCommitWakeup: Int64? {
-        guard groupCommitDue && inFlight.count < max(1, storage.syncCapacity) else { return nil }
-        return overlapAllowedAt
+        groupCommitHasRoom ? overlapAllowedAt : nil
+    }
+
+    /// A group commit is due and the storage can run one more sync.
+    var groupCommitHasRoom: Bool {
+        groupCommitDue && inFlight.count < max(1, storage.syncCapacity)
     }
 
     /// The monotonic clock (nanoseconds) of the sync policy: when syncs start
