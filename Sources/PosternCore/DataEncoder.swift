@@ -35,9 +35,10 @@ public struct DataEncoder: Sendable {
     /// counts as an octet of the line); one byte is taken only while four bytes
     /// of output are free. Inside a line most bytes need none of it, so a run of
     /// bytes that are not CR or LF, up to the 998th octet and within that output
-    /// room, is found a word at a time (`DataDecoder.lineEndOffset`) and copied
-    /// at once, and the usual line end (CRLF and a byte that is not a period) is
-    /// one step; every other byte takes the byte-by-byte rule. The output is
+    /// room, is found a word at a time (`DataDecoder.lineEndOffset`), the usual
+    /// line end (CRLF and a byte that is not a period) is one step, and a span
+    /// of such runs and line ends is copied at once; every other byte takes the
+    /// byte-by-byte rule. The output is
     /// the same as the rule's for any input, any split into calls and any
     /// output size (DataCodecEquivalenceTests, fuzz target `data_encode`).
     public mutating func encode(_ input: UnsafeRawBufferPointer,
@@ -53,34 +54,39 @@ public struct DataEncoder: Sendable {
             if !previousWasCR && lineLength > 0 {
                 // Inside a line and below its limit, ordinary bytes go through
                 // as they are. The byte-by-byte loop would take the k-th byte of
-                // the run only with cap - (o + k) >= 4 and lineLength + k < 998.
-                var run = 0
-                if lineLength < Self.maxLineOctets {
-                    let limit = min(n - i, Self.maxLineOctets - lineLength, cap - o - 3)
-                    run = DataDecoder.lineEndOffset(source + i, limit)
-                    (target + o).copyMemory(from: source + i, byteCount: run)
-                    i += run
-                    o += run
-                    lineLength += run
-                }
-                // The usual end of a line: CRLF, then a byte that starts the
-                // next one and is neither a period nor a line end. Byte by byte
-                // that is three steps (each needing four bytes of room, so six
-                // in all) that copy the three bytes and leave a line of one
-                // octet; CR and LF are never broken before, whatever the length.
-                if n - i >= 3 && cap - o >= 6 && input[i] == ASCII.cr && input[i + 1] == ASCII.lf {
-                    let c = input[i + 2]
-                    if c != ASCII.dot && c != ASCII.cr && c != ASCII.lf {
-                        output[o] = ASCII.cr
-                        output[o + 1] = ASCII.lf
-                        output[o + 2] = c
-                        i += 3
-                        o += 3
-                        lineLength = 1
-                        continue
+                // a run only with cap - (o + k) >= 4 and lineLength + k < 998.
+                // After the run, the usual end of a line: CRLF, then a byte that
+                // starts the next one and is neither a period nor a line end.
+                // Byte by byte that is three steps (each needing four bytes of
+                // room, so six in all) that copy the three bytes and leave a
+                // line of one octet; CR and LF are never broken before, whatever
+                // the length. Output equals input over such a span of runs and
+                // line ends, so it is scanned first and copied once.
+                let spanStart = i
+                let spanOutput = o
+                var progressed = true
+                while progressed && i < n && cap - o >= 4 {
+                    progressed = false
+                    if lineLength < Self.maxLineOctets {
+                        let limit = min(n - i, Self.maxLineOctets - lineLength, cap - o - 3)
+                        let run = DataDecoder.lineEndOffset(source + i, limit)
+                        i += run
+                        o += run
+                        lineLength += run
+                        progressed = run > 0
+                    }
+                    if n - i >= 3 && cap - o >= 6 && input[i] == ASCII.cr && input[i + 1] == ASCII.lf {
+                        let c = input[i + 2]
+                        if c != ASCII.dot && c != ASCII.cr && c != ASCII.lf {
+                            i += 3
+                            o += 3
+                            lineLength = 1
+                            progressed = true
+                        }
                     }
                 }
-                if run > 0 { continue }
+                (target + spanOutput).copyMemory(from: source + spanStart, byteCount: i - spanStart)
+                if progressed { continue }
             }
             let b = input[i]
             if lineLength >= Self.maxLineOctets && b != ASCII.cr && b != ASCII.lf {
