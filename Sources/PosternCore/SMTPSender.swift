@@ -259,8 +259,12 @@ public struct SMTPSender: Sendable {
     }
 
     public var stateName: String { state.description }
-    public var isReady: Bool { state == .ready }
-    public var isClosed: Bool { state == .closed }
+    // Patterns, not `==`: the size-optimised build calls the derived `==` of
+    // `State`, which copies both values with their transactions, and the
+    // delivery asks `isReady` about two dozen times a message (3% of a 2 KB
+    // relay's user-space instructions, callgrind).
+    public var isReady: Bool { if case .ready = state { return true } else { return false } }
+    public var isClosed: Bool { if case .closed = state { return true } else { return false } }
     /// A transaction is under way (a message would be left half-sent by closing).
     public var inTransaction: Bool {
         switch state {
@@ -429,7 +433,7 @@ public struct SMTPSender: Sendable {
     /// The TLS handshake after STARTTLS succeeded: start over with EHLO, as
     /// RFC 3207 §4.2 requires (everything learnt before TLS is discarded).
     public mutating func tlsEstablished() -> [Action] {
-        guard state == .handshaking else { return [] }
+        guard case .handshaking = state else { return [] }
         tlsActive = true
         capabilities = Capabilities()
         state = .sentEHLO
@@ -512,7 +516,7 @@ public struct SMTPSender: Sendable {
 
     /// Begins a transaction for `message`. Only valid when `.ready`.
     public mutating func start(message: OutboundMessage) -> [Action] {
-        guard state == .ready, !message.recipients.isEmpty else { return [] }
+        guard isReady, !message.recipients.isEmpty else { return [] }
         if let limit = capabilities.maxSize, limit > 0, message.size > limit {
             // RFC 1870 §5: do not send what the upstream announced it will refuse.
             let reply = Reply(552, "5.3.4", "message size \(message.size) exceeds the upstream's limit of \(limit) bytes")
@@ -549,7 +553,7 @@ public struct SMTPSender: Sendable {
 
     /// Nothing more to send: say QUIT (RFC 5321 §4.1.1.10).
     public mutating func finish() -> [Action] {
-        guard state == .ready else { return [] }
+        guard isReady else { return [] }
         state = .sentQUIT
         return [.send(command("QUIT"))]
     }
