@@ -38,9 +38,9 @@ public struct DataEncoder: Sendable {
     /// room, is found a word at a time (`DataDecoder.lineEndOffset`), the usual
     /// line end (CRLF and a byte that is not a period) is one step, and a span
     /// of such runs and line ends is copied at once; every other byte takes the
-    /// byte-by-byte rule. The output is
-    /// the same as the rule's for any input, any split into calls and any
-    /// output size (DataCodecEquivalenceTests, fuzz target `data_encode`).
+    /// byte-by-byte rule. The output is the same as the rule's for any input,
+    /// any split into calls and any output size (DataCodecEquivalenceTests,
+    /// fuzz target `data_encode`).
     public mutating func encode(_ input: UnsafeRawBufferPointer,
                                 into output: UnsafeMutableRawBufferPointer) -> Step {
         guard let source = input.baseAddress, let target = output.baseAddress else {
