@@ -218,6 +218,39 @@ struct SpoolGroupCommitTests {
         #expect(!spool.groupCommitDue && spool.groupCommitWakeup == nil)
     }
 
+    @Test("after a stalled sync, overlapping syncs are spaced by the latest sync's time, not by the average the stall raised")
+    func spacingRecoversAfterAStall() {
+        let disk = SimulatedDisk()
+        disk.syncCapacity = 4
+        let spool = newSpool(disk, syncNanoseconds: 10_000_000)
+        // A disk busy with other writes: one sync takes 250 ms.
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        clock.now += 250_000_000
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
+        #expect(spool.syncNanoseconds == 40_000_000)
+        // While the stall is the latest sync, the spacing is the average's.
+        let t1 = clock.now
+        let b = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let c = commit(spool)
+        #expect(spool.groupCommitWakeup == t1 + 40_000_000 / 4)
+        // The next sync takes 10 ms again: the average is still 36 ms, but
+        // the next overlapping sync may start a quarter of 10 ms after the newest.
+        clock.now += 10_000_000
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [b])
+        #expect(spool.syncNanoseconds == 36_250_000 && spool.lastSyncNanoseconds == 10_000_000)
+        let t2 = clock.now
+        #expect(spool.startGroupCommit() == nil)
+        #expect(disk.startedSyncs == 3)
+        let d = commit(spool)
+        #expect(spool.groupCommitWakeup == t2 + 10_000_000 / 4)
+        clock.now = t2 + 10_000_000 / 4
+        #expect(spool.startGroupCommit() == nil && disk.startedSyncs == 4)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [c])
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [d])
+    }
+
     @Test("a sync that ran at once (no helper free) is answered only after the one started before it")
     func syncAtOnceWaitsItsTurn() {
         let disk = SimulatedDisk()
