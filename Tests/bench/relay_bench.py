@@ -60,6 +60,9 @@ the shim's own count of the timed runs, and from strace in a counting run under
 the shim). The shim is checked to be loaded in every relay process (its
 mapping in /proc/PID/maps) and to have seen the syncs.
 
+Last, issue 11's targets, each with this run's figure and whether it held in
+it: a summary for the reader (the exit status never depends on a figure).
+
 Output: build/bench/relay.jsonl (a JSON line per run and per median), the same
 median lines on stdout prefixed "relay-bench-json: ", and a Markdown table,
 printed and written to build/bench/relay.md. The exit status is non-zero only
@@ -987,6 +990,51 @@ def main_table(results):
     return lines
 
 
+def targets(results, slow_results):
+    """Issue 11's targets, each with this run's figure and whether it held
+    there; a summary for the reader, never the exit status."""
+    lines = []
+
+    def verdict(ok):
+        return "held" if ok else "**missed**"
+
+    half = []
+    for (label, count, sessions), rows in results.items():
+        v = ratio(rows.get("postern", {}).get("e2e_rate"), rows.get("baseline", {}).get("e2e_rate"))
+        if v is not None:
+            half.append(f"{label} {v:.2f}×B ({verdict(v >= 0.5)})")
+    if half:
+        lines.append("- every workload end to end at least half the baseline: " + ", ".join(half))
+    for (label, count, sessions), rows in results.items():
+        if label != "5 MB":
+            continue
+        pn, pf, b = rows.get("postern", {}), rows.get("postfix", {}), rows.get("baseline", {})
+        e2e = ratio(pn.get("e2e_rate"), pf.get("e2e_rate"))
+        cpu = ratio(pn.get("cpu_ms_per_msg"), pf.get("cpu_ms_per_msg"))
+        if e2e is not None:
+            lines.append(f"- 5 MB end to end at least 1.5×P: {e2e:.2f}×P ({verdict(e2e >= 1.5)})")
+        if cpu is not None:
+            lines.append(f"- 5 MB CPU at most half Postfix's: {cpu:.2f}×P ({verdict(cpu <= 0.5)})")
+        # The end-to-end rates stop at smtp-sink's: with Postfix at a share s
+        # of the baseline, 1.5×P asks Postern for 1.5·s of it.
+        share = ratio(pf.get("e2e_rate"), b.get("e2e_rate"))
+        if share is not None and b.get("e2e_sink_busy") is not None:
+            lines.append(f"  (Postfix reached {share:.2f}×B, so 1.5×P needs {1.5 * share:.2f}×B; "
+                         f"with no relay smtp-sink was on a CPU {b['e2e_sink_busy'] * 100:.0f}% of the run)")
+    ahead, grouped = [], []
+    for (label, count, sessions), rows in slow_results.items():
+        v = ratio(rows.get("postern", {}).get("e2e_rate"), rows.get("postfix", {}).get("e2e_rate"))
+        if v is not None:
+            ahead.append(f"{label} × {sessions} {v:.2f}×P ({verdict(v > 1)})")
+        syncs = rows.get("postern", {}).get("shim_syncs_per_msg")
+        if sessions == 16 and syncs is not None:
+            grouped.append(f"- at most 0.2 syncs per message with 16 sessions behind slowed syncs: {syncs:.2f} "
+                           f"({verdict(syncs <= 0.2)})")
+    if ahead:
+        lines.append("- ahead of Postfix behind slowed syncs: " + ", ".join(ahead))
+    return lines + grouped
+
+
 def slow_table(results, slow_ms):
     lines = ["| workload | relay | accepted msg/s | end-to-end msg/s | syncs/msg (shim, timed runs) | "
              "syncs/msg (strace) | io_uring_enter/msg | shim loaded in (timed runs) |",
@@ -1275,6 +1323,9 @@ def main():
                         md.append(f"- {key[1]} × {key[0]}, {key[2]} sess., {relay}: slowed syncs by process "
                                   + ", ".join(f"{n} {c}" for n, c in sorted(by.items())))
             md.append("")
+        summary = targets(results, slow_results)
+        if summary:
+            md += ["## Issue 11's targets in this run", ""] + summary + [""]
         md.append(f"Total time {time.monotonic() - started:.0f} s.")
         text = "\n".join(md) + "\n"
         with open(os.path.join(args.out_dir, "relay.md"), "w") as f:
