@@ -590,13 +590,14 @@ public final class Spool {
 
     /// The sync time overlapping syncs are spread over: the average, or the
     /// latest sync when that was shorter. A disk busy with other writes
-    /// stalls now and then: one sync of 250 ms among ones of 10 to 60 ms
-    /// (traced, the spool's own syncs slowed by 10 ms and `dd` writing
-    /// beside it). The stall lifted the average to 60 ms, and spaced by that
-    /// the syncs ran one at a time for many syncs after it: 4 clients got
-    /// 106 to 119 messages a second against Postfix's 120 to 146. The latest
-    /// sync shows the stall is over at once. The average stays the measure
-    /// of whether syncs are slow at all, where one hiccup must not count.
+    /// stalls now and then: two syncs in flight together took 246 and 233 ms
+    /// among ones of 10 to 60 ms (traced, the spool's own syncs slowed by
+    /// 10 ms and `dd` writing beside it). The stall lifted the average from
+    /// 16 to 68 ms, and spaced by that the syncs ran one at a time for many
+    /// syncs after it: 4 clients got 106 to 119 messages a second against
+    /// Postfix's 120 to 146. The latest sync shows the stall is over at once.
+    /// The average stays the measure of whether syncs are slow at all, where
+    /// one hiccup must not count.
     var spacingNanoseconds: Int64 {
         min(syncNanoseconds, lastSyncNanoseconds ?? syncNanoseconds)
     }
