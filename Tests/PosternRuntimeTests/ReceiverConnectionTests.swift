@@ -254,6 +254,62 @@ struct ReceiverDeadlineTests {
     }
 }
 
+@Suite("Receiver connection: reads per turn of the loop (issue 11)")
+struct ReceiverReadsPerTurnTests {
+    /// 16 KiB of message text: lines of 1,022 x and CRLF.
+    static let block = bytes(String(repeating: String(repeating: "x", count: 1022) + "\r\n", count: 16))
+
+    @Test("Text that fills the input buffer is read again in the same turn, four reads at most; the next client is served in that turn too")
+    func fullReadsAreReadAgain() {
+        let h = ReceiverHarness()
+        let big = h.connect()
+        big.incoming = [.bytes(bytes(transaction))]
+        h.run { big.replyCodes.last == 354 }
+        let other = h.connect()
+        h.run { other.replyCodes == [220] }
+        for _ in 0..<10 { big.incoming.append(.bytes(Self.block)) }
+        other.incoming = [.bytes(bytes("NOOP\r\n"))]
+        let before = big.reads
+        h.step()
+        #expect(big.reads - before == ReceiverConnection.readsPerTurn)
+        #expect(other.replyCodes == [220, 250])
+        big.incoming.append(.bytes(bytes(".\r\nQUIT\r\n")))
+        h.run { big.closed }
+        #expect(big.replyCodes == [220, 250, 250, 250, 354, 250, 221])
+        #expect(h.queuedTexts().first.map { $0.text.count > 10 * Self.block.count } == true)
+    }
+
+    @Test("A read that leaves room in the buffer ends the turn: no second read to find EAGAIN")
+    func shortReadEndsTheTurn() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes("EHLO c\r\n"))]
+        let before = s.reads
+        h.step()
+        #expect(s.reads - before == 1)
+        #expect(s.emptyReads == 0)
+        #expect(s.replyCodes == [220, 250])
+    }
+
+    @Test("A full read that ends the message is not followed by another: what was pipelined after the dot waits for the commit (RFC 2920 §3.1)")
+    func noReadAgainWhileAwaitingCommit() {
+        let h = ReceiverHarness()
+        let s = h.connect()
+        s.incoming = [.bytes(bytes(transaction))]
+        h.run { s.replyCodes.last == 354 }
+        // Exactly the buffer's 16 KiB, the end of data last.
+        let text = Array(Self.block[0..<(15 * 1024)]) + bytes(String(repeating: "y", count: 1019) + "\r\n.\r\n")
+        #expect(text.count == 16 * 1024)
+        s.incoming = [.bytes(text), .bytes(bytes("NOOP\r\n"))]
+        let before = s.reads
+        h.step()
+        #expect(s.reads - before == 1)
+        #expect(s.replyCodes == [220, 250, 250, 250, 354, 250])
+        h.step()
+        #expect(s.replyCodes == [220, 250, 250, 250, 354, 250, 250])
+    }
+}
+
 @Suite("Receiver pool: slots kept for loopback clients")
 struct ReceiverPoolTests {
     @Test("The reserve is a quarter of the slots, at least one when there are two or more")
