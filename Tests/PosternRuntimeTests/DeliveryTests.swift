@@ -127,6 +127,31 @@ struct DeliveryTests {
         #expect(got(h, [Self.textBytes]))
     }
 
+    @Test("A long message goes out about `bytesPerTurn` per event of the loop, the rest at the next POLLOUT; it arrives whole, once")
+    func boundedSendPerTurn() {
+        let h = DeliveryHarness()
+        // 600 KB in lines of 100 octets: an upstream socket that takes
+        // everything at once, as loopback's did.
+        let big = "Subject: big\r\n\r\n" + String(repeating: String(repeating: "0123456789", count: 10) + "\r\n", count: 6000)
+        h.queue(big)
+        var most = 0
+        var before = 0
+        var turns = 0
+        while !h.spool.queue.isEmpty && turns < 2000 {
+            h.step()
+            turns += 1
+            let sent = h.connection?.sent.count ?? 0
+            most = max(most, sent - before)
+            before = sent
+        }
+        #expect(h.spool.queue.isEmpty)
+        #expect(got(h, [Array(big.utf8)]))
+        // A turn can hold two events of the connection (writable, then
+        // readable), each bounded; without the bound the 600 KB left in one.
+        #expect(most >= Delivery.bytesPerTurn)
+        #expect(most < 2 * Delivery.bytesPerTurn)
+    }
+
     @Test("Plain TCP: a read that fills less than the room offered is not followed by one that can only say EAGAIN")
     func noReadAfterShortRead() {
         let h = DeliveryHarness()
