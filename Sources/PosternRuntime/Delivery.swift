@@ -696,9 +696,11 @@ public final class Delivery {
         }
     }
 
-    /// Bytes sent to the upstream in one turn of the loop before the others
-    /// are served. Over loopback the socket took a whole 5 MB message at once:
-    /// 153 sends in one turn, through which no client was read or answered.
+    /// Bytes sent to the upstream per event the loop hands over (a turn can
+    /// hold two: writable, then readable) before the others are served, like
+    /// the receiver's `readsPerTurn`. Over loopback the socket took a whole
+    /// 5 MB message at once: 153 sends in one turn, through which no client
+    /// was read or answered.
     /// 128 KiB is two spool records; a 5 MB message then takes 40 turns, and a
     /// client sending NOOPs beside it waited 1.6 to 2.8 ms at the 99th
     /// percentile against 4.2 to 4.9 (three runs each; issue 11).
