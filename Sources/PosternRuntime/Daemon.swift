@@ -135,8 +135,10 @@ public final class Daemon {
         context.settings.authAvailable = context.authUsers != nil
         self.context = context
         // The fixed pool: every connection's buffers are allocated here, once.
-        pool = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
-        pool?.apply(config.receiver) // the cap per client and the greeting pause (issue 12 item 5)
+        let receivers = ReceiverPool(context: context, maxConnections: config.receiver.maxConnections, hostname: hostname)
+        receivers.apply(config.receiver) // the cap per client and the greeting pause (issue 12 item 5)
+        pool = receivers
+        spool.commitsMayFollow = { receivers.clientMayCommit }
         let drop = MailDrop(path: config.local.dropDirectory(spoolDir: config.spool.dir), socketPath: localSocketPath, log: log)
         drop.open(now: Clock.monotonic())
         mailDrop = drop

@@ -312,4 +312,8 @@ public final class ReceiverPool {
     }
 
     public var awaitingCommit: Bool { activeSlots.contains { connections[$0].isActive && connections[$0].isAwaitingCommit } }
+
+    /// Some client is connected and not waiting for a commit: it could still
+    /// send one (`Spool.commitsMayFollow`).
+    public var clientMayCommit: Bool { activeSlots.contains { connections[$0].isActive && !connections[$0].isAwaitingCommit } }
 }

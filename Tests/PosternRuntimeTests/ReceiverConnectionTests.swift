@@ -310,6 +310,32 @@ struct ReceiverReadsPerTurnTests {
     }
 }
 
+@Suite("Receiver pool: whether a client could still commit (Spool.commitsMayFollow)")
+struct ReceiverPoolCommitTests {
+    @Test("A client whose message waits for its sync sends no other commit meanwhile; a connected client that does not wait could")
+    func clientMayCommit() {
+        let h = ReceiverHarness()
+        #expect(!h.pool.clientMayCommit)
+        let a = h.connect()
+        let b = h.connect()
+        #expect(h.pool.clientMayCommit)
+        a.incoming = [.bytes(bytes(transaction + "Subject: t\r\n\r\nbody\r\n.\r\n"))]
+        for _ in 0..<10 where !h.pool.awaitingCommit { h.dispatch() }
+        #expect(h.pool.awaitingCommit)
+        #expect(a.replyCodes == [220, 250, 250, 250, 354])
+        // b is connected and in no transaction: it could still commit.
+        #expect(h.pool.clientMayCommit)
+        b.incoming = [.bytes(bytes("QUIT\r\n"))]
+        for _ in 0..<10 where !b.closed { h.dispatch() }
+        #expect(b.closed)
+        // Only a is left, and it waits for its sync.
+        #expect(!h.pool.clientMayCommit)
+        h.step()
+        #expect(a.replyCodes.last == 250)
+        #expect(h.pool.clientMayCommit)
+    }
+}
+
 @Suite("Receiver pool: slots kept for loopback clients")
 struct ReceiverPoolTests {
     @Test("The reserve is a quarter of the slots, at least one when there are two or more")

@@ -197,14 +197,20 @@ final class ReceiverHarness: LoopHarness {
 
     /// One loop iteration, as `Daemon.run` does it.
     func step() {
+        dispatch()
+        if spool.groupCommitDue { pool.commitDone(spool.flush(), now: now) }
+        pool.timers(now: now)
+    }
+
+    /// The first half of an iteration, poll and dispatch: a commit written in
+    /// it stays waiting for its sync.
+    func dispatch() {
         var fds = pool.pollEntries().map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
         let indices = pool.pollEntries().map { $0.index }
         _ = kernel.poll(&fds, timeoutMilliseconds: 0)
         for (k, p) in fds.enumerated() where p.revents != 0 {
             pool.ready(index: indices[k], revents: p.revents, now: now)
         }
-        if spool.groupCommitDue { pool.commitDone(spool.flush(), now: now) }
-        pool.timers(now: now)
     }
 
     func advance(seconds: Double) { now += Int64(seconds * 1e9) }

@@ -218,6 +218,40 @@ struct SpoolGroupCommitTests {
         #expect(!spool.groupCommitDue && spool.groupCommitWakeup == nil)
     }
 
+    @Test("when no other client could commit (every one waits for a sync), an overlapping sync starts at once; behind a big sync or with no room it still waits")
+    func nothingToWaitForStartsAtOnce() {
+        let disk = SimulatedDisk()
+        disk.syncCapacity = 2
+        let spool = newSpool(disk)
+        var othersMayCommit = true
+        spool.commitsMayFollow = { othersMayCommit }
+        let a = commit(spool)
+        #expect(spool.startGroupCommit() == nil)
+        let b = commit(spool)
+        // Another client is still sending: b waits out the spacing for it.
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        #expect(spool.groupCommitWakeup != nil)
+        // Every client now waits for a commit: nothing more can join b's sync.
+        othersMayCommit = false
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil && disk.startedSyncs == 2)
+        // Both run, and two is this storage's capacity: c waits for a slot.
+        let c = commit(spool)
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [a])
+        #expect(spool.canStartGroupCommit)
+        #expect(spool.startGroupCommit() == nil && disk.startedSyncs == 3)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [b])
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == [c])
+        // Behind a sync carrying 4 commits the next waits for it, as before.
+        let big = (0..<Spool.overlapBelow).map { _ in commit(spool) }
+        #expect(spool.startGroupCommit() == nil)
+        let d = commit(spool)
+        #expect(spool.groupCommitDue && !spool.canStartGroupCommit)
+        #expect(spool.finishGroupCommit(wait: true)?.committed.map { $0.id } == big)
+        #expect(spool.flush().committed.map { $0.id } == [d])
+    }
+
     @Test("after a stalled sync, overlapping syncs are spaced by the latest sync's time, not by the average the stall raised")
     func spacingRecoversAfterAStall() {
         let disk = SimulatedDisk()
