@@ -232,7 +232,7 @@ public final class Spool {
                 if retired.count > Self.maxRetired {
                     let oldest = retired.removeFirst()
                     if case .failure(let e) = storage.syncData(oldest) { syncFailed(e) }
-                    storage.close(oldest)
+                    closeWhenSynced(oldest)
                 }
             } else {
                 closeWhenSynced(activeFD)
@@ -276,7 +276,7 @@ public final class Spool {
     /// file instead and report the old one durable. (A helper process is handed
     /// its own copy of each descriptor, and the loop's syncs run at once.)
     func closeWhenSynced(_ fd: Int32) {
-        if let k = inFlight.lastIndex(where: { $0.active == fd }) {
+        if let k = inFlight.lastIndex(where: { $0.active == fd || $0.retired.contains(fd) }) {
             inFlight[k].closeAfter.append(fd)
         } else {
             storage.close(fd)
@@ -763,7 +763,10 @@ public final class Spool {
     /// Applies a finished sync: on success the batch's messages join the queue
     /// and their relocations take effect; on failure they are refused.
     func finish(_ batch: SyncBatch, _ outcome: Result<Void, Errno>) -> FlushResult {
-        for fd in batch.retired + batch.closeAfter { storage.close(fd) }
+        // A sync still running may cover one of them too: a batch finished at
+        // once (a failure that stands, with syncs running) holds segments
+        // retired after a running sync took them as the active one.
+        for fd in batch.retired + batch.closeAfter { closeWhenSynced(fd) }
         if case .failure(let e) = outcome {
             if batch.directory { directorySyncNeeded = true }
             if batch.deletion { deletionUnsynced = true }

@@ -209,6 +209,8 @@ final class SimulatedDisk: SpoolStorage {
     var syncCapacity = 2
     /// Syncs started so far.
     var startedSyncs = 0
+    /// Of those, the ones started while another was running.
+    var startedBesideOthers = 0
     /// Looks without waiting that find a started sync still running (the first
     /// is the spool's own, right after starting it).
     var pollsBeforeFinish = 1
@@ -231,6 +233,7 @@ final class SimulatedDisk: SpoolStorage {
         }
         guard tick() else { return .finished(.failure(fail("fdatasync"))) }
         precondition(started.count < syncCapacity, "more syncs than the capacity")
+        if !started.isEmpty { startedBesideOthers += 1 }
         started.append((files.map { (fds[$0]!, fds[$0]!.ops) }, files, directory == nil ? nil : names, mutations))
         startedSyncs += 1
         startedFiles = files
