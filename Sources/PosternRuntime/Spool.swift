@@ -276,7 +276,7 @@ public final class Spool {
     /// file instead and report the old one durable. (A helper process is handed
     /// its own copy of each descriptor, and the loop's syncs run at once.)
     func closeWhenSynced(_ fd: Int32) {
-        if let k = inFlight.lastIndex(where: { $0.active == fd || $0.retired.contains(fd) }) {
+        if let k = inFlight.lastIndex(where: { $0.active == fd }) {
             inFlight[k].closeAfter.append(fd)
         } else {
             storage.close(fd)
