@@ -39,10 +39,10 @@ func workloadText(_ rng: inout SplitMix, count: Int) -> [UInt8] {
 ///
 /// With `asyncSyncs` the group commit runs as in the daemon (issue 11 item 3):
 /// started, then finished some steps later while receiving, committing and
-/// delivering go on; the power may go with a sync in flight. Where the spool
-/// is told its syncs are slow (`crashCase`), more start beside the running
-/// ones, as its rules allow. So do finished
-/// segments' unlinks, when the disk takes them (`asyncUnlinks`).
+/// delivering go on; the power may go with a sync in flight. So do finished
+/// segments' unlinks, when the disk takes them (`asyncUnlinks`). Where the
+/// spool is told its syncs are slow (`crashCase`), more syncs start beside the
+/// running ones, as its rules allow.
 func runWorkload(_ spool: Spool, _ rng: inout SplitMix, steps: Int, model: inout CrashModel,
                  asyncSyncs: Bool = false) {
     var open: [OpenTransaction] = []
