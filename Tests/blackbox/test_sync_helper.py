@@ -305,6 +305,7 @@ def test_sigterm_answers_the_commits_a_held_sync_covers_then_stops(make_daemon, 
     for c in clients:
         c.close()
     assert codes == [250, 250, 250], codes
+    # Already stopping: stop()'s own SIGTERM changes nothing; it reaps the exit.
     assert daemon.stop(timeout=20) == 0
     daemon.start()
     for i in range(3):
